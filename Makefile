@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make figures   set up .venv and run the main job on the built-in model (writes figures/)
+#   make test      set up .venv and run the tests
+# TORCH: the torch requirement installed first. The default is the CPU wheel CI uses; give your
+# own (e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128") for a GPU.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.caprese-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test figures diagnostics clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name caprese --display-name "caprese (.venv)" >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The main job: everything under figures/ regenerated from the built-in toy-math model.
+figures: $(STAMP)
+	$(BIN)/caprese diagnose --model toy-math --data toy-math --samples 32 --out figures/diagnostics
+
+clean-venv:
+	rm -rf $(VENV)
