@@ -69,3 +69,11 @@ def save_tiny_model(folder, architecture: str = "LlamaForCausalLM", seed: int = 
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+def count_hooks(model: torch.nn.Module) -> int:
+    """Every forward / pre-forward / backward hook left on any module of `model`."""
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_backward_hooks", {}))
+        for m in model.modules()
+    )

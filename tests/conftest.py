@@ -15,10 +15,3 @@ def tiny_llama():
 
     return tiny_model("LlamaForCausalLM")
 
-
-def count_hooks(model: torch.nn.Module) -> int:
-    """Every forward / pre-forward hook left on any module of `model`."""
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_backward_hooks", {}))
-        for m in model.modules()
-    )
