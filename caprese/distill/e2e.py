@@ -1,0 +1,151 @@
+"""End-to-end distillation (METHOD.md eq 8): all low-rank paths train jointly so the efficient
+model's final hidden state (before the LM head) matches the original model's on generated tokens.
+
+Only L and R are trainable; every original weight is frozen and never handed to the optimizer.
+The teacher is the same model with every position treated as prompt (so every FFN is the
+original), computed per batch without gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import CapreseError
+from ..registry import check_range
+from .batches import TeacherForcedBatch, TokenizedPair, iterate_batches
+from .correction import LowRankCorrection
+from .optim import adam_with_linear_schedule
+from .teacher import MethodChoice
+
+
+@dataclass
+class E2EConfig:
+    lr: float = 1e-4
+    batch_size: int = 16
+    epochs: int = 3
+    warmup_fraction: float = 0.02
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+    def check(self) -> None:
+        check_range("lr", self.lr, 0.0, math.inf, low_open=True, high_open=True)
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise CapreseError(f"{name} {value!r} must be an integer >= 1")
+
+
+def _checkpointing(model, enable: bool) -> None:
+    """Activation checkpointing on or off (non-reentrant, so frozen inputs still pass gradients)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x naming
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+@dataclass
+class E2EResult:
+    epoch_losses: list[float] = field(default_factory=list)
+    initial_loss: float | None = None
+
+
+def final_hidden_state(model, batch: TeacherForcedBatch) -> torch.Tensor:
+    """The last hidden state (after the final norm, before the LM head), (B, S, D)."""
+    out = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        output_hidden_states=True, logits_to_keep=1, use_cache=False,
+    )
+    return out.hidden_states[-1]
+
+
+def e2e_loss(student: torch.Tensor, teacher: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    """Eq 8: mean squared error between final hidden states over generated tokens."""
+    return (student - teacher.to(student.dtype))[generated].float().pow(2).mean()
+
+
+def teacher_hidden_state(model, session, batch: TeacherForcedBatch) -> torch.Tensor:
+    """The original model's output: every position counts as prompt, so every FFN runs in full."""
+    every_position = torch.full_like(batch.prompt_lengths, batch.input_ids.shape[1])
+    with torch.no_grad(), session.teacher_forced(every_position):
+        return final_hidden_state(model, batch)
+
+
+def train_end_to_end(
+    model,
+    choice: MethodChoice,
+    pairs: Sequence[TokenizedPair],
+    pad_token_id: int,
+    corrections: dict[int, LowRankCorrection],
+    config: E2EConfig,
+    *,
+    tokenizer=None,
+    progress: bool = True,
+) -> E2EResult:
+    config.check()
+    if not pairs:
+        raise CapreseError("samples 0: end-to-end distillation needs at least one sample")
+    device = next(model.parameters()).device
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for c in corrections.values() for p in c.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    steps = math.ceil(len(pairs) / config.batch_size) * config.epochs
+    optimizer, scheduler = adam_with_linear_schedule(params, config.lr, steps, config.warmup_fraction)
+    was_checkpointing = getattr(model, "is_activation_checkpointing", False)
+    if config.gradient_checkpointing:
+        _checkpointing(model, True)
+    result = E2EResult()
+    last_good = {layer: copy.deepcopy(c.state_dict()) for layer, c in corrections.items()}
+    bar = tqdm(total=steps, desc="end-to-end distillation", disable=not progress, unit="step")
+    try:
+        with choice.apply(model, tokenizer) as session:
+            for layer, correction in corrections.items():
+                session.set_correction(layer, correction)
+            for epoch in range(config.epochs):
+                total, count = 0.0, 0
+                for batch in iterate_batches(pairs, config.batch_size, pad_token_id, seed=config.seed + epoch):
+                    batch = batch.to(device)
+                    target = teacher_hidden_state(model, session, batch)
+                    with session.teacher_forced(batch.prompt_lengths):
+                        loss = e2e_loss(final_hidden_state(model, batch), target, batch.generated_mask)
+                    if not torch.isfinite(loss):
+                        for layer, state in last_good.items():
+                            corrections[layer].load_state_dict(state)
+                        raise CapreseError(
+                            f"end-to-end loss became {loss.item()} in epoch {epoch + 1}; kept the factors of the "
+                            f"last finite epoch (lower lr={config.lr})"
+                        )
+                    if result.initial_loss is None:
+                        result.initial_loss = loss.item()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    total += loss.item() * len(batch)
+                    count += len(batch)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4g}")
+                result.epoch_losses.append(total / count)
+                last_good = {layer: copy.deepcopy(c.state_dict()) for layer, c in corrections.items()}
+    finally:
+        bar.close()
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen[name])
+        for p in params:
+            p.requires_grad_(True)
+        if config.gradient_checkpointing and not was_checkpointing:
+            _checkpointing(model, False)
+    return result

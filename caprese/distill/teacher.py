@@ -1,0 +1,83 @@
+"""One teacher pass: the original model's FFN inputs and the residuals FF(x) − FF̂(x) of every
+chosen layer, on generated tokens, for a batch of teacher-forced samples.
+
+The method runs in teacher (shadow) mode: every layer outputs the original FFN, so each layer's
+input is the original model's (eq 7's x), while FF̂ is computed with each sample's own GRIFFIN
+selection / CATS τ from its prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from .batches import TokenizedPair, collate
+from .layerwise import ResidualBatch
+
+
+@dataclass
+class MethodChoice:
+    """Which efficient FFN Caprese corrects: a registered method, its sparsity, layers and options."""
+
+    name: str
+    sparsity: float
+    layers: Any = "all"
+    options: dict = field(default_factory=dict)
+    calibration: Any = None
+    """Calibration texts or precomputed CalibrationStats for methods that need them."""
+
+    def apply(self, model, tokenizer=None, **kwargs):
+        from ..methods import apply_method
+
+        return apply_method(
+            model, self.name, self.sparsity, self.layers,
+            calibration=self.calibration, tokenizer=tokenizer, progress=False, **self.options, **kwargs,
+        )
+
+    def describe(self) -> dict:
+        return {"method": self.name, "sparsity": self.sparsity, "layers": self.layers, "options": dict(self.options)}
+
+
+class ResidualCollector:
+    """Gathers (x, residual) per layer from the wrappers' teacher callback."""
+
+    def __init__(self, dtype=torch.float32, device="cpu"):
+        self.dtype, self.device = dtype, device
+        self.parts: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+
+    def __call__(self, layer: int, x: torch.Tensor, residual: torch.Tensor, efficient: torch.Tensor) -> None:
+        xs, ys = self.parts.setdefault(layer, ([], []))
+        xs.append(x.detach().to(self.device, self.dtype))
+        ys.append(residual.detach().to(self.device, self.dtype))
+
+    def take(self) -> ResidualBatch:
+        batch = {layer: (torch.cat(xs), torch.cat(ys)) for layer, (xs, ys) in self.parts.items()}
+        self.parts = {}
+        return batch
+
+
+class Teacher:
+    """`teacher(sample_indices) -> ResidualBatch` over tokenized pairs, in micro-batches."""
+
+    def __init__(self, model, choice: MethodChoice, pairs: Sequence[TokenizedPair], pad_token_id: int,
+                 *, micro_batch: int = 16, store_device="cpu", tokenizer=None):
+        self.model, self.choice, self.pairs = model, choice, pairs
+        self.pad_token_id, self.micro_batch = pad_token_id, micro_batch
+        self.collector = ResidualCollector(device=store_device)
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+
+    def __call__(self, indices: Sequence[int]) -> ResidualBatch:
+        with self.choice.apply(self.model, self.tokenizer, teacher_callback=self.collector) as session:
+            self.layers = session.layers
+            with torch.inference_mode():
+                for start in range(0, len(indices), self.micro_batch):
+                    chunk = [self.pairs[i] for i in indices[start : start + self.micro_batch]]
+                    batch = collate(chunk, self.pad_token_id).to(self.device)
+                    with session.teacher_forced(batch.prompt_lengths):
+                        self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+        residuals = self.collector.take()
+        # inference tensors cannot be saved for backward: give training plain copies
+        return {layer: (x.clone(), y.clone()) for layer, (x, y) in residuals.items()}

@@ -1,0 +1,131 @@
+"""Caprese distillation on a tiny model: eq 7 (closed form and trained), eq 8, adapters on disk."""
+
+import hashlib
+import random
+
+import pytest
+import torch
+
+from caprese.distill.adapter import CapreseAdapter
+from caprese.distill.api import distill
+from caprese.distill.e2e import E2EConfig
+from caprese.distill.layerwise import LayerwiseConfig, NonFiniteLoss
+from caprese.distill.teacher import MethodChoice
+from caprese.errors import CapreseError
+from caprese.testing import tiny_model, tiny_tokenizer
+
+CHOICE = MethodChoice("griffin", 0.5, "all")
+
+
+def weights_hash(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_model("LlamaForCausalLM", num_hidden_layers=3, seed=4, initializer_range=0.2)
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    rng = random.Random(0)
+    rows = [
+        {"prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =", "response": f" {rng.randint(1, 99)} then {rng.randint(1, 99)}."}
+        for _ in range(24)
+    ]
+    return model, tok, rows
+
+
+def logits_under(model, tok, adapter_or_choice, text="Q: 12 + 7 = 19 then 4"):
+    ids = torch.tensor([tok(text)["input_ids"]])
+    with adapter_or_choice.apply(model, tok) as session, torch.inference_mode():
+        with session.teacher_forced([6]):
+            return model(ids).logits
+
+
+def test_layerwise_trains_down_and_closed_form_is_no_worse(setup):
+    model, tok, rows = setup
+    before = weights_hash(model)
+    trained = distill(model, tok, rows, CHOICE, rank=4, stage="layerwise",
+                      layerwise=LayerwiseConfig(epochs=6, batch_size=6, lr=1e-2), progress=False)
+    closed = distill(model, tok, rows, CHOICE, rank=4, stage="closed_form", progress=False)
+    assert weights_hash(model) == before  # originals bit-identical
+    for layer in map(str, trained.config.layers):
+        epochs = trained.config.final_losses["layerwise_epochs"][layer]
+        assert epochs[-1] < epochs[0]
+        t, c = trained.config.final_losses["layerwise"][layer], closed.config.final_losses["layerwise"][layer]
+        assert t["loss"] < t["loss_without_path"]
+        assert c["loss"] <= t["loss"] * (1 + 1e-6)
+        assert c["loss"] < c["loss_without_path"]
+
+
+def test_r_starts_at_zero_so_an_untrained_adapter_changes_nothing(setup):
+    model, tok, _ = setup
+    fresh = CapreseAdapter.new(model, "tiny", CHOICE, [0, 1, 2], rank=4)
+    torch.testing.assert_close(logits_under(model, tok, fresh), logits_under(model, tok, CHOICE), atol=0, rtol=0)
+
+
+def test_e2e_reduces_its_loss_and_leaves_weights_alone(setup):
+    model, tok, rows = setup
+    before = weights_hash(model)
+    adapter = distill(model, tok, rows, CHOICE, rank=4, stage="e2e",
+                      layerwise=LayerwiseConfig(epochs=2, batch_size=8, lr=2e-3),
+                      e2e=E2EConfig(epochs=4, batch_size=8, lr=1e-3), progress=False)
+    losses = adapter.config.final_losses
+    assert losses["e2e_epochs"][-1] < losses["e2e_initial"]
+    assert weights_hash(model) == before
+    assert all(p.requires_grad for p in model.parameters())  # requires_grad restored
+
+
+def test_save_load_apply_reproduces_logits_and_refuses_other_models(setup, tmp_path):
+    model, tok, rows = setup
+    adapter = distill(model, tok, rows, CHOICE, rank=4, stage="closed_form", base_model="tiny-seed-4", progress=False)
+    adapter.save(tmp_path / "adapter")
+    loaded = CapreseAdapter.load(tmp_path / "adapter", model)
+    assert loaded.config.base_model == "tiny-seed-4" and loaded.config.data_hash == adapter.config.data_hash
+    torch.testing.assert_close(logits_under(model, tok, loaded), logits_under(model, tok, adapter), atol=0, rtol=0)
+    assert not torch.equal(logits_under(model, tok, loaded), logits_under(model, tok, CHOICE))
+    other = tiny_model("LlamaForCausalLM", num_hidden_layers=3, seed=5, initializer_range=0.2)
+    with pytest.raises(CapreseError, match="not this one") as err:
+        CapreseAdapter.load(tmp_path / "adapter", other)
+    assert "\n" not in str(err.value)
+    wider = tiny_model("LlamaForCausalLM", num_hidden_layers=3, hidden_size=48)
+    with pytest.raises(CapreseError, match="hidden_size"):
+        CapreseAdapter.load(tmp_path / "adapter", wider)
+
+
+@pytest.mark.parametrize("rank", [0, -1, 33, 2.5])
+def test_bad_rank(setup, rank):
+    model, tok, rows = setup
+    with pytest.raises(CapreseError, match="rank"):
+        distill(model, tok, rows, CHOICE, rank=rank, progress=False)
+
+
+def test_no_samples(setup):
+    model, tok, _ = setup
+    with pytest.raises(CapreseError, match="samples 0"):
+        distill(model, tok, [], CHOICE, rank=2, progress=False)
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_factors(setup):
+    model, tok, rows = setup
+    with pytest.raises(NonFiniteLoss, match="loss became") as err:
+        distill(model, tok, rows, CHOICE, rank=4, stage="layerwise",
+                layerwise=LayerwiseConfig(epochs=50, batch_size=4, lr=1e30, warmup_fraction=0.0), progress=False)
+    kept = err.value.result.corrections
+    assert all(torch.isfinite(c.L).all() and torch.isfinite(c.R).all() for c in kept.values())
+
+
+def test_gradient_checkpointing_gives_the_same_training(setup):
+    model, tok, rows = setup
+    runs = []
+    for checkpointing in (False, True):
+        start = distill(model, tok, rows[:8], CHOICE, rank=2, stage="closed_form", progress=False)
+        adapter = distill(model, tok, rows[:8], CHOICE, rank=2, stage="e2e", start_from=start,
+                          e2e=E2EConfig(epochs=2, batch_size=4, lr=1e-3, gradient_checkpointing=checkpointing),
+                          progress=False)
+        runs.append(adapter.config.final_losses["e2e_epochs"])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+    assert not getattr(model, "is_activation_checkpointing", False)
