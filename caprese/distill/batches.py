@@ -49,7 +49,9 @@ def tokenize_pairs(tokenizer, rows: Iterable[dict], *, max_response_tokens: int 
     for i, row in enumerate(rows):
         if "prompt" not in row or "response" not in row:
             raise CapreseError(f"distillation row {i} needs 'prompt' and 'response' fields, got {sorted(row)}")
-        prompt = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+        # as generation tokenizes prompts: chat templates carry their own BOS
+        add_special = not getattr(tokenizer, "chat_template", None)
+        prompt = tokenizer(row["prompt"], add_special_tokens=add_special)["input_ids"]
         response = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
         if max_response_tokens is not None:
             response = response[:max_response_tokens]

@@ -8,6 +8,7 @@ selection / CATS τ from its prompt.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -28,13 +29,23 @@ class MethodChoice:
     calibration: Any = None
     """Calibration texts or precomputed CalibrationStats for methods that need them."""
 
+    @classmethod
+    def from_spec(cls, spec) -> "MethodChoice":
+        """From the CLI's validated `MethodSpec` (caprese.methods.cli_options)."""
+        return cls(spec.name, spec.sparsity, spec.layers, dict(spec.options), spec.calibration_texts())
+
+    @contextlib.contextmanager
     def apply(self, model, tokenizer=None, **kwargs):
+        """`apply_method` with this choice; calibration statistics are computed once and reused."""
         from ..methods import apply_method
 
-        return apply_method(
+        with apply_method(
             model, self.name, self.sparsity, self.layers,
             calibration=self.calibration, tokenizer=tokenizer, progress=False, **self.options, **kwargs,
-        )
+        ) as session:
+            if session.calibration is not None:
+                self.calibration = session.calibration
+            yield session
 
     def describe(self) -> dict:
         return {"method": self.name, "sparsity": self.sparsity, "layers": self.layers, "options": dict(self.options)}
