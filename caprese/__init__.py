@@ -2,23 +2,41 @@
 
 Start with `load_model(...)` (a Hugging Face id, a local folder or a built-in name) and
 `ffn_blocks(model)` (each layer's FFN seen through its architecture adapter).
+
+Names are imported lazily, so `import caprese.io` (sweep workers, notebooks) does not pay for torch.
 """
 
-from .arch import ADAPTERS, ArchitectureAdapter, FFNBlock, adapter_for, ffn_blocks
-from .errors import CapreseError
-from .models.loading import load_model
-from .phase import Phase, PhaseTracker
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ADAPTERS",
-    "ArchitectureAdapter",
-    "CapreseError",
-    "FFNBlock",
-    "Phase",
-    "PhaseTracker",
-    "adapter_for",
-    "ffn_blocks",
-    "load_model",
-]
+_EXPORTS = {
+    "ADAPTERS": "caprese.arch",
+    "ArchitectureAdapter": "caprese.arch",
+    "FFNBlock": "caprese.arch",
+    "adapter_for": "caprese.arch",
+    "ffn_blocks": "caprese.arch",
+    "CapreseError": "caprese.errors",
+    "load_model": "caprese.models.loading",
+    "Phase": "caprese.phase",
+    "PhaseTracker": "caprese.phase",
+    "apply_method": "caprese.methods",
+    "METHODS": "caprese.methods",
+    "CapreseAdapter": "caprese.distill.adapter",
+    "MethodChoice": "caprese.distill.teacher",
+    "distill": "caprese.distill.api",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'caprese' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

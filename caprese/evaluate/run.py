@@ -1,0 +1,77 @@
+"""Every evaluation of one model configuration, as one dict with stable keys (docs/metrics.md).
+
+`session` is what `apply_method` or `CapreseAdapter.apply` yields (its wrappers are already
+installed on `model`). Keys:
+
+    math        accuracy, mean_response_tokens, count, correct, unfinished, per_level{...}
+    language    short_answer_accuracy, perplexity, dense_perplexity, kl_dense_to_method, scored_tokens
+    coverage    n, prompts, temperature, pass_at_k{k: value}, relative_compute{k: N·active fraction}
+    params      ffn_params_active, model_params_active, model_active_fraction, extra_parameters, ...
+    measured_sparsity   overall and per layer, on generated tokens
+    samples     per-sample generations (written to samples.jsonl, not metrics.json)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..data.tasks import load_task_rows
+from ..data.toy_language import generate_texts
+from ..errors import CapreseError
+from .accuracy import evaluate_accuracy
+from .generation import GenerationSettings
+from .language import language_scores
+from .passk import coverage_curve, relative_compute
+
+
+def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_samples: int = 100, eval_seed: int = 0,
+                   max_new_tokens: int = 160, batch_size: int = 64, language_samples: int = 50,
+                   coverage_samples: int = 0, coverage_prompts: int = 20, temperature: float = 0.7, top_p: float = 1.0,
+                   seed: int = 0, extra_parameters: int = 0, progress: bool = True) -> dict[str, Any]:
+    if coverage_samples < 0 or (coverage_samples and coverage_prompts < 1):
+        raise CapreseError(f"coverage needs samples >= 1 and prompts >= 1, got {coverage_samples} and {coverage_prompts}")
+    if coverage_samples and temperature <= 0:
+        raise CapreseError(f"coverage sampling needs temperature > 0, got {temperature!r}")
+    greedy = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size).check()
+    rows = load_task_rows(task, eval_samples, seed=eval_seed)
+    if session is not None:
+        session.reset_measurements()
+    math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}")
+    out: dict[str, Any] = {"task": task, "math": math.metrics, "samples": math.samples}
+    if session is not None:
+        out["measured_sparsity"] = session.measured_sparsity()
+        params = session.active_parameters()
+    else:
+        params = {}
+    params["extra_parameters"] = extra_parameters
+    if "model_params_active" in params:
+        params["model_params_active_with_extra"] = params["model_params_active"] + extra_parameters
+        params["model_active_fraction_with_extra"] = params["model_params_active_with_extra"] / params["model_params"]
+    out["params"] = params
+    if language_samples:
+        language = evaluate_accuracy(model, tokenizer, load_task_rows("toy-language", language_samples, seed=eval_seed),
+                                     greedy, progress=progress, desc="toy-language")
+        texts = [row["text"] for row in generate_texts(language_samples, split="test", seed=eval_seed)]
+        scores = language_scores(model, tokenizer, texts, session, batch_size=batch_size)
+        out["language"] = {"short_answer_accuracy": language.metrics["accuracy"], **scores.as_dict()}
+    if coverage_samples:
+        out["coverage"] = _coverage(model, tokenizer, rows[:coverage_prompts], coverage_samples, temperature, top_p,
+                                    seed, max_new_tokens, batch_size, params, progress)
+    return out
+
+
+def _coverage(model, tokenizer, rows, n, temperature, top_p, seed, max_new_tokens, batch_size, params, progress):
+    """pass@k for k = 1..n from n sampled responses per prompt (figure 3)."""
+    repeated = [row for row in rows for _ in range(n)]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+                                  top_p=top_p, seed=seed).check()
+    result = evaluate_accuracy(model, tokenizer, repeated, settings, progress=progress, desc="coverage")
+    correct = [[bool(s["correct"]) for s in result.samples[i * n : (i + 1) * n]] for i in range(len(rows))]
+    curve = coverage_curve(correct)
+    fraction = params.get("model_active_fraction_with_extra", params.get("model_active_fraction", 1.0))
+    return {
+        "n": n, "prompts": len(rows), "temperature": temperature, "top_p": top_p,
+        "pass_at_k": {str(k): v for k, v in curve.items()},
+        "relative_compute": {str(k): relative_compute(k, fraction) for k in curve},
+        "mean_response_tokens": result.metrics["mean_response_tokens"],
+    }
