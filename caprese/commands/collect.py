@@ -1,0 +1,34 @@
+"""`caprese collect runs/<sweep>`: gather a sweep's runs into one tidy CSV (and parquet)."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "collect",
+        help="gather a sweep's runs into one table (CSV, and parquet if pyarrow is installed)",
+        description="One row per run of runs/<sweep>/: its parameters, its flattened metrics.json and "
+        "its status (done, failed, incomplete, pending), written atomically.",
+    )
+    parser.add_argument("sweep_dir", help="a sweep folder, e.g. runs/rank")
+    parser.add_argument("--out", default=None, metavar="PATH.csv", help="output CSV (default <sweep_dir>/results.csv; the parquet goes next to it)")
+    parser.add_argument("--no-parquet", action="store_true", help="write the CSV only")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..sweep.collect import collect_rows, write_results
+
+    rows = collect_rows(args.sweep_dir)
+    out = Path(args.out) if args.out else Path(args.sweep_dir) / "results.csv"
+    paths = write_results(rows, out, parquet=False if args.no_parquet else None)
+    counts = Counter(row["status"] for row in rows)
+    states = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"{len(rows)} runs ({states}) -> {', '.join(map(str, paths))}")
+    return 0

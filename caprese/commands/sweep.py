@@ -1,0 +1,72 @@
+"""`caprese sweep ablations/X.yaml`: run a parameterized notebook over a grid, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import CapreseError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a notebook over a grid of parameters (resumable, parallel)",
+        description="Expand a YAML sweep spec into points and execute its notebook once per point "
+        "with papermill, into runs/<sweep>/<run-id>/. Points whose metrics.json exists are skipped, "
+        "so running the same command again resumes. Everything is checked before the first run.",
+    )
+    parser.add_argument("spec", help="the sweep spec, e.g. ablations/rank.yaml")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="points run at once (default 1)")
+    parser.add_argument("--dry-run", action="store_true", help="check the spec and list the points with their status; run nothing")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VAL", help="run only points with KEY=VAL (repeatable; a key given twice allows either value)")
+    parser.add_argument("--full", action="store_true", help="use the spec's full: grid (the paper-sized sweep, into runs/<name>-full/)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds per run before it is killed and recorded as failed (default: the spec's timeout:, else 3600)")
+    parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="where sweep folders go (default runs/)")
+    parser.add_argument("--kernel", default=None, metavar="NAME", help="Jupyter kernel to run the notebook with (default caprese)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sweep import DEFAULT_KERNEL, SweepSpecError, load_spec, run_sweep
+
+    try:
+        spec = load_spec(args.spec, full=args.full)
+        report = run_sweep(
+            spec,
+            workers=args.workers,
+            only=args.only,
+            runs_dir=args.runs_dir,
+            kernel=args.kernel or DEFAULT_KERNEL,
+            timeout=args.timeout,
+            dry_run=args.dry_run,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print("caprese sweep: interrupted; unfinished runs were stopped and resume when you run the same command again", file=sys.stderr)
+        return 130
+    except SweepSpecError as err:
+        # one line per problem, every one of them, so a spec is fixed in one go
+        for line in err.lines:
+            print(f"caprese sweep: error: {line}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.ok or report.dry_run else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m caprese.commands.sweep ...` (the same as `caprese sweep ...`)."""
+    parser = argparse.ArgumentParser(prog="caprese")
+    add_parser(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.run(args)
+    except CapreseError as err:
+        print(f"caprese sweep: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

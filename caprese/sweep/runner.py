@@ -1,0 +1,269 @@
+"""Run a sweep: check everything first, then execute the points that are not done yet.
+
+Each point runs in its own worker process (`caprese.sweep.worker`, which calls papermill) with
+a timeout; `workers` of them at once. The state of every run is in its folder (see `layout`),
+so a sweep that was interrupted or killed resumes where it stopped when started again, and a
+failing point is recorded in its error.json while the other points go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from ..io import read_json, write_json
+from .errors import SweepSpecError, raise_if_any
+from .layout import DONE, FAILED, MANIFEST, RunFolder
+from .params import check_spec
+from .spec import Point, SweepSpec, select
+from .worker import EXIT_BUSY, EXIT_OK
+
+DEFAULT_KERNEL = "caprese"
+DEFAULT_TIMEOUT_S = 3600.0
+BUSY = "busy"  # another sweep is executing this point right now
+INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    point: Point
+    status: str  # done / failed / busy / interrupted
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class SweepReport:
+    name: str
+    sweep_dir: Path
+    selected: list[Point]
+    already_done: list[Point] = field(default_factory=list)
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    dry_run: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(outcome.status == status for outcome in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        """Every selected point is done (read from the files: a point another sweep was running
+        while this one found it busy counts once that sweep finished it)."""
+        return all(RunFolder(self.sweep_dir / p.run_id).metrics.exists() for p in self.selected)
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"sweep {self.name}: {len(self.selected)} points, {len(self.already_done)} done, {len(self.selected) - len(self.already_done)} to run (dry run: nothing executed)"
+        parts = [f"{self.count(DONE)} done", f"{self.count(FAILED)} failed"]
+        parts += [f"{self.count(s)} {s}" for s in (BUSY, INTERRUPTED) if self.count(s)]
+        lines = [
+            f"sweep {self.name}: {len(self.selected)} points: {len(self.already_done)} already done, "
+            f"{len(self.outcomes)} ran ({', '.join(parts)}); results in {self.sweep_dir}"
+        ]
+        for outcome in self.outcomes:
+            if outcome.status == FAILED:
+                log = RunFolder(self.sweep_dir / outcome.point.run_id).log
+                lines.append(f"  failed {outcome.point.run_id}: {outcome.error} (log: {log})")
+            elif outcome.status == BUSY:
+                lines.append(f"  busy   {outcome.point.run_id}: another sweep is running it")
+        return "\n".join(lines)
+
+
+def sweep_dir_for(spec: SweepSpec, runs_dir: str | Path = "runs") -> Path:
+    return Path(runs_dir) / spec.name
+
+
+def _canonical(params: dict) -> dict:
+    return json.loads(json.dumps(params, sort_keys=True))
+
+
+def check_existing_runs(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> None:
+    """A run folder made with other parameters would be skipped (or overwritten) silently: refuse."""
+    lines = []
+    for point in points:
+        run = RunFolder(sweep_dir / point.run_id)
+        if not run.params.exists():
+            continue
+        try:
+            stored = read_json(run.params)
+        except (OSError, ValueError):
+            continue  # unreadable: params.json is rewritten before the run starts
+        wanted = _canonical(point.params)
+        if stored != wanted:
+            changed = ", ".join(
+                f"{k}: {stored.get(k, '<unset>')!r} -> {wanted.get(k, '<unset>')!r}"
+                for k in sorted(set(stored) | set(wanted))
+                if stored.get(k, "<unset>") != wanted.get(k, "<unset>")
+            )
+            lines.append(
+                f"{spec.label}: run {run.path} was made with other parameters ({changed}); "
+                "move it away or give the sweep another name"
+            )
+    raise_if_any(lines)
+
+
+def plan(spec: SweepSpec, *, only=(), runs_dir: str | Path = "runs", kernel: str | None = DEFAULT_KERNEL) -> tuple[list[Point], Path]:
+    """Everything that can go wrong before a run starts: spec vs notebook, kernel, --only, old runs."""
+    check_spec(spec, kernel=kernel)
+    points = select(spec.points(), list(only))
+    sweep_dir = sweep_dir_for(spec, runs_dir)
+    check_existing_runs(spec, points, sweep_dir)
+    return points, sweep_dir
+
+
+class _Workers:
+    """The live worker processes, so an interrupted sweep can stop them all."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def kill_all(self) -> None:
+        self.stopping = True
+        with self._lock:
+            for proc in list(self._procs):
+                _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker leads its own session
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _worker_env() -> dict[str, str]:
+    """The worker and its kernel must import this caprese, wherever the sweep was started from."""
+    import caprese
+
+    root = str(Path(list(caprese.__path__)[0]).resolve().parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, timeout: float | None, cwd: Path, workers: _Workers | None = None) -> RunOutcome:
+    """Execute one point in a worker process and record its outcome in its folder."""
+    workers = workers or _Workers()
+    run = RunFolder(sweep_dir / point.run_id)
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_json(run.params, point.params)
+    cmd = [
+        sys.executable, "-m", "caprese.sweep.worker", str(run.path),
+        "--notebook", str(spec.notebook.resolve()), "--kernel", kernel,
+        "--cwd", str(cwd), "--parent-pid", str(os.getpid()),
+    ]  # fmt: skip
+    started = time.time()
+    # its own session: Ctrl-C in the terminal reaches the sweep only, which then stops the workers
+    # without recording their runs as failed; a timeout kills the worker's whole process group
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_worker_env(), text=True)
+    workers.add(proc)
+    timed_out = False
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        output, _ = proc.communicate()
+        time.sleep(1.5)  # the kernel outlives its worker by up to a second (ipykernel polls its parent)
+    finally:
+        workers.discard(proc)
+    seconds = time.time() - started
+    if workers.stopping:
+        return RunOutcome(point, INTERRUPTED, seconds)
+    if proc.returncode == EXIT_BUSY:
+        return RunOutcome(point, BUSY, seconds)
+    if timed_out or proc.returncode != EXIT_OK:
+        if timed_out:
+            message = f"TimeoutError: the run took longer than {timeout:g} s and was killed"
+        else:
+            message = f"worker exited with code {proc.returncode}: {_tail(output) or 'no output'}"
+        recorded = run.error.exists() and run.error.stat().st_mtime >= started - 1
+        if timed_out or not recorded:  # the worker records the notebook's own errors itself
+            run.set_aside_metrics()
+            write_json(run.error, {"error": message, "type": "TimeoutError" if timed_out else "WorkerError", "output": output[-4000:], "duration_s": round(seconds, 3)})
+            run.promote_partial_notebook()
+    if run.metrics.exists():
+        return RunOutcome(point, DONE, seconds)
+    error = read_json(run.error).get("error", "") if run.error.exists() else "no metrics.json and no error.json"
+    return RunOutcome(point, FAILED, seconds, error)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    workers: int = 1,
+    only=(),
+    runs_dir: str | Path = "runs",
+    kernel: str = DEFAULT_KERNEL,
+    timeout: float | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> SweepReport:
+    """Check the spec, then run every selected point that is not done; return what happened."""
+    if workers < 1:
+        raise SweepSpecError(f"--workers {workers}: must be at least 1")
+    points, sweep_dir = plan(spec, only=only, runs_dir=runs_dir, kernel=kernel)
+    timeout = timeout if timeout is not None else (spec.timeout or DEFAULT_TIMEOUT_S)
+    report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
+    todo = []
+    for point in points:
+        (report.already_done if RunFolder(sweep_dir / point.run_id).metrics.exists() else todo).append(point)
+    if dry_run:
+        for point in points:
+            echo(f"{RunFolder(sweep_dir / point.run_id).status():<10} {point.run_id}")
+        return report
+
+    write_json(sweep_dir / MANIFEST, {
+        "name": spec.name,
+        "spec": str(spec.path) if spec.path else None,
+        "notebook": str(spec.notebook),
+        "full": spec.full,
+        "points": [{"run_id": p.run_id, "params": p.params} for p in spec.points()],
+    })  # fmt: skip
+    live = _Workers()
+    cwd = Path.cwd()
+    bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=not progress or not todo)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
+    try:
+        futures = [pool.submit(run_point, p, sweep_dir, spec, kernel=kernel, timeout=timeout, cwd=cwd, workers=live) for p in todo]
+        for future in as_completed(futures):
+            outcome = future.result()
+            report.outcomes.append(outcome)
+            bar.update(1)
+            bar.set_postfix(failed=report.count(FAILED), refresh=False)
+    except BaseException:
+        live.kill_all()  # Ctrl-C: stop the workers, their runs stay unfinished and resume later
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    order = {p.run_id: i for i, p in enumerate(todo)}
+    report.outcomes.sort(key=lambda o: order[o.point.run_id])
+    return report
