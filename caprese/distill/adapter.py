@@ -35,15 +35,24 @@ class CapreseAdapter:
         return sum(c.parameter_count() for c in self.corrections.values())
 
     @contextlib.contextmanager
-    def apply(self, model, tokenizer=None, *, calibration=None, **kwargs):
-        """The efficient method with these low-rank paths attached, for the `with` block."""
+    def apply(self, model, tokenizer=None, *, calibration=None, merged: bool = False, **kwargs):
+        """The efficient method with these low-rank paths attached, for the `with` block.
+
+        merged=True concatenates each path into the pruned GRIFFIN weights (eqs 9-10): the same
+        outputs from one matmul chain of width k + r (per-token methods add x L R either way)."""
+        from .merged import merge_into
+
         choice = self.choice
         choice.calibration = calibration
         device = next(model.parameters()).device
         dtype = next(model.parameters()).dtype
+        paths = {layer: c.to(device=device, dtype=dtype) for layer, c in self.corrections.items()}
         with choice.apply(model, tokenizer, **kwargs) as session:
-            for layer, correction in self.corrections.items():
-                session.set_correction(layer, correction.to(device=device, dtype=dtype))
+            if merged:
+                merge_into(session, paths)
+            else:
+                for layer, path in paths.items():
+                    session.set_correction(layer, path)
             yield session
 
     def tensors(self) -> dict[str, torch.Tensor]:
