@@ -129,3 +129,31 @@ def test_gradient_checkpointing_gives_the_same_training(setup):
         runs.append(adapter.config.final_losses["e2e_epochs"])
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
     assert not getattr(model, "is_activation_checkpointing", False)
+
+
+def test_lora_baseline_matches_caprese_parameters_trains_and_round_trips(setup, tmp_path):
+    from caprese.distill.lora import LoraPath, lora_rank_for
+
+    model, tok, rows = setup
+    before = weights_hash(model)
+    lora = distill(model, tok, rows, CHOICE, rank=8, stage="layerwise", kind="lora",
+                   layerwise=LayerwiseConfig(epochs=4, batch_size=6, lr=1e-2), progress=False)
+    caprese_params = 2 * 32 * 8 * 3
+    assert lora.config.kind == "lora" and lora.config.rank == lora_rank_for(32, 64, 8) == 2
+    assert abs(lora.parameter_count() - caprese_params) <= 3 * (32 + 64) * 3 // 2  # nearest r'
+    for layer, epochs in lora.config.final_losses["layerwise_epochs"].items():
+        assert epochs[-1] < epochs[0], layer
+    assert weights_hash(model) == before
+    lora.save(tmp_path / "lora")
+    loaded = CapreseAdapter.load(tmp_path / "lora", model)
+    assert isinstance(loaded.corrections[0], LoraPath)
+    torch.testing.assert_close(logits_under(model, tok, loaded), logits_under(model, tok, lora), atol=0, rtol=0)
+    with pytest.raises(CapreseError, match="merged inference"):
+        with loaded.apply(model, tok, merged=True):
+            pass
+
+
+def test_lora_baseline_is_griffin_only(setup):
+    model, tok, rows = setup
+    with pytest.raises(CapreseError, match="LoRA baseline is defined for method 'griffin'"):
+        distill(model, tok, rows, MethodChoice("cats", 0.5, "all"), rank=4, kind="lora", progress=False)

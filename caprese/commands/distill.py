@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     group.add_argument("--rank", type=int, required=True, help="rank r of each low-rank path (1..D)")
     group.add_argument("--samples", type=int, default=512, help="distillation samples (default: 512)")
     group.add_argument("--stage", default="layerwise", help="closed_form | layerwise | e2e (default: layerwise)")
+    group.add_argument("--kind", default="caprese",
+                       help="caprese (the x L R path) | lora (the eq-11 baseline on GRIFFIN, rank matched to --rank's parameters)")
     group.add_argument("--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)")
     group.add_argument("--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)")
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
@@ -49,6 +51,7 @@ def check_arguments(args) -> None:
     from ..registry import check_choice
 
     check_choice("stage", args.stage, STAGES)
+    check_choice("kind", args.kind, ("caprese", "lora"))
     check_choice("init", args.init, ("random", "closed_form"))
     if args.rank < 1:
         raise CapreseError(f"rank {args.rank!r} is out of range (allowed: integers 1..D)")
@@ -86,12 +89,13 @@ def run(args) -> int:
                                   init=args.init, seed=args.seed),
         e2e=E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
                       gradient_checkpointing=args.gradient_checkpointing, seed=args.seed),
-        base_model=args.model, start_from=start_from,
+        base_model=args.model, start_from=start_from, kind=args.kind,
     )
     adapter.save(out / "adapter")
     report = adapter_report(model, adapter)
     write_json(out / "spectra.json", report.pop("singular_values"))
-    metrics = {"model": args.model, "method": spec.describe(), "rank": args.rank, "stage": args.stage,
+    metrics = {"model": args.model, "method": spec.describe(), "kind": args.kind, "rank": args.rank,
+               "adapter_rank": adapter.config.rank, "stage": args.stage,
                "samples": args.samples, "data": args.data, "responses": args.responses,
                "seconds": round(time.perf_counter() - start, 2), **report,
                "losses": adapter.config.final_losses}

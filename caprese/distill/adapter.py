@@ -1,9 +1,12 @@
-"""`CapreseAdapter`: trained low-rank paths for one base model and one efficient method.
+"""Trained low-rank modules for one base model and one efficient method, on disk and in use.
+
+Two kinds: "caprese" (the x L R path beside the efficient FFN, eq 7/8) and "lora" (the eq-11
+baseline inside GRIFFIN's pruned block).
 
     adapter = distill(model, tokenizer, rows, MethodChoice("griffin", 0.5, "first_half"), rank=32)
     adapter.save("runs/x/adapter")
     adapter = CapreseAdapter.load("runs/x/adapter", model)       # refuses another base model
-    with adapter.apply(model, tokenizer) as session:             # the method + x L R on generated tokens
+    with adapter.apply(model, tokenizer) as session:             # the method + its low-rank modules
         model.generate(...)
 """
 
@@ -14,17 +17,50 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import CapreseError
+from ..registry import check_choice
 from .adapter_io import AdapterConfig, describe_base, load_adapter, save_adapter
 from .correction import LowRankCorrection
 from .teacher import MethodChoice
+
+KINDS = ("caprese", "lora")
+
+
+def build_module(config: AdapterConfig, layer: int, *, gated: bool = True, device=None) -> nn.Module:
+    """A fresh module of the adapter's kind for one layer (R or B at zero: starts as the method)."""
+    if config.kind == "caprese":
+        return LowRankCorrection(config.hidden_size, config.rank, device=device, seed=layer)
+    from .lora import LoraPath
+
+    return LoraPath(config.hidden_size, config.intermediate_size, config.rank, gated, seed=layer, device=device)
+
+
+def attach(kind: str, session, modules: dict[int, nn.Module], *, merged: bool = False) -> None:
+    """Put each layer's module into an applied method."""
+    if kind == "lora":
+        from .lora import attach_lora
+
+        attach_lora(session, modules)
+    elif merged:
+        from .merged import merge_into
+
+        merge_into(session, modules)
+    else:
+        for layer, module in modules.items():
+            session.set_correction(layer, module)
 
 
 @dataclass
 class CapreseAdapter:
     config: AdapterConfig
-    corrections: dict[int, LowRankCorrection]
+    corrections: dict[int, nn.Module]
+    """Per layer: a LowRankCorrection (kind "caprese") or a LoraPath (kind "lora")."""
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
 
     @property
     def choice(self) -> MethodChoice:
@@ -32,35 +68,30 @@ class CapreseAdapter:
                             dict(self.config.method_config.get("options", {})))
 
     def parameter_count(self) -> int:
-        return sum(c.parameter_count() for c in self.corrections.values())
+        return sum(p.numel() for module in self.corrections.values() for p in module.parameters())
 
     @contextlib.contextmanager
     def apply(self, model, tokenizer=None, *, calibration=None, merged: bool = False, **kwargs):
-        """The efficient method with these low-rank paths attached, for the `with` block.
+        """The efficient method with these modules attached, for the `with` block.
 
-        merged=True concatenates each path into the pruned GRIFFIN weights (eqs 9-10): the same
-        outputs from one matmul chain of width k + r (per-token methods add x L R either way)."""
-        from .merged import merge_into
-
+        merged=True (Caprese only) concatenates each path into the pruned GRIFFIN weights (eqs 9-10):
+        the same outputs from one matmul chain of width k + r (per-token methods add x L R either way)."""
+        if merged and self.kind != "caprese":
+            raise CapreseError(f"merged inference is Caprese's (eqs 9-10), not adapter kind {self.kind!r}")
         choice = self.choice
         choice.calibration = calibration
-        device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
-        paths = {layer: c.to(device=device, dtype=dtype) for layer, c in self.corrections.items()}
+        param = next(model.parameters())
+        modules = {layer: m.to(device=param.device, dtype=param.dtype) for layer, m in self.corrections.items()}
         with choice.apply(model, tokenizer, **kwargs) as session:
-            if merged:
-                merge_into(session, paths)
-            else:
-                for layer, path in paths.items():
-                    session.set_correction(layer, path)
+            attach(self.kind, session, modules, merged=merged)
             yield session
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for layer, c in self.corrections.items():
-            out[f"layers.{layer}.L"] = c.L.detach().float()
-            out[f"layers.{layer}.R"] = c.R.detach().float()
-        return out
+        return {
+            f"layers.{layer}.{name}": tensor.detach().float()
+            for layer, module in self.corrections.items()
+            for name, tensor in module.state_dict().items()
+        }
 
     def save(self, folder) -> Path:
         return save_adapter(folder, self.config, self.tensors())
@@ -68,35 +99,35 @@ class CapreseAdapter:
     @classmethod
     def load(cls, folder, model=None) -> "CapreseAdapter":
         config, tensors = load_adapter(folder, model)
-        if config.kind != "caprese":
-            raise CapreseError(f"adapter kind {config.kind!r} is not a Caprese adapter (expected 'caprese')")
+        check_choice("adapter kind", config.kind, KINDS)
+        gated = config.method_config.get("gated", True)
         corrections = {}
         for layer in config.layers:
-            L, R = tensors.get(f"layers.{layer}.L"), tensors.get(f"layers.{layer}.R")
-            if L is None or R is None:
-                raise CapreseError(f"adapter {str(folder)!r} lacks the factors of layer {layer}")
-            if L.shape != (config.hidden_size, config.rank) or R.shape != (config.rank, config.hidden_size):
-                raise CapreseError(
-                    f"adapter layer {layer} factors have shapes {tuple(L.shape)}/{tuple(R.shape)}, "
-                    f"expected ({config.hidden_size}, {config.rank})/({config.rank}, {config.hidden_size})"
-                )
-            correction = LowRankCorrection(config.hidden_size, config.rank)
-            correction.set_factors(L, R)
-            corrections[layer] = correction
+            prefix = f"layers.{layer}."
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module = build_module(config, layer, gated=gated)
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0]
+                raise CapreseError(f"adapter {str(folder)!r} layer {layer} does not fit: {first}") from None
+            corrections[layer] = module
         return cls(config, corrections)
 
     @classmethod
-    def new(cls, model, base_model: str, choice: MethodChoice, layers: list[int], rank: int, **fields) -> "CapreseAdapter":
+    def new(cls, model, base_model: str, choice: MethodChoice, layers: list[int], rank: int, *,
+            kind: str = "caprese", **fields) -> "CapreseAdapter":
+        from ..arch import ffn_blocks
+
+        check_choice("adapter kind", kind, KINDS)
+        gated = ffn_blocks(model)[0].gated
         config = AdapterConfig(
-            kind="caprese", rank=rank, layers=list(layers), method=choice.name,
-            method_config={"sparsity": choice.sparsity, "options": dict(choice.options)},
+            kind=kind, rank=rank, layers=list(layers), method=choice.name,
+            method_config={"sparsity": choice.sparsity, "options": dict(choice.options), "gated": gated},
             **describe_base(model, base_model), **fields,
         )
         device = next(model.parameters()).device
-        corrections = {
-            layer: LowRankCorrection(config.hidden_size, rank, device=device, seed=layer) for layer in layers
-        }
-        return cls(config, corrections)
+        return cls(config, {layer: build_module(config, layer, gated=gated, device=device) for layer in layers})
 
     def with_config(self, **fields) -> "CapreseAdapter":
         return CapreseAdapter(replace(self.config, **fields), self.corrections)

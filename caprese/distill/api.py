@@ -53,8 +53,12 @@ def distill(
     start_from: CapreseAdapter | None = None,
     micro_batch: int = 16,
     progress: bool = True,
+    kind: str = "caprese",
 ) -> CapreseAdapter:
-    """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts)."""
+    """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts).
+
+    kind="lora" trains the eq-11 baseline instead (GRIFFIN only), with `rank` = Caprese's rank:
+    its own rank r' is chosen to match Caprese's parameter count."""
     check_choice("stage", stage, STAGES)
     blocks = ffn_blocks(model)
     hidden = blocks[0].hidden_size
@@ -67,6 +71,9 @@ def distill(
     layers = resolve_layers(choice.layers, len(blocks))
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if kind == "lora":
+        return _distill_lora(model, tokenizer, rows, pairs, pad, choice, layers, rank, stage, layerwise, e2e,
+                             base_model, micro_batch, progress)
     teacher = Teacher(model, choice, pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
     adapter = CapreseAdapter.new(
         model, base_model, choice, layers, rank, stage=stage, data_hash=rows_hash(rows),
@@ -101,6 +108,32 @@ def distill(
     if stage == "e2e":
         result = train_end_to_end(model, choice, pairs, pad, adapter.corrections, e2e, tokenizer=tokenizer,
                                   progress=progress)
+        losses["e2e_epochs"] = result.epoch_losses
+        losses["e2e_initial"] = result.initial_loss
+    return adapter.with_config(final_losses=losses)
+
+
+def _distill_lora(model, tokenizer, rows, pairs, pad, choice, layers, rank, stage, layerwise, e2e, base_model,
+                  micro_batch, progress) -> CapreseAdapter:
+    from .lora import attach_lora, lora_rank_for, train_lora_layerwise
+
+    if choice.name != "griffin":
+        raise CapreseError(f"the LoRA baseline is defined for method 'griffin', not {choice.name!r}")
+    if stage == "closed_form":
+        raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
+    block = ffn_blocks(model)[0]
+    lora_rank = lora_rank_for(block.hidden_size, block.intermediate_size, rank, block.gated)
+    adapter = CapreseAdapter.new(
+        model, base_model, choice, layers, lora_rank, kind="lora", stage=stage, data_hash=rows_hash(rows),
+        training={"samples": len(rows), "matched_caprese_rank": rank, "layerwise": asdict(layerwise),
+                  "e2e": asdict(e2e) if stage == "e2e" else None},
+    )
+    losses = {"layerwise_epochs": {str(k): v for k, v in train_lora_layerwise(
+        model, choice, pairs, pad, adapter.corrections, layerwise, tokenizer=tokenizer, micro_batch=micro_batch,
+        progress=progress).items()}}
+    if stage == "e2e":
+        result = train_end_to_end(model, choice, pairs, pad, adapter.corrections, e2e, tokenizer=tokenizer,
+                                  progress=progress, attach=attach_lora)
         losses["e2e_epochs"] = result.epoch_losses
         losses["e2e_initial"] = result.initial_loss
     return adapter.with_config(final_losses=losses)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -81,18 +81,27 @@ def teacher_hidden_state(model, session, batch: TeacherForcedBatch) -> torch.Ten
         return final_hidden_state(model, batch)
 
 
+def attach_corrections(session, corrections: dict[int, LowRankCorrection]) -> None:
+    for layer, correction in corrections.items():
+        session.set_correction(layer, correction)
+
+
 def train_end_to_end(
     model,
     choice: MethodChoice,
     pairs: Sequence[TokenizedPair],
     pad_token_id: int,
-    corrections: dict[int, LowRankCorrection],
+    corrections: dict[int, torch.nn.Module],
     config: E2EConfig,
     *,
     tokenizer=None,
     progress: bool = True,
+    attach: Callable | None = None,
 ) -> E2EResult:
+    """Train `corrections` (one module per layer) jointly on eq 8. `attach(session, corrections)`
+    puts them into the applied method (default: the Caprese path beside the efficient FFN)."""
     config.check()
+    attach = attach or attach_corrections
     if not pairs:
         raise CapreseError("samples 0: end-to-end distillation needs at least one sample")
     device = next(model.parameters()).device
@@ -112,8 +121,7 @@ def train_end_to_end(
     bar = tqdm(total=steps, desc="end-to-end distillation", disable=not progress, unit="step")
     try:
         with choice.apply(model, tokenizer) as session:
-            for layer, correction in corrections.items():
-                session.set_correction(layer, correction)
+            attach(session, corrections)
             for epoch in range(config.epochs):
                 total, count = 0.0, 0
                 for batch in iterate_batches(pairs, config.batch_size, pad_token_id, seed=config.seed + epoch):

@@ -21,6 +21,8 @@ def parameter_share(model, extra: int) -> dict:
 
 
 def adapter_report(model, adapter: CapreseAdapter) -> dict:
+    if adapter.kind != "caprese":
+        return {**parameter_share(model, adapter.parameter_count()), "singular_values": {}}
     singular = {
         str(layer): {
             "singular_values": (s := c.singular_values()).tolist(),

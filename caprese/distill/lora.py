@@ -1,0 +1,165 @@
+"""The LoRA baseline (METHOD.md eq 11): GRIFFIN's masked W_g, W_1, W_2, each with a rank-r' LoRA,
+r' chosen so the parameter count matches Caprese's 2·D·r per layer.
+
+Restricted to the kept neurons E, as a sequential adapter on the pruned block:
+
+    g = x W_g[:,E] + (x A_g) B_g[:,E],   u = x W_1[:,E] + (x A_1) B_1[:,E]
+    ẑ = σ(g) ⊙ u,                        out = ẑ W_2[E,:] + (ẑ A_2[E,:]) B_2
+
+B starts at zero, so the baseline starts as GRIFFIN itself. Unlike Caprese, the low-rank terms
+sit inside the chain (three extra sequential matmul pairs), which is what costs latency.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from ..errors import CapreseError
+from ..methods.griffin import Griffin
+
+
+def lora_rank_for(hidden: int, intermediate: int, caprese_rank: int, gated: bool = True) -> int:
+    """r' whose LoRA on the FFN's matrices has about Caprese's 2·D·r parameters (at least 1)."""
+    matrices = 3 if gated else 2
+    return max(1, round(2 * hidden * caprese_rank / (matrices * (hidden + intermediate))))
+
+
+class LoraPath(nn.Module):
+    """Rank-r' LoRA factors for W_g (if gated), W_1 and W_2 of one FFN."""
+
+    def __init__(self, hidden: int, intermediate: int, rank: int, gated: bool = True, *, seed: int = 0,
+                 device=None, dtype=torch.float32):
+        super().__init__()
+        if rank < 1:
+            raise CapreseError(f"LoRA rank {rank!r} must be >= 1")
+        g = torch.Generator().manual_seed(seed)
+
+        def a(rows):  # small random A, zero B: the adapter starts as the identity change
+            return nn.Parameter((torch.randn(rows, rank, generator=g) / math.sqrt(rows)).to(device=device, dtype=dtype))
+
+        def b(cols):
+            return nn.Parameter(torch.zeros(rank, cols, device=device, dtype=dtype))
+
+        self.rank, self.gated = rank, gated
+        self.A_up, self.B_up = a(hidden), b(intermediate)
+        self.A_down, self.B_down = a(intermediate), b(hidden)
+        if gated:
+            self.A_gate, self.B_gate = a(hidden), b(intermediate)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def input_delta(self, x: torch.Tensor, which: str, kept: torch.Tensor) -> torch.Tensor:
+        """(x A) B[:, E] per sequence: (B, S, k)."""
+        A, B = (self.A_gate, self.B_gate) if which == "gate" else (self.A_up, self.B_up)
+        return torch.matmul(x.to(A.dtype) @ A, B[:, kept].permute(1, 0, 2))
+
+    def output_delta(self, z: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """(ẑ A_2[E, :]) B_2: (B, S, D)."""
+        return torch.matmul(z.to(self.A_down.dtype), self.A_down[kept]) @ self.B_down
+
+
+class LoraGriffin(Griffin):
+    """GRIFFIN with the eq-11 LoRA inside its pruned block."""
+
+    def __init__(self, griffin: Griffin, path: LoraPath):
+        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
+        if path.gated != self.block.gated:
+            raise CapreseError(f"layer {self.block.index}: LoRA made for a {'gated' if path.gated else 'non-gated'} FFN")
+        self.path = path
+
+    def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
+        if meter is not None:
+            meter.add("intermediate", state.keep, count)
+        pruned, kept, block = state.pruned, state.kept, self.block
+        gate = None
+        if block.gated:
+            gate = pruned._project(x, pruned.gate, pruned.gate_bias) + self.path.input_delta(x, "gate", kept).to(x.dtype)
+        up = pruned._project(x, pruned.up, pruned.up_bias) + self.path.input_delta(x, "up", kept).to(x.dtype)
+        z = block.combine(gate, up)
+        out = torch.matmul(z, pruned.down.transpose(1, 2))
+        if pruned.down_bias is not None:
+            out = out + pruned.down_bias
+        return out + self.path.output_delta(z, kept).to(x.dtype)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "lora_rank": self.path.rank}
+
+
+def attach_lora(session, paths: dict[int, LoraPath]) -> None:
+    """Swap each applied GRIFFIN layer for its LoRA-adapted version."""
+    for layer, path in paths.items():
+        wrapper = session.wrapper(layer)
+        if not isinstance(wrapper.method, Griffin):
+            raise CapreseError(f"the LoRA baseline is defined on GRIFFIN's kept neurons, not method {wrapper.method.name!r}")
+        wrapper.method = LoraGriffin(wrapper.method, path)
+
+
+def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[int, LoraPath], config, *,
+                         tokenizer=None, micro_batch: int = 16, progress: bool = True) -> dict[int, list[float]]:
+    """Layer-wise (eq-7-style) training of the LoRA baseline: each layer's LoRA-GRIFFIN block
+    matches the original FFN output on generated tokens, given the original model's inputs.
+
+    LoRA is not additive, so residuals cannot be cached as for Caprese: every step runs the
+    teacher pass (the model outputs the original FFNs everywhere) with the LoRA blocks computing
+    FF̂ alongside, and each layer's loss reaches only its own factors.
+    """
+    from tqdm.auto import tqdm
+
+    from .batches import collate
+    from .optim import adam_with_linear_schedule
+
+    device = next(model.parameters()).device
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for path in paths.values() for p in path.parameters()]
+    batches = [list(range(s, min(s + config.batch_size, len(pairs)))) for s in range(0, len(pairs), config.batch_size)]
+    optimizer, scheduler = adam_with_linear_schedule(params, config.lr, len(batches) * config.epochs, config.warmup_fraction)
+    losses: dict[int, list[float]] = {layer: [] for layer in paths}
+    generator = torch.Generator().manual_seed(config.seed)
+    sums: dict[int, torch.Tensor] = {}
+
+    def observe(layer, x, residual, efficient):
+        sums[layer] = sums.get(layer, 0) + residual.float().pow(2).sum()
+
+    bar = tqdm(total=len(batches) * config.epochs, desc="LoRA layer-wise", disable=not progress, unit="step")
+    try:
+        with choice.apply(model, tokenizer, teacher_callback=observe) as session:
+            attach_lora(session, paths)
+            for _ in range(config.epochs):
+                totals = {layer: 0.0 for layer in paths}
+                for key in torch.randperm(len(batches), generator=generator).tolist():
+                    optimizer.zero_grad(set_to_none=True)
+                    tokens = 0
+                    for start in range(0, len(batches[key]), micro_batch):
+                        batch = collate([pairs[i] for i in batches[key][start : start + micro_batch]], pad_token_id).to(device)
+                        sums.clear()
+                        with session.teacher_forced(batch.prompt_lengths):
+                            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+                        n = int(batch.generated_mask.sum())
+                        tokens += n
+                        sum(sums.values()).backward()  # each layer's sum only reaches its own LoRA
+                        for layer in paths:
+                            totals[layer] += sums[layer].detach().item()
+                    for p in params:
+                        if p.grad is not None:
+                            p.grad /= max(tokens, 1)
+                    optimizer.step()
+                    scheduler.step()
+                    bar.update(1)
+                count = sum(len(pairs[i].response) for i in range(len(pairs)))
+                for layer in paths:
+                    value = totals[layer] / max(count, 1)
+                    if not math.isfinite(value):
+                        raise CapreseError(f"layer {layer}: LoRA loss became {value}; lower lr={config.lr}")
+                    losses[layer].append(value)
+    finally:
+        bar.close()
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen[name])
+    return losses

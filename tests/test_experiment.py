@@ -1,0 +1,48 @@
+"""The experiment notebook's parameters are exactly ExperimentConfig's, and a run writes metrics.json."""
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import papermill
+import pytest
+
+from caprese.errors import CapreseError
+from caprese.experiment import ExperimentConfig, run_experiment
+from caprese.testing import save_tiny_model
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "experiment.ipynb"
+
+
+def test_notebook_parameters_match_the_config():
+    params = papermill.inspect_notebook(str(NOTEBOOK))
+    defaults = ExperimentConfig()
+    assert list(params) == [f.name for f in fields(ExperimentConfig)]
+    for name, info in params.items():
+        assert info["default"] == repr(getattr(defaults, name)), name
+
+
+def test_unknown_parameter_and_bad_values():
+    with pytest.raises(CapreseError, match="unknown experiment parameter 'rnak'"):
+        ExperimentConfig.from_params({"rnak": 3})
+    with pytest.raises(CapreseError, match="needs rank >= 1"):
+        ExperimentConfig(stage="layerwise", rank=0).check()
+    with pytest.raises(CapreseError, match="kind"):
+        ExperimentConfig(kind="adapter").check()
+
+
+@pytest.mark.slow
+def test_a_run_writes_metrics_with_the_documented_keys(tmp_path):
+    folder = save_tiny_model(tmp_path / "model")
+    cfg = ExperimentConfig(model=str(folder), method="griffin", sparsity=0.5, rank=4, stage="layerwise",
+                           samples=6, eval_samples=5, max_new_tokens=8, language_samples=3, error_samples=3,
+                           coverage_samples=2, coverage_prompts=2, epochs=1, distill_batch_size=3,
+                           out_dir=str(tmp_path / "runs" / "r"))
+    run_experiment(cfg)
+    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    for key in ("config", "math", "language", "coverage", "params", "ffn_error", "caprese", "measured_sparsity"):
+        assert key in metrics, key
+    assert metrics["measured_sparsity"]["overall"] == pytest.approx(0.5)
+    assert set(metrics["ffn_error"]["0"]) == {"method", "caprese"}
+    assert metrics["coverage"]["pass_at_k"].keys() == {"1", "2"}
+    assert (tmp_path / "runs" / "_shared").is_dir() and (tmp_path / "runs" / "r" / "adapter" / "adapter_config.json").exists()
