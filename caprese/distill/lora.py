@@ -13,7 +13,7 @@ sit inside the chain (three extra sequential matmul pairs), which is what costs 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -53,14 +53,33 @@ class LoraPath(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def input_delta(self, x: torch.Tensor, which: str, kept: torch.Tensor) -> torch.Tensor:
-        """(x A) B[:, E] per sequence: (B, S, k)."""
-        A, B = (self.A_gate, self.B_gate) if which == "gate" else (self.A_up, self.B_up)
-        return torch.matmul(x.to(A.dtype) @ A, B[:, kept].permute(1, 0, 2))
+    def sliced(self, kept: torch.Tensor) -> "SlicedLora":
+        """The factors restricted to each sequence's kept neurons E ((B, k) indices)."""
+        b_gate = self.B_gate[:, kept].permute(1, 0, 2) if self.gated else None  # (B, r', k)
+        return SlicedLora(kept, self.A_gate if self.gated else None, b_gate, self.A_up,
+                          self.B_up[:, kept].permute(1, 0, 2), self.A_down[kept], self.B_down)
 
-    def output_delta(self, z: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-        """(ẑ A_2[E, :]) B_2: (B, S, D)."""
-        return torch.matmul(z.to(self.A_down.dtype), self.A_down[kept]) @ self.B_down
+
+@dataclass
+class SlicedLora:
+    """LoRA factors on the kept neurons: (x A) B[:, E] for the inputs, (ẑ A_2[E, :]) B_2 for the output."""
+
+    kept: torch.Tensor
+    A_gate: torch.Tensor | None
+    B_gate: torch.Tensor | None
+    A_up: torch.Tensor
+    B_up: torch.Tensor
+    A_down: torch.Tensor  # (B, k, r')
+    B_down: torch.Tensor  # (r', D)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x.to(self.A_gate.dtype) @ self.A_gate, self.B_gate)
+
+    def up(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x.to(self.A_up.dtype) @ self.A_up, self.B_up)
+
+    def down(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(z.to(self.A_down.dtype), self.A_down) @ self.B_down
 
 
 class LoraGriffin(Griffin):
@@ -75,16 +94,33 @@ class LoraGriffin(Griffin):
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         if meter is not None:
             meter.add("intermediate", state.keep, count)
-        pruned, kept, block = state.pruned, state.kept, self.block
+        pruned, block = state.pruned, self.block
+        # training needs the factors' graph; inference slices them once per selection
+        factors = self.path.sliced(state.kept) if torch.is_grad_enabled() else self._cached_slices(state)
         gate = None
         if block.gated:
-            gate = pruned._project(x, pruned.gate, pruned.gate_bias) + self.path.input_delta(x, "gate", kept).to(x.dtype)
-        up = pruned._project(x, pruned.up, pruned.up_bias) + self.path.input_delta(x, "up", kept).to(x.dtype)
+            gate = pruned._project(x, pruned.gate, pruned.gate_bias) + factors.gate(x).to(x.dtype)
+        up = pruned._project(x, pruned.up, pruned.up_bias) + factors.up(x).to(x.dtype)
         z = block.combine(gate, up)
-        out = torch.matmul(z, pruned.down.transpose(1, 2))
-        if pruned.down_bias is not None:
-            out = out + pruned.down_bias
-        return out + self.path.output_delta(z, kept).to(x.dtype)
+        if pruned.down.shape[0] == 1:
+            out = torch.nn.functional.linear(z, pruned.down[0], pruned.down_bias)
+        else:
+            out = torch.matmul(z, pruned.down.transpose(1, 2))
+            if pruned.down_bias is not None:
+                out = out + pruned.down_bias
+        return out + factors.down(z).to(x.dtype)
+
+    def _cached_slices(self, state) -> "SlicedLora":
+        cached = getattr(state, "lora_slices", None)
+        if cached is None or cached.kept is not state.kept:
+            with torch.no_grad():
+                cached = self.path.sliced(state.kept)
+            state.lora_slices = cached
+        return cached
+
+    def _apply_selection(self, state, rows=None) -> None:
+        super()._apply_selection(state, rows)
+        state.lora_slices = None  # a new kept set: slice the factors again
 
     def describe(self) -> dict:
         return {**super().describe(), "lora_rank": self.path.rank}
