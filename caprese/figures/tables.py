@@ -1,0 +1,148 @@
+"""Tables (CSV + markdown) and the data behind each figure (CSV), written atomically.
+
+    table1_math_accuracy   math accuracy per configuration (paper table 1)
+    table4_language        short-answer accuracy, perplexity and KL to dense per configuration (table 4)
+    table5_latency         time per token per configuration, from figures/latency.json (table 5)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from ..errors import CapreseError
+from ..io import atomic_write_text, read_json
+from .common import MissingData
+from .results import Configuration, Results, Run
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """GitHub markdown; floats to 4 significant digits (the CSV keeps every digit)."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, title: str = "") -> list[Path]:
+    out_dir = Path(out_dir)
+    heading = f"# {title}\n\n" if title else ""
+    return [atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False)),
+            atomic_write_text(out_dir / f"{name}.md", heading + markdown_table(frame))]
+
+
+def write_data(frame: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
+    """The numbers a figure plots, next to it: figures/data/<name>.csv."""
+    return atomic_write_text(Path(out_dir) / "data" / f"{name}.csv", frame.to_csv(index=False))
+
+
+def summarise(values: Sequence[float | None], name: str = "mean", *, count: str | None = "runs") -> dict[str, float | int | None]:
+    """{name: mean, name_min, name_max, runs} over the values that exist (the seeds of one configuration)."""
+    present = [float(v) for v in values if v is not None]
+    out: dict[str, float | int | None] = {name: None, f"{name}_min": None, f"{name}_max": None}
+    if present:
+        out = {name: sum(present) / len(present), f"{name}_min": min(present), f"{name}_max": max(present)}
+    if count:
+        out[count] = len(present)
+    return out
+
+
+def group_runs(runs: Sequence[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
+    groups: dict[Any, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(key(run), []).append(run)
+    return groups
+
+
+def configuration_columns(config: Configuration) -> dict[str, Any]:
+    return {"model": config.model, "task": config.task, "method": config.method, "sparsity": config.sparsity,
+            "layers": config.layers, "stage": config.stage, "rank": config.rank, "samples": config.samples}
+
+
+def _by_configuration(runs: Sequence[Run]) -> list[tuple[Configuration, tuple, list[Run]]]:
+    groups = group_runs(runs, lambda run: (run.configuration, run.evaluation))
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0].sort_key(), item[0][1]))
+    return [(config, evaluation, members) for (config, evaluation), members in ordered]
+
+
+def _mean(runs: Sequence[Run], dotted: str) -> float | None:
+    return summarise([run.number(dotted) for run in runs], count=None)["mean"]
+
+
+def table1_math_accuracy(results: Results) -> pd.DataFrame:
+    """One row per configuration (seeds averaged) over every finished run of every sweep."""
+    runs = results.where(lambda run: run.accuracy is not None)
+    if not runs:
+        raise MissingData("table1: no finished runs with math accuracy; run caprese sweep ablations/rank.yaml")
+    rows = []
+    for config, _, members in _by_configuration(runs):
+        rows.append({**configuration_columns(config),
+                     "eval_samples": members[0].config.get("eval_samples"),
+                     **summarise([run.accuracy for run in members], "accuracy"),
+                     "mean_response_tokens": _mean(members, "math.mean_response_tokens"),
+                     "active_fraction": _mean(members, "params.model_active_fraction_with_extra"),
+                     "sweeps": " ".join(sorted({run.sweep for run in members}))})
+    return pd.DataFrame(rows)
+
+
+def table4_language(results: Results) -> pd.DataFrame:
+    """Language metrics next to math accuracy: sparsity barely moves the first, Caprese keeps it so."""
+    runs = results.where(lambda run: run.number("language.perplexity") is not None)
+    if not runs:
+        raise MissingData("table4: no runs with language metrics (language_samples > 0); "
+                          "run caprese sweep ablations/coverage.yaml")
+    rows = []
+    for config, _, members in _by_configuration(runs):
+        rows.append({**configuration_columns(config), "runs": len(members),
+                     "short_answer_accuracy": _mean(members, "language.short_answer_accuracy"),
+                     "perplexity": _mean(members, "language.perplexity"),
+                     "dense_perplexity": _mean(members, "language.dense_perplexity"),
+                     "kl_dense_to_method": _mean(members, "language.kl_dense_to_method"),
+                     "math_accuracy": _mean(members, "math.accuracy"),
+                     "sweeps": " ".join(sorted({run.sweep for run in members}))})
+    return pd.DataFrame(rows)
+
+
+def _latency_rows(data: Any) -> list[dict[str, Any]]:
+    """Rows from `caprese bench --out figures/latency.json`: one per (setting, variant) with its
+    time per token, ratio to the full model, bytes-moved limit and ratio to that limit."""
+    if not isinstance(data, dict) or not isinstance(data.get("ffn_stack"), list):
+        raise CapreseError("latency.json is not `caprese bench` output (expected keys 'ffn_stack' and 'generation')")
+    rows = []
+    for record in data["ffn_stack"]:
+        setting = f"{record['shape']} FFN x{record['layers']} {record['dtype']} {record['device']}"
+        for variant, ms in record["ms"].items():
+            rows.append({"setting": setting, "variant": variant, "ms_per_token": ms,
+                         "ratio_to_full": record["ratio_to_full"][variant],
+                         "bytes_limit": record["bytes_limit"][variant],
+                         "ratio_to_limit": record["ratio_to_limit"][variant]})
+    generation = data.get("generation")
+    if generation:
+        setting = f"{generation['model']} generation {generation['device']}"
+        for variant, ms in generation["ms_per_token"].items():
+            rows.append({"setting": setting, "variant": variant, "ms_per_token": ms,
+                         "ratio_to_full": generation["ratio_to_full"][variant]})
+    if not rows:
+        raise CapreseError("latency.json holds no timings")
+    return rows
+
+
+def table5_latency(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise MissingData(f"table5: no {path}; run caprese bench --out {path}")
+    try:
+        data = read_json(path)
+    except ValueError as err:
+        raise CapreseError(f"{path} is not JSON: {err}".splitlines()[0]) from None
+    return pd.DataFrame(_latency_rows(data))
