@@ -76,7 +76,7 @@ ITEMS: tuple[Item, ...] = (
          "any sweep with `language_samples` > 0", _table("table4_language", "Language metrics by configuration (table 4 analog)",
                                                        lambda ctx: table4_language(ctx.results))),
     Item("table5", "table5_latency", "table", "time per generated token per configuration; paper table 5",
-         "the latency benchmark, which writes `figures/latency.json`",
+         "`caprese bench --out figures/latency.json`",
          _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency))),
 )
 
