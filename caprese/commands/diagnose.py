@@ -1,0 +1,69 @@
+"""`caprese diagnose --model M --data D --samples N --out DIR`: layer-wise FFN diagnostics.
+
+Generates greedy continuations of N prompts of task D, traces prompt + continuation teacher-forced,
+and writes per-layer statistics (stats.json / stats.csv), reconstruction errors of oracle top-k
+with and without the best rank-r correction (errors.json / errors.csv, figure2.csv) and the
+figures (PNG + PDF): sparsity vs ε heatmap, |Z| quantiles per layer, error vs density per rank.
+"""
+
+from __future__ import annotations
+
+from .inspect import add_model_arguments
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("diagnose", help="per-layer FFN sparsity statistics and reconstruction error (figure 2)")
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True,
+                        help="task name (e.g. toy-math, gsm8k-100), a GSM8K-format file, or a .jsonl file with a 'prompt' field")
+    parser.add_argument("--samples", type=int, default=16, help="prompts to generate from (default 16)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--layers", nargs="+", default=["all"], help="layer indices, 'all' or 'first_half' (default all)")
+    parser.add_argument("--densities", nargs="+", type=float, default=None, help="top-k densities k/D_FF (default 0.05 0.1 0.2 0.3 0.5)")
+    parser.add_argument("--ranks", nargs="+", type=int, default=None, help="correction ranks (default D/32 D/16 D/8)")
+    parser.add_argument("--epsilons", nargs="+", type=float, default=None, help="ε for fraction |Z| ≤ ε (default 0 and 2^-12..2^4)")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="greedy continuation length (default 96)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default 8)")
+    parser.add_argument("--ridge", type=float, default=None, help="relative ridge of the rank-r fit (default 1e-6)")
+    parser.add_argument("--seed", type=int, default=0, help="task sampling seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args, num_layers: int):
+    from ..diagnostics import DiagnoseConfig
+    from ..methods.base import resolve_layers
+
+    layers = resolve_layers(",".join(args.layers), num_layers)
+    options = dict(samples=args.samples, layers=tuple(layers), max_new_tokens=args.max_new_tokens,
+                   batch_size=args.batch_size, seed=args.seed)
+    for name in ("densities", "ranks", "epsilons", "ridge"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = tuple(value) if isinstance(value, list) else value
+    return DiagnoseConfig(**options)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..arch import ffn_blocks
+    from ..diagnostics import load_prompts, run_diagnostics
+    from ..models.loading import load_model
+
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    config = config_from_args(args, len(ffn_blocks(model)))
+    prompts = load_prompts(args.data, tokenizer, config.samples, config.seed)
+    result = run_diagnostics(model, tokenizer, prompts, config, model_name=args.model, data_name=args.data,
+                             progress=not args.quiet)
+    paths = result.write(args.out)
+    print(f"diagnosed {len(result.samples)} samples ({sum(len(s.generated_ids) for s in result.samples)} generated tokens), "
+          f"layers {result.layers}, ranks {list(result.ranks)} -> {args.out}")
+    for row in result.figure2_rows():
+        label = "top-k" if row["rank"] == 0 else f"top-k + rank {row['rank']}"
+        print(f"  density {row['density']:<5g} {label:<16} relative error {row['relative_l2']:.4f}  cosine {row['cosine']:.4f}")
+    for warning in result.warnings():
+        print(f"warning: {warning}")
+    print(f"wrote {len(paths)} files, e.g. {paths['summary']}")
+    return 0

@@ -1,0 +1,79 @@
+"""Run notebooks/layerwise_diagnostics.ipynb headless (papermill) and check its parameters.
+
+Papermill injects any name it is given, even one the notebook never reads, so a misspelt
+parameter would silently run the defaults. `check_notebook_parameters` reads the notebook's
+`parameters` cell with `papermill.inspect_notebook` and rejects unknown names first. Inside the
+notebook, `notebook_config` checks each value's type, so a value of the wrong type fails on
+the first cell with one line instead of deep inside a run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from ..errors import CapreseError
+from .pipeline import DiagnoseConfig
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "layerwise_diagnostics.ipynb"
+KERNEL = "caprese"
+
+
+def notebook_parameters(notebook: str | Path = NOTEBOOK) -> dict[str, Any]:
+    """The notebook's parameters and their defaults, read without running anything."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def check_notebook_parameters(parameters: dict[str, Any], notebook: str | Path = NOTEBOOK) -> None:
+    known = notebook_parameters(notebook)
+    for name in parameters:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CapreseError(f"notebook {Path(notebook).name} has no parameter {name!r}{hint} "
+                               f"(parameters: {', '.join(known)})")
+
+
+def execute_notebook(parameters: dict[str, Any], output: str | Path, *, notebook: str | Path = NOTEBOOK,
+                     kernel: str = KERNEL, timeout: int = 1800) -> Path:
+    """Check the parameters, then execute the notebook with papermill into `output` (an .ipynb path)."""
+    import papermill
+
+    check_notebook_parameters(parameters, notebook)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=kernel,
+                               execution_timeout=timeout, progress_bar=False)
+    return output
+
+
+def _check_type(name: str, value: Any, kinds: tuple[type, ...], what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise CapreseError(f"parameter {name}={value!r} must be {what}")
+
+
+def _check_list(name: str, value: Any, kinds: tuple[type, ...], what: str, *, allow_none: bool) -> tuple | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise CapreseError(f"parameter {name}={value!r} must be a non-empty list of {what}" + (" or None" if allow_none else ""))
+    for item in value:
+        _check_type(name, item, kinds, f"a list of {what}")
+    return tuple(value)
+
+
+def notebook_config(*, model: Any, data: Any, samples: Any, layers: Any, densities: Any, ranks: Any,
+                    out: Any, max_new_tokens: Any = 96, batch_size: Any = 8) -> DiagnoseConfig:
+    """Type-check the notebook's parameters (JSON-able values) and build the run's config."""
+    for name, value in (("model", model), ("data", data), ("out", out)):
+        _check_type(name, value, (str,), "a string")
+    for name, value in (("samples", samples), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        _check_type(name, value, (int,), "an integer")
+    layers = _check_list("layers", layers, (int,), "layer indices", allow_none=True)
+    densities = _check_list("densities", densities, (int, float), "numbers in (0, 1]", allow_none=False)
+    ranks = _check_list("ranks", ranks, (int,), "integers", allow_none=True)
+    return DiagnoseConfig(samples=samples, layers=layers, densities=densities, ranks=ranks,
+                          max_new_tokens=max_new_tokens, batch_size=batch_size)
