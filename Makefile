@@ -26,9 +26,17 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The main job: everything under figures/ regenerated from the built-in toy-math model.
+# The main job: everything under figures/ regenerated from the built-in toy-math model:
+# layer-wise diagnostics, the default (small) ablation sweeps, the latency benchmark, then every
+# figure. Sweeps resume: finished runs under runs/ are kept. FULL=--full runs the paper-sized grids.
+SWEEPS ?= fig2 rank samples sparsity coverage
+WORKERS ?= 2
+FULL ?=
 figures: $(STAMP)
 	$(BIN)/caprese diagnose --model toy-math --data toy-math --samples 32 --out figures/diagnostics
+	status=0; for s in $(SWEEPS); do $(BIN)/caprese sweep ablations/$$s.yaml --workers $(WORKERS) $(FULL) || status=1; done; \
+	$(BIN)/caprese bench --shapes Llama-3.1-8B --dtypes float32 --layers 2 --model toy-math --out figures/latency.json && \
+	$(BIN)/caprese figures --runs runs --out figures --latency figures/latency.json && exit $$status
 
 clean-venv:
 	rm -rf $(VENV)
