@@ -22,9 +22,8 @@ _EXPORTS = {
     "PhaseTracker": "caprese.phase",
     "apply_method": "caprese.methods",
     "METHODS": "caprese.methods",
-    "CapreseAdapter": "caprese.distill.adapter",
-    "MethodChoice": "caprese.distill.teacher",
-    "distill": "caprese.distill.api",
+    "CapreseAdapter": "caprese.distill",
+    "MethodChoice": "caprese.distill",
 }
 
 __all__ = sorted(_EXPORTS)
