@@ -1,4 +1,5 @@
-"""Every evaluation of one model configuration, as one dict with stable keys (docs/metrics.md).
+"""Every evaluation of one model configuration, as one dict with stable keys (documented here;
+`caprese eval` and `caprese.experiment` write them into metrics.json).
 
 `session` is what `apply_method` or `CapreseAdapter.apply` yields (its wrappers are already
 installed on `model`). Keys:
@@ -27,17 +28,22 @@ from .passk import coverage_curve, relative_compute
 def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_samples: int = 100, eval_seed: int = 0,
                    max_new_tokens: int = 160, batch_size: int = 64, language_samples: int = 50,
                    coverage_samples: int = 0, coverage_prompts: int = 20, temperature: float = 0.7, top_p: float = 1.0,
-                   seed: int = 0, extra_parameters: int = 0, progress: bool = True) -> dict[str, Any]:
+                   seed: int = 0, extra_parameters: int = 0, progress: bool = True,
+                   coverage_rows: list[dict] | None = None) -> dict[str, Any]:
+    """Every metric of one configuration; eval_samples=0 skips the greedy accuracy (the caller did it)."""
     if coverage_samples < 0 or (coverage_samples and coverage_prompts < 1):
         raise CapreseError(f"coverage needs samples >= 1 and prompts >= 1, got {coverage_samples} and {coverage_prompts}")
     if coverage_samples and temperature <= 0:
         raise CapreseError(f"coverage sampling needs temperature > 0, got {temperature!r}")
     greedy = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size).check()
-    rows = load_task_rows(task, eval_samples, seed=eval_seed)
-    if session is not None:
-        session.reset_measurements()
-    math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}")
-    out: dict[str, Any] = {"task": task, "math": math.metrics, "samples": math.samples}
+    out: dict[str, Any] = {"task": task}
+    rows = coverage_rows or []
+    if eval_samples:
+        rows = load_task_rows(task, eval_samples, seed=eval_seed)
+        if session is not None:
+            session.reset_measurements()
+        math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}")
+        out.update(math=math.metrics, samples=math.samples)
     if session is not None:
         out["measured_sparsity"] = session.measured_sparsity()
         params = session.active_parameters()
@@ -55,6 +61,8 @@ def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_sa
         scores = language_scores(model, tokenizer, texts, session, batch_size=batch_size)
         out["language"] = {"short_answer_accuracy": language.metrics["accuracy"], **scores.as_dict()}
     if coverage_samples:
+        if not rows:
+            raise CapreseError("coverage needs prompts: give eval_samples > 0 or coverage_rows")
         out["coverage"] = _coverage(model, tokenizer, rows[:coverage_prompts], coverage_samples, temperature, top_p,
                                     seed, max_new_tokens, batch_size, params, progress)
     return out

@@ -1,0 +1,142 @@
+"""`caprese eval`: accuracy of a model on a task, with per-sample generations saved.
+
+    caprese eval --model toy-math --task toy-math --samples 200 --out runs/eval-toy
+
+writes DIR/metrics.json (accuracy and mean response tokens, overall and per level, counts,
+model, task and settings) and DIR/samples.jsonl (one generation per problem), atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import CapreseError
+from ..io import write_json, write_jsonl
+from ..methods.cli_options import add_method_arguments
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..data.tasks import task_names
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="accuracy of a model on a task (generations + metrics.json)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="built-in name (toy-math, smollm2-135m), model folder or hub id")
+    parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; or a GSM8K-format .jsonl/.json/.parquet file")
+    parser.add_argument("--samples", type=int, default=200, help="number of problems (fixed sets use their first N)")
+    parser.add_argument("--out", required=True, help="output folder for metrics.json and samples.jsonl")
+    parser.add_argument("--levels", default=None, help="toy-math only: comma-separated levels, e.g. 1,3,5")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of generated tasks (toy-math, toy-language, gsm-symbolic)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (ignored when greedy)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_method_arguments(parser)
+    extra = parser.add_argument_group("Caprese and evaluation breadth")
+    extra.add_argument("--adapter", default=None, metavar="DIR",
+                       help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers")
+    extra.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
+    extra.add_argument("--language-samples", type=int, default=0,
+                       help="also score toy-language short answers and teacher-forced perplexity / KL on this many texts")
+    extra.add_argument("--coverage-samples", type=int, default=0, metavar="N",
+                       help="also sample N responses per prompt for pass@k, k = 1..N (needs --temperature > 0)")
+    extra.add_argument("--coverage-prompts", type=int, default=20, help="prompts used for coverage")
+    extra.add_argument("--coverage-temperature", type=float, default=0.7, help="sampling temperature for coverage")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def parse_levels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CapreseError(f"--levels {text!r} is not a comma-separated list of integers (allowed: 1, 2, 3, 4, 5)") from None
+
+
+def format_summary(metrics: dict) -> str:
+    lines = [f"{metrics['task']} on {metrics['model']}: accuracy {metrics['accuracy']:.3f} "
+             f"({metrics['correct']}/{metrics['count']}), mean response tokens {metrics['mean_response_tokens']:.1f}, "
+             f"{metrics['seconds']:.1f}s"]
+    for level, group in metrics["per_level"].items():
+        lines.append(f"  level {level}: accuracy {group['accuracy']:.3f} ({group['correct']}/{group['count']}), "
+                     f"mean response tokens {group['mean_response_tokens']:.1f}")
+    return "\n".join(lines)
+
+
+def method_context(args, model, tokenizer):
+    """The session the evaluation runs in: an adapter's method + paths, a bare method, or dense."""
+    from ..distill.adapter import CapreseAdapter
+    from ..methods.cli_options import method_from_args
+
+    if args.adapter:
+        if args.method != "dense":
+            raise CapreseError(f"--method {args.method!r} conflicts with --adapter, which carries its own method")
+        adapter = CapreseAdapter.load(args.adapter, model)
+        return adapter.apply(model, tokenizer, merged=args.merged), adapter
+    if args.merged:
+        raise CapreseError("--merged needs --adapter")
+    spec = method_from_args(args)
+    return spec.apply(model, tokenizer, progress=not args.quiet), None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.tasks import load_task_rows
+    from ..evaluate import GenerationSettings, evaluate_accuracy
+    from ..evaluate.run import evaluate_model
+    from ..models.loading import load_model
+
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed).check()
+    for name in ("language_samples", "coverage_samples"):
+        if getattr(args, name) < 0:
+            raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 0")
+    if args.coverage_samples and args.coverage_temperature <= 0:
+        raise CapreseError(f"--coverage-temperature {args.coverage_temperature!r} must be > 0")
+    rows = load_task_rows(args.task, args.samples, seed=args.data_seed, levels=parse_levels(args.levels))
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    started = time.time()
+    context, adapter = method_context(args, model, tokenizer)
+    with context as session:
+        session.reset_measurements()
+        result = evaluate_accuracy(model, tokenizer, rows, settings, progress=not args.quiet, desc=f"eval {args.task}")
+        breadth = evaluate_model(
+            model, tokenizer, session, task=args.task, eval_samples=0, max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size, language_samples=args.language_samples, coverage_samples=args.coverage_samples,
+            coverage_prompts=args.coverage_prompts, temperature=args.coverage_temperature, top_p=args.top_p,
+            seed=args.seed, extra_parameters=adapter.parameter_count() if adapter else 0, progress=not args.quiet,
+            coverage_rows=rows,
+        )
+    metrics = {
+        "model": args.model,
+        "task": args.task,
+        "samples_requested": args.samples,
+        "levels": parse_levels(args.levels),
+        "data_seed": args.data_seed,
+        **result.metrics,
+        "method": session.describe(),
+        "adapter": None if adapter is None else {"path": args.adapter, "kind": adapter.kind, "rank": adapter.config.rank,
+                                                 "stage": adapter.config.stage, "merged": args.merged},
+        **breadth,
+        "seconds": time.time() - started,
+        "settings": {**settings.as_dict(), "dtype": args.dtype, "device": args.device,
+                     "torch_threads": torch.get_num_threads()},
+    }
+    out = Path(args.out)
+    write_jsonl(out / "samples.jsonl", result.samples)
+    write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    print(format_summary(metrics))
+    print(f"wrote {out / 'metrics.json'} and {out / 'samples.jsonl'}")
+    return 0
