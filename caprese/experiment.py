@@ -58,7 +58,7 @@ class ExperimentConfig:
     device: str = "cpu"
     out_dir: str = "runs/experiment"
     shared_dir: str = ""
-    """Where runs of one sweep share distillation data (default: the parent of out_dir)."""
+    """Where runs share the dense model's distillation data (default: <runs>/.shared for <runs>/<sweep>/<run>)."""
 
     def check(self) -> None:
         check_choice("stage", self.stage, STAGES)
@@ -87,7 +87,7 @@ def _distillation_rows(cfg: ExperimentConfig, model, tokenizer) -> list[dict]:
     from .distill.data import distillation_rows, question_rows
     from .evaluate.generation import GenerationSettings
 
-    shared = Path(cfg.shared_dir or Path(cfg.out_dir).parent) / "_shared"
+    shared = Path(cfg.shared_dir) if cfg.shared_dir else Path(cfg.out_dir).parent.parent / ".shared"
     key = hashlib.sha256(json.dumps([cfg.model, cfg.samples, cfg.seed, cfg.max_new_tokens]).encode()).hexdigest()[:16]
     path = shared / f"distill_data_{key}.jsonl"
     if path.exists():
