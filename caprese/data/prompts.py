@@ -1,0 +1,29 @@
+"""How a question becomes a prompt. Every prompt carries the paper's instruction."""
+
+from __future__ import annotations
+
+INSTRUCTION = "Please reason step by step."
+# chat models are also told where to put the answer, so scoring can find it reliably
+CHAT_ANSWER_HINT = "Put your final answer after ####."
+
+
+def plain_prompt(question: str) -> str:
+    """The raw-text format toy-math is trained on; the response follows after one space."""
+    return f"Question: {question}\n{INSTRUCTION}\nAnswer:"
+
+
+def plain_response(answer: str) -> str:
+    """What a model trained on `plain_prompt` is taught to continue with."""
+    return f" {answer}"
+
+
+def chat_user_message(question: str) -> str:
+    return f"{question}\n{INSTRUCTION} {CHAT_ANSWER_HINT}"
+
+
+def build_prompt(tokenizer, question: str) -> str:
+    """Chat models get their chat template; raw models (like toy-math) get the plain format."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": chat_user_message(question)}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return plain_prompt(question)

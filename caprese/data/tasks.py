@@ -1,0 +1,87 @@
+"""Evaluation tasks by name: each turns (samples, seed, levels) into GSM8K-style rows.
+
+A row is {"id", "question", "final_answer", ...}; toy-math rows also carry "level".
+A task argument that is an existing file path loads that file (GSM8K format) instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import CapreseError
+from ..registry import Registry
+from . import gsm, toy_language, toy_math
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    samples: int
+    seed: int = 0
+    levels: tuple[int, ...] | None = None  # only tasks with difficulty levels accept this
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    load: Callable[[TaskRequest], list[dict]]
+    has_levels: bool = False
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task, aliases: tuple[str, ...] = ()) -> Task:
+    return TASKS.register(task.name, task, aliases=aliases)
+
+
+def first(rows: list[dict], n: int) -> list[dict]:
+    """The first `n` rows of a fixed set (all of them when it has fewer)."""
+    return rows[:n]
+
+
+def load_toy_math(request: TaskRequest) -> list[dict]:
+    levels = request.levels or toy_math.LEVELS
+    return toy_math.generate_rows(request.samples, split="test", seed=request.seed, levels=levels)
+
+
+def load_toy_language(request: TaskRequest) -> list[dict]:
+    return toy_language.generate_rows(request.samples, split="test", seed=request.seed)
+
+
+register_task(Task("toy-math", "held-out toy arithmetic word problems, levels 1-5 mixed evenly", load_toy_math, has_levels=True))
+register_task(Task("toy-language", "held-out toy story questions (short answers, no arithmetic)", load_toy_language))
+register_task(
+    Task("gsm8k-100", "the 100 original GSM8K test problems behind GSM-Symbolic (offline)", lambda r: first(gsm.load_gsm8k_100(), r.samples)),
+    aliases=("gsm8k100",),
+)
+register_task(
+    Task("gsm-symbolic", "reasoning-gym's seeded gsm_symbolic generator", lambda r: gsm.gsm_symbolic_rows(r.samples, r.seed)),
+    aliases=("gsm_symbolic",),
+)
+
+
+def looks_like_file(task: str) -> bool:
+    return Path(task).suffix in gsm.LOCAL_SUFFIXES or Path(task).expanduser().is_file()
+
+
+def load_task_rows(task: str, samples: int, seed: int = 0, levels=None) -> list[dict]:
+    """Rows for a registered task name or a local GSM8K-format file."""
+    if samples <= 0:
+        raise CapreseError(f"--samples {samples!r} must be > 0")
+    if looks_like_file(task):
+        if levels:
+            raise CapreseError(f"--levels applies to toy-math only, not to file {task!r}")
+        return first(gsm.load_gsm_file(task), samples)
+    spec = TASKS.get(task)
+    if levels and not spec.has_levels:
+        raise CapreseError(f"--levels applies to toy-math only, not to task {spec.name!r}")
+    if levels:
+        levels = toy_math.check_levels(levels)
+    return spec.load(TaskRequest(samples=samples, seed=seed, levels=levels))
+
+
+def task_names() -> list[str]:
+    return TASKS.names()

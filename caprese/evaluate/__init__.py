@@ -1,0 +1,7 @@
+"""Evaluate a model object in memory: batched generation, accuracy, perplexity."""
+
+from .accuracy import EvalResult, evaluate_accuracy, summarise
+from .generation import Generation, GenerationSettings, generate
+from .perplexity import perplexity
+
+__all__ = ["EvalResult", "Generation", "GenerationSettings", "evaluate_accuracy", "generate", "perplexity", "summarise"]

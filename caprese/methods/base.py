@@ -1,0 +1,203 @@
+"""What every efficient FFN method is: a registered class with a dataclass config.
+
+A `Method` instance belongs to ONE layer. Per-layer constants (TEAL thresholds, calibrated CATS τ)
+live on the instance (`setup`); per-sequence state (GRIFFIN's kept set, prompt-based CATS τ) is
+what `prepare` returns from the prompt tokens of a prefill and what `efficient` / `decode` use.
+The wrapper (`caprese.methods.wrapper.EfficientFFN`) decides which tokens get which output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..arch.ffn import FFNBlock
+from ..errors import CapreseError
+from ..registry import Registry, check_range
+
+CalibrationNeed = str
+"""One of "gate_abs" (|σ(x W_g)|), "inputs" (signed x), "intermediate" (signed Z), "sample" (x rows)."""
+
+
+@dataclass
+class MethodConfig:
+    """Options of a method beyond its sparsity; subclasses add fields (with `metadata={"help": ...}`)."""
+
+    def validate(self) -> None:
+        """Raise a one-line CapreseError on a bad option."""
+
+
+class Method:
+    """One layer's efficient FFN (the FF̂ that Caprese corrects)."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    stateful: ClassVar[bool] = False
+    """True when generated tokens need state prepared from the sequence's own prompt."""
+
+    def __init__(self, block: FFNBlock, sparsity: float, config: MethodConfig):
+        self.block = block
+        self.sparsity = float(sparsity)
+        self.config = config
+
+    # -- set-up, once per layer ------------------------------------------------------------------
+    @classmethod
+    def calibration_needs(cls, config: MethodConfig) -> set[CalibrationNeed]:
+        """What this method reads from a calibration set (empty: no calibration)."""
+        return set()
+
+    def setup(self, calibration: Any | None) -> None:
+        """Per-layer constants from this layer's calibration statistics (when `calibration_needs`)."""
+
+    # -- per sequence ----------------------------------------------------------------------------
+    def prepare(self, x: torch.Tensor, prompt: torch.Tensor) -> Any:
+        """Per-sequence state from the real prompt tokens (`prompt`: (B, S) bool) of a prefill."""
+        return None
+
+    def efficient(self, x: torch.Tensor, state: Any, meter: "SparsityMeter | None" = None, count=None) -> torch.Tensor:
+        """FF̂(x) for every token of x with the given state; `meter` counts the tokens in `count`."""
+        raise NotImplementedError
+
+    def decode(self, x: torch.Tensor, generated: torch.Tensor, state: Any, meter: "SparsityMeter | None" = None):
+        """FF̂(x) for a forward whose generated tokens are `generated`; may advance `state`
+        (GRIFFIN reselection). Tokens that are not generated get FF̂ with the current state."""
+        return self.efficient(x, state, meter, generated)
+
+    # -- reporting -------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """JSON-able per-layer facts (thresholds, kept counts) for results files."""
+        return {}
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str, *, aliases: tuple[str, ...] = ()):
+    """Class decorator: register a Method subclass under `name`."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name, cls, aliases=aliases)
+
+    return add
+
+
+# -- shared arithmetic ------------------------------------------------------------------------------
+def kept_count(sparsity: float, width: int) -> int:
+    """k = round((1 - sparsity) · width), halves rounding up (Python's round() would round to even)."""
+    return int(math.floor((1.0 - sparsity) * width + 0.5 + 1e-9))
+
+
+def check_sparsity(sparsity: Any) -> float:
+    try:
+        value = float(sparsity)
+    except (TypeError, ValueError):
+        raise CapreseError(f"sparsity {sparsity!r} is not a number (allowed: [0, 1))") from None
+    check_range("sparsity", value, 0.0, 1.0, high_open=True)
+    return value
+
+
+def build_config(method: type[Method], options: dict[str, Any]) -> MethodConfig:
+    """The method's dataclass config from keyword options; unknown names get a did-you-mean."""
+    fields = {f.name for f in dataclasses.fields(method.config_class)}
+    for key in options:
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            allowed = ", ".join(sorted(fields)) or "none"
+            raise CapreseError(f"method {method.name!r} has no option {key!r}{hint} (options: {allowed})")
+    config = method.config_class(**options)
+    config.validate()
+    return config
+
+
+# -- which layers ------------------------------------------------------------------------------------
+LAYER_CHOICES = ("all", "first_half")
+
+
+def resolve_layers(layers: Any, num_layers: int) -> list[int]:
+    """"all", "first_half", a list of indices, or a comma-separated string of indices -> sorted indices."""
+    if isinstance(layers, str):
+        text = layers.strip().lower().replace("-", "_")
+        if text == "all":
+            return list(range(num_layers))
+        if text in ("first_half", "firsthalf"):
+            chosen = list(range(num_layers // 2))
+            if not chosen:
+                raise CapreseError(f"layers 'first_half' is empty for a model of {num_layers} layer(s)")
+            return chosen
+        try:
+            layers = [int(part) for part in layers.split(",") if part.strip()]
+        except ValueError:
+            raise CapreseError(
+                f"layers {layers!r} is not allowed (choose from: all, first_half, or comma-separated layer indices)"
+            ) from None
+    if isinstance(layers, int):
+        layers = [layers]
+    try:
+        indices = [int(i) for i in layers]
+    except (TypeError, ValueError):
+        raise CapreseError(f"layers {layers!r} is not allowed (choose from: all, first_half, or a list of indices)") from None
+    if any(float(i) != float(j) for i, j in zip(indices, layers)):
+        raise CapreseError(f"layers {list(layers)!r} must be whole numbers")
+    if not indices:
+        raise CapreseError("layers [] is empty (choose from: all, first_half, or a list of indices)")
+    bad = [i for i in indices if not 0 <= i < num_layers]
+    if bad:
+        raise CapreseError(f"layer {bad[0]} is out of range (the model has {num_layers} layers: 0..{num_layers - 1})")
+    return sorted(set(indices))
+
+
+# -- measured sparsity --------------------------------------------------------------------------------
+class SparsityMeter:
+    """Counts zeroed entries of the sparsified activations on the counted (generated) tokens.
+
+    Each named activation has a weight (the parameters its zeros let a kernel skip), so TEAL's
+    gate/up/down inputs combine into one effective sparsity. Counts stay on the device (no sync
+    per forward).
+    """
+
+    def __init__(self):
+        self.kept: dict[str, torch.Tensor] = {}
+        self.total: dict[str, torch.Tensor] = {}
+        self.weight: dict[str, float] = {}
+
+    def add(self, name: str, keep: torch.Tensor, count: torch.Tensor | None, weight: float = 1.0) -> None:
+        """`keep`: (B, S or 1, N) bool of entries kept; `count`: (B, S) bool of tokens to count (None: all)."""
+        width = keep.shape[-1]
+        kept_per_token = keep.sum(dim=-1, dtype=torch.float64)  # (B, S) or (B, 1)
+        if count is None:
+            count = torch.ones(kept_per_token.shape, dtype=torch.bool, device=keep.device)
+        kept_per_token = kept_per_token.expand(count.shape)
+        kept = (kept_per_token * count).sum()
+        total = count.sum(dtype=torch.float64) * width
+        self.kept[name] = self.kept.get(name, 0) + kept
+        self.total[name] = self.total.get(name, 0) + total
+        self.weight[name] = weight
+
+    def reset(self) -> None:
+        self.kept.clear()
+        self.total.clear()
+        self.weight.clear()
+
+    def by_name(self) -> dict[str, float]:
+        return {name: 1.0 - float(self.kept[name]) / float(self.total[name]) for name in self.kept if float(self.total[name])}
+
+    def tokens(self) -> float:
+        return max((float(t) for t in self.total.values()), default=0.0)
+
+    def overall(self) -> float | None:
+        """Weighted mean of the named sparsities (weights: parameters each activation's zeros skip);
+        None before any counted token."""
+        sparsities = self.by_name()
+        if not sparsities:
+            return None
+        return sum(self.weight[n] * s for n, s in sparsities.items()) / sum(self.weight[n] for n in sparsities)
+
+    def total_weight(self) -> float:
+        return sum(self.weight[n] for n in self.by_name())
