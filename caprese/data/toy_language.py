@@ -3,12 +3,15 @@
 The control task for toy-math: answering needs reading and copying from context, not
 computing, so sparsifying the FFN should hurt it far less than the arithmetic chains.
 
-    question: "Tom has a blue kite and lives in Rome. Ann has a red ball and lives in Oslo.
+    question: "Tom lives in Rome. Ann's ball is red. Ann lives in Oslo. Tom's kite is blue.
                What colour is Ann's ball?"
     answer:   "Ann's ball is red.\n#### red"
 
-Each person has one sentence (the name is the key to look up); the worked answer states the
-looked-up fact as a sentence, then gives the short answer after `####`.
+Every person owns a different object, so "ball is" appears once in the story and the answer is
+the word that followed it there: a lookup by context, the kind of step attention does and the
+FFN barely takes part in. (Measured: questions keyed by a name several words away from the
+answer stayed at chance level for a CPU-budget model; this lookup it learns.) The worked answer
+states the fact as a sentence, then gives the short answer after `####`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ PLACES = ("park", "garden", "market", "school", "library", "beach", "river", "fo
 ACTIVITIES = ("read", "sing", "swim", "paint", "run", "dance", "cook", "draw")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 PEOPLE_PER_STORY = 3
-QUESTION_KINDS = ("colour", "object", "city")
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,14 @@ class Character:
     obj: str
     city: str
 
-    def fact(self) -> str:
-        return f"{self.name} has a {self.colour} {self.obj} and lives in {self.city}."
+    def owns(self) -> str:
+        return f"{self.name}'s {self.obj} is {self.colour}."
+
+    def lives(self) -> str:
+        return f"{self.name} lives in {self.city}."
+
+    def facts(self) -> list[str]:
+        return [self.owns(), self.lives()]
 
 
 def draw_characters(rng: random.Random) -> list[Character]:
@@ -50,22 +58,13 @@ def draw_characters(rng: random.Random) -> list[Character]:
     ]
 
 
-def ask(kind: str, who: Character) -> tuple[str, str, str]:
-    """(question, answer sentence, short answer) for one question kind."""
-    if kind == "colour":
-        return f"What colour is {who.name}'s {who.obj}?", f"{who.name}'s {who.obj} is {who.colour}.", who.colour
-    if kind == "object":
-        return f"What does {who.name} have?", f"{who.name} has a {who.obj}.", who.obj
-    if kind == "city":
-        return f"Where does {who.name} live?", f"{who.name} lives in {who.city}.", who.city
-    raise ValueError(f"unknown question kind {kind!r}")
-
-
 def make_question(rng: random.Random) -> dict:
     people = draw_characters(rng)
-    facts = [c.fact() for c in people]
-    question, sentence, short = ask(rng.choice(QUESTION_KINDS), rng.choice(people))
-    return {"question": " ".join(facts) + " " + question, "answer": f"{sentence}\n#### {short}", "final_answer": short}
+    facts = [fact for person in people for fact in person.facts()]
+    rng.shuffle(facts)
+    who = rng.choice(people)
+    question = f"What colour is {who.name}'s {who.obj}?"
+    return {"question": " ".join(facts) + " " + question, "answer": f"{who.owns()}\n#### {who.colour}", "final_answer": who.colour}
 
 
 def narrative_sentence(rng: random.Random, people: list[Character]) -> str:
@@ -83,7 +82,7 @@ def narrative_sentence(rng: random.Random, people: list[Character]) -> str:
 def make_text(rng: random.Random, sentences: int = 8) -> str:
     """A short plain story (for perplexity), mixing facts and narrative sentences."""
     people = draw_characters(rng)
-    facts = [c.fact() for c in people]
+    facts = [fact for person in people for fact in person.facts()]
     body = facts + [narrative_sentence(rng, people) for _ in range(max(0, sentences - len(facts)))]
     rng.shuffle(body)
     return " ".join(body)

@@ -48,8 +48,8 @@ class Document:
 @dataclass(frozen=True)
 class Mix:
     math: float = 0.6
-    language: float = 0.3
-    plain: float = 0.1
+    language: float = 0.2
+    plain: float = 0.2
 
 
 def held_out_questions(seed: int) -> set[str]:
@@ -281,7 +281,8 @@ Second: 19 * 3 = 57.
 ```
 
 Each step names the sentence it uses and applies that sentence's operation to the previous
-result. Toy-language prompts have the same frame: `Answer: Ann's ball is red.\n#### red`.
+result. Toy-language prompts have the same frame, e.g. `Question: Tom lives in Rome. Ann's ball
+is red. ... What colour is Ann's ball?` answered by `Ann's ball is red.` and `#### red`.
 
 ## Training data
 
