@@ -30,6 +30,24 @@ class FFNWrapper(nn.Module):
         return module
 
 
+def base_model_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The original model's parameters, each once (tied weights shared): inside an FFN wrapper
+    only its `base_layer` counts, so an attached correction or LoRA path is never taken for
+    part of the base model."""
+    seen: dict[int, nn.Parameter] = {}
+
+    def visit(module: nn.Module) -> None:
+        if isinstance(module, FFNWrapper):
+            module = module.get_base_layer()
+        for param in module.parameters(recurse=False):
+            seen.setdefault(id(param), param)
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+    return list(seen.values())
+
+
 def get_path(root: nn.Module, path: str, *, what: str, arch: str):
     obj = root
     for part in path.split("."):

@@ -4,12 +4,14 @@ values of each learned L·R (figure 8)."""
 from __future__ import annotations
 
 from ..arch import ffn_blocks
+from ..arch.ffn import base_model_parameters
 from .adapter import CapreseAdapter
 
 
 def parameter_share(model, extra: int) -> dict:
-    """Extra parameters as a share of the whole model and of its FFNs (shared weights counted once)."""
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Extra parameters as a share of the whole model and of its FFNs (shared weights counted once;
+    an attached correction is not part of the model)."""
+    total = sum(p.numel() for p in base_model_parameters(model))
     ffn = sum(block.ffn_parameter_count() for block in ffn_blocks(model))
     return {
         "extra_parameters": extra,

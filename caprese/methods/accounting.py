@@ -50,12 +50,9 @@ def layer_active_parameters(method: str, sparsity: float, hidden: int, intermedi
 
 
 def _unique_parameter_count(model: nn.Module) -> int:
-    seen, total = set(), 0
-    for param in model.parameters():
-        if id(param) not in seen:
-            seen.add(id(param))
-            total += param.numel()
-    return total
+    from ..arch.ffn import base_model_parameters
+
+    return sum(param.numel() for param in base_model_parameters(model))
 
 
 def _summary(method, sparsity, layers, per_layer, n_layers, model_params, reselect_every) -> dict[str, Any]:
