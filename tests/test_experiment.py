@@ -46,3 +46,16 @@ def test_a_run_writes_metrics_with_the_documented_keys(tmp_path):
     assert set(metrics["ffn_error"]["0"]) == {"method", "caprese"}
     assert metrics["coverage"]["pass_at_k"].keys() == {"1", "2"}
     assert (tmp_path / ".shared").is_dir() and (tmp_path / "runs" / "r" / "adapter" / "adapter_config.json").exists()
+
+
+def test_teal_runs_take_a_calibration_set(tmp_path):
+    folder = save_tiny_model(tmp_path / "model")
+    common = dict(model=str(folder), method="teal", sparsity=0.5, eval_samples=2, max_new_tokens=4,
+                  language_samples=0, error_samples=0)
+    with pytest.raises(CapreseError, match="needs a calibration set"):
+        run_experiment(ExperimentConfig(**common, out_dir=str(tmp_path / "runs" / "none")))
+    run_experiment(ExperimentConfig(**common, calibration="toy-language", calibration_samples=4,
+                                    out_dir=str(tmp_path / "runs" / "teal")))
+    metrics = json.loads((tmp_path / "runs" / "teal" / "metrics.json").read_text())
+    assert metrics["config"]["calibration"] == "toy-language"
+    assert metrics["measured_sparsity"]["overall"] == pytest.approx(0.5, abs=0.1)

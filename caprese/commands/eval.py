@@ -17,6 +17,14 @@ from ..io import write_json, write_jsonl
 from ..methods.cli_options import add_method_arguments
 
 
+class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, unless its help already states one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..data.tasks import task_names
 
@@ -24,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "eval",
         help="accuracy of a model on a task (generations + metrics.json)",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsOnceFormatter,
     )
     parser.add_argument("--model", required=True, help="built-in name (toy-math, smollm2-135m), model folder or hub id")
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; or a GSM8K-format .jsonl/.json/.parquet file")
