@@ -287,6 +287,13 @@ def test_tables_read_back(rendered):
     alone = table1[(table1["method"] == "griffin") & (table1["stage"] == "none") & (table1["sparsity"] == 0.5)]
     assert alone["runs"].tolist() == [3] and alone["sweeps"].tolist() == ["coverage rank sparsity"]
     assert alone["accuracy"].tolist() == [pytest.approx(accuracy_of("griffin", 0.5, "none", 0, 256, 0))]
+    # a coverage-sweep Caprese row: its recovered share against dense and GRIFFIN alone, evaluated alike
+    corrected = table1[(table1["method"] == "griffin") & (table1["stage"] == "e2e") & (table1["sweeps"] == "coverage")]
+    assert len(corrected) == 1
+    row = corrected.iloc[0]
+    lost = 0.8 - accuracy_of("griffin", 0.5, "none", 0, 256, 0)
+    assert row["recovered"] == pytest.approx((row["accuracy"] - (0.8 - lost)) / lost)
+    assert row["kind"] == "caprese" and row["extra_percent_of_model"] > 0
     table4 = pd.read_csv(out / "table4_language.csv")
     cats = table4[(table4["method"] == "cats") & (table4["stage"] == "none") & (table4["sparsity"] == 0.7)]
     assert cats["perplexity"].tolist() == [pytest.approx(3.7)] and cats["dense_perplexity"].tolist() == [3.0]

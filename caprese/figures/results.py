@@ -53,6 +53,7 @@ class Configuration:
     stage: str  # none | closed_form | layerwise | e2e
     rank: int  # 0 without a Caprese path
     samples: int | None  # distillation samples; None without a Caprese path
+    kind: str = "caprese"  # caprese (x L R) | lora (the eq-11 baseline); caprese without a path
 
     @property
     def is_dense(self) -> bool:
@@ -67,12 +68,12 @@ class Configuration:
         return round(1.0 - (self.sparsity or 0.0), 10)  # 1 - 0.8 is 0.19999999999999996
 
     def without_caprese(self) -> "Configuration":
-        return replace(self, stage="none", rank=0, samples=None)
+        return replace(self, stage="none", rank=0, samples=None, kind="caprese")
 
     def sort_key(self) -> tuple:
         stage = STAGE_ORDER.index(self.stage) if self.stage in STAGE_ORDER else len(STAGE_ORDER)
         return (self.model, self.task, not self.is_dense, self.method, self.sparsity or 0.0, self.layers or "",
-                stage, self.rank, self.samples or 0)
+                stage, self.kind, self.rank, self.samples or 0)
 
     def describe(self, fields: Iterable[str] = ("method", "sparsity", "layers", "caprese", "rank", "samples")) -> str:
         """A label naming the given parts, e.g. 'GRIFFIN 50% first_half + Caprese r16 E2E'."""
@@ -88,7 +89,8 @@ class Configuration:
             parts.append(f"({self.model})")
         if self.is_caprese and "caprese" in fields:
             rank = f" r{self.rank}" if "rank" in fields else ""
-            parts.append(f"+ Caprese{rank} {stage_name(self.stage)}")
+            path = "LoRA (matched)" if self.kind == "lora" else "Caprese"
+            parts.append(f"+ {path}{rank} {stage_name(self.stage)}")
             if "samples" in fields and self.samples is not None:
                 parts.append(f"n={self.samples}")
         return " ".join(parts) if parts else method_name(self.method)
@@ -164,6 +166,7 @@ class Run:
             stage=stage if caprese else "none",
             rank=rank if caprese else 0,
             samples=int(_number(c.get("samples")) or 0) if caprese else None,
+            kind=str(c.get("kind", "caprese")) if caprese else "caprese",
         )
 
     @property

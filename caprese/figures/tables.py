@@ -67,7 +67,8 @@ def group_runs(runs: Sequence[Run], key: Callable[[Run], Any]) -> dict[Any, list
 
 def configuration_columns(config: Configuration) -> dict[str, Any]:
     return {"model": config.model, "task": config.task, "method": config.method, "sparsity": config.sparsity,
-            "layers": config.layers, "stage": config.stage, "rank": config.rank, "samples": config.samples}
+            "layers": config.layers, "stage": config.stage, "kind": config.kind if config.is_caprese else "",
+            "rank": config.rank, "samples": config.samples}
 
 
 def _by_configuration(runs: Sequence[Run]) -> list[tuple[Configuration, tuple, list[Run]]]:
@@ -80,18 +81,39 @@ def _mean(runs: Sequence[Run], dotted: str) -> float | None:
     return summarise([run.number(dotted) for run in runs], count=None)["mean"]
 
 
+def recovered_fraction(accuracy: float | None, method_alone: float | None, dense: float | None) -> float | None:
+    """Share of the method's accuracy loss that a correction wins back: (acc - method) / (dense - method).
+    None when a reference is missing or the method lost nothing."""
+    if None in (accuracy, method_alone, dense) or dense - method_alone <= 0:
+        return None
+    return (accuracy - method_alone) / (dense - method_alone)
+
+
 def table1_math_accuracy(results: Results) -> pd.DataFrame:
-    """One row per configuration (seeds averaged) over every finished run of every sweep."""
+    """One row per configuration (seeds averaged) over every finished run of every sweep, with the
+    share of the method's loss each correction recovers (against dense and the method alone,
+    evaluated the same way)."""
     runs = results.where(lambda run: run.accuracy is not None)
     if not runs:
         raise MissingData("table1: no finished runs with math accuracy; run caprese sweep ablations/rank.yaml")
     rows = []
     for config, _, members in _by_configuration(runs):
+        accuracy = summarise([run.accuracy for run in members], "accuracy")
+        recovered = None
+        if config.is_caprese:
+            alone = results.reference(members[0], config.without_caprese())
+            dense = results.dense_reference(members[0])
+            recovered = recovered_fraction(accuracy["accuracy"], _mean(alone, "math.accuracy") if alone else None,
+                                           _mean(dense, "math.accuracy") if dense else None)
         rows.append({**configuration_columns(config),
                      "eval_samples": members[0].config.get("eval_samples"),
-                     **summarise([run.accuracy for run in members], "accuracy"),
+                     **accuracy,
+                     "recovered": recovered,
                      "mean_response_tokens": _mean(members, "math.mean_response_tokens"),
+                     "extra_percent_of_model": _mean(members, "caprese.extra_percent_of_model"),
                      "active_fraction": _mean(members, "params.model_active_fraction_with_extra"),
+                     "pass_at_n": _mean(members, f"coverage.pass_at_k.{members[0].number('coverage.n') or 0:.0f}"),
+                     "language_accuracy": _mean(members, "language.short_answer_accuracy"),
                      "sweeps": " ".join(sorted({run.sweep for run in members}))})
     return pd.DataFrame(rows)
 
