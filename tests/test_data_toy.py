@@ -101,19 +101,31 @@ def test_numbers_stay_small():
                 assert step.left <= toy_math.MAX_MULTIPLICAND and step.right in toy_math.FACTORS
 
 
-def test_language_answer_is_the_looked_up_fact():
+def test_language_answer_is_the_only_word_of_the_asked_kind():
+    kinds = {"colour": toy_language.COLOURS, "city": toy_language.CITIES, "activity": toy_language.ACTIVITIES, "day": toy_language.DAYS}
+    asked = set()
     for row in toy_language.generate_rows(500, seed=2):
         *facts, question = re.split(r"(?<=[.?]) ", row["question"])
         sentence, final = row["answer"].split("\n")
         assert final == f"#### {row['final_answer']}"
         assert not re.search(r"\d", row["question"])  # no arithmetic anywhere
-        assert sentence in facts  # the stated fact is one of the story's sentences
-        name, obj = re.match(r"What colour is (\w+)'s (\w+)\?", question).groups()
-        assert sentence == f"{name}'s {obj} is {row['final_answer']}."
-        assert len(facts) == 2 * toy_language.PEOPLE_PER_STORY
-        assert sum(f" {obj} is " in f" {fact}" for fact in facts) == 1  # the object is the unique key
-        colours = [fact.split(" is ")[1].rstrip(".") for fact in facts if " is " in fact]
-        assert len(set(colours)) == len(colours)  # a wrong lookup cannot be right by luck
+        assert len(facts) == len(kinds)
+        words = re.findall(r"\w+", " ".join(facts))
+        for kind, vocabulary in kinds.items():  # one word of each kind: a wrong lookup cannot be right
+            assert sum(word in vocabulary for word in words) == 1, (kind, facts)
+        answer = row["final_answer"]
+        assert answer in kinds[row["kind"]] and answer in words
+        asked.add(row["kind"])
+        # the restated fact names the same person, and the question's key words, as the story
+        fact = next(f for f in facts if re.search(rf"\b{answer}\b", f))
+        assert sentence.split()[0].removesuffix("'s") == fact.split(", ")[-1].split()[0].removesuffix("'s")
+        if row["kind"] == "colour":
+            name, obj = re.match(r"What colour is (\w+)'s (\w+)\?", question).groups()
+            assert fact == sentence == f"{name}'s {obj} is {answer}."
+        if row["kind"] == "city":
+            name = re.match(r"Where does (\w+) live", question).group(1)
+            assert fact == sentence == f"{name} lives in {answer}."
+    assert asked == set(kinds)
 
 
 def test_plain_texts_for_perplexity():

@@ -1,17 +1,18 @@
 """Seeded short-answer questions over tiny generated stories (no arithmetic), and plain text.
 
-The control task for toy-math: answering needs reading and copying from context, not
-computing, so sparsifying the FFN should hurt it far less than the arithmetic chains.
+The control task for toy-math: answering needs reading the story, not computing, so
+sparsifying the FFN should hurt it far less than the arithmetic chains.
 
-    question: "Tom lives in Rome. Ann's ball is red. Ann lives in Oslo. Tom's kite is blue.
-               What colour is Ann's ball?"
-    answer:   "Ann's ball is red.\n#### red"
+    question: "On Friday, Tom went to the beach with Sam. Ann's ball is red. Tom lives in Rome.
+               Sam likes to swim. Where does Tom live?"
+    answer:   "Tom lives in Rome.\n#### Rome"
 
-Every person owns a different object, so "ball is" appears once in the story and the answer is
-the word that followed it there: a lookup by context, the kind of step attention does and the
-FFN barely takes part in. (Measured: questions keyed by a name several words away from the
-answer stayed at chance level for a CPU-budget model; this lookup it learns.) The worked answer
-states the fact as a sentence, then gives the short answer after `####`.
+A story states one fact of each kind (an object's colour, a home city, a pastime, the day of an
+outing), each about some person, and the question asks for one kind. The answer is the one word
+of that kind in the story: a lookup by the kind of word, the step attention does and the FFN
+barely takes part in. The worked answer restates the fact, then gives the short answer after
+`####`. (Measured: the first format, three colours per story keyed by the object two words
+before them, stayed at chance level, 30%, for a model trained ~21 min on 2 CPU cores.)
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Character:
 
 
 def draw_characters(rng: random.Random) -> list[Character]:
-    """Distinct names, colours, objects and cities, so every question has one answer."""
+    """Distinct names, colours, objects and cities (for the plain stories)."""
     k = PEOPLE_PER_STORY
     return [
         Character(*fields)
@@ -58,13 +59,41 @@ def draw_characters(rng: random.Random) -> list[Character]:
     ]
 
 
+def story_facts(rng: random.Random) -> dict[str, tuple[str, str, str]]:
+    """One fact per kind: kind -> (story sentence, question, short answer). Each kind's answer
+    word is the only word of that kind in the story, so a question has exactly one answer."""
+    ann, tom, sam = rng.sample(NAMES, 3)
+    colour, obj, city = rng.choice(COLOURS), rng.choice(OBJECTS), rng.choice(CITIES)
+    activity, day, place = rng.choice(ACTIVITIES), rng.choice(DAYS), rng.choice(PLACES)
+    who = dict(zip(("colour", "city", "activity", "day"), rng.choices((ann, tom, sam), k=4)))
+    return {
+        "colour": (f"{who['colour']}'s {obj} is {colour}.", f"What colour is {who['colour']}'s {obj}?", colour),
+        "city": (f"{who['city']} lives in {city}.", f"Where does {who['city']} live?", city),
+        "activity": (f"{who['activity']} likes to {activity}.", f"What does {who['activity']} like to do?", activity),
+        "day": (
+            f"On {day}, {who['day']} went to the {place} with {sam if who['day'] != sam else ann}.",
+            f"On which day did {who['day']} go to the {place}?",
+            day,
+        ),
+    }
+
+
+QUESTION_KINDS = ("colour", "city", "activity", "day")
+
+
 def make_question(rng: random.Random) -> dict:
-    people = draw_characters(rng)
-    facts = [fact for person in people for fact in person.facts()]
-    rng.shuffle(facts)
-    who = rng.choice(people)
-    question = f"What colour is {who.name}'s {who.obj}?"
-    return {"question": " ".join(facts) + " " + question, "answer": f"{who.owns()}\n#### {who.colour}", "final_answer": who.colour}
+    facts = story_facts(rng)
+    sentences = [sentence for sentence, _, _ in facts.values()]
+    rng.shuffle(sentences)
+    kind = rng.choice(QUESTION_KINDS)
+    sentence, question, answer = facts[kind]
+    restated = sentence if kind != "day" else f"{sentence.split(',')[1].strip().split(' with ')[0]} on {answer}."
+    return {
+        "question": " ".join(sentences) + " " + question,
+        "answer": f"{restated}\n#### {answer}",
+        "final_answer": answer,
+        "kind": kind,
+    }
 
 
 def narrative_sentence(rng: random.Random, people: list[Character]) -> str:

@@ -234,6 +234,19 @@ def measure(folder: Path, per_level: int) -> dict:
     }
 
 
+TARGETS = (("level 1", ("math", "1"), 0.95), ("level 3", ("math", "3"), 0.80), ("language", ("language", None), 0.95))
+
+
+def targets_line(numbers: dict) -> str:
+    """Which of the issue's accuracy targets this checkpoint meets, measured, not assumed."""
+    parts = []
+    for label, (task, level), target in TARGETS:
+        metrics = numbers[task]["per_level"][level] if level else numbers[task]
+        verdict = "met" if metrics["accuracy"] >= target else "NOT met"
+        parts.append(f"{label} {metrics['accuracy'] * 100:.1f}% {verdict}")
+    return "; ".join(parts)
+
+
 def weights_command(command: str) -> str:
     """The training command without card flags: they do not change the checkpoint."""
     return " ".join(part for part in command.split(" ") if part not in ("--no-card", "--card-only"))
@@ -281,17 +294,20 @@ Second: 19 * 3 = 57.
 ```
 
 Each step names the sentence it uses and applies that sentence's operation to the previous
-result. Toy-language prompts have the same frame, e.g. `Question: Tom lives in Rome. Ann's ball
-is red. ... What colour is Ann's ball?` answered by `Ann's ball is red.` and `#### red`.
+result. Toy-language prompts have the same frame: a four-sentence story stating one fact of each
+kind (an object's colour, a home city, a pastime, the day of an outing) and a question about one
+kind, e.g. `Question: Sam likes to swim. Ann's ball is red. Tom lives in Rome. On Friday, Tom
+went to the beach with Sam. Where does Tom live?` answered by `Tom lives in Rome.` and `#### Rome`.
 
 ## Training data
 
-Generated on the fly by `caprese.data` (split `train`, seed {args['seed']}), {record['documents']} documents,
+Generated on the fly by `caprese.data.toy_math` and `caprese.data.toy_language` (split `train`,
+seed {args['seed']}), {record['documents']} documents,
 {record['tokens']} tokens: {mix.math:.0%} toy-math word problems (levels 1-5 in equal shares; level = number
-of chained operations: + and − of a single digit or whole tens, × 2-5 of values up to 19, and
-halving; every intermediate result in [0, 99]), {mix.language:.0%} toy-language story questions,
-{mix.plain:.0%} plain story text (each text twice in a row: the second copy trains in-context lookup). Questions of the held-out
-evaluation split (`test`, seed 0, first {EXCLUDED_HELD_OUT} of each task) are excluded.
+of chained operations: + and − of a single digit or whole tens that change one digit without
+carrying, × 2-5 of values up to 19, and halving; every intermediate result in [0, 99]), {mix.language:.0%} toy-language story questions,
+{mix.plain:.0%} plain story text (each text twice in a row: the second copy trains in-context
+lookup). Questions of the held-out evaluation split (`test`, seed 0, first {EXCLUDED_HELD_OUT} of each task) are excluded.
 Loss on response tokens only for question/answer documents (the question's numbers are random
 draws, nothing to learn), on all tokens for plain text (so perplexity is meaningful).
 
@@ -318,6 +334,8 @@ Greedy decoding, held-out problems (split `test`, seed 0), {per_level} per level
 | toy-language (short answer) | {lang['accuracy'] * 100:.1f}% ({lang['correct']}/{lang['count']}) |
 |---|---|
 | perplexity, {PERPLEXITY_TEXTS} held-out plain stories | {numbers['perplexity']:.3f} |
+
+Targets of issue 3 (L1 >= 95%, L3 >= 80%, language >= 95%): {targets_line(numbers)}.
 
 Reproduce the tables (the same rows and settings this card used):
 
@@ -350,7 +368,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--head-dim", type=int, default=32)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=32, help="documents per step")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=float, default=0.02, help="fraction of steps")
