@@ -375,8 +375,11 @@ def test_coverage_spec_checks_against_the_experiment_notebook():
     spec = load_spec(REPO / "ablations" / "coverage.yaml")
     check_spec(spec)  # names and types against notebooks/experiment.ipynb's parameters cell
     points = spec.points()
-    assert [(p.params["method"], p.params["stage"], p.params["rank"]) for p in points] == [
-        ("dense", "none", 0), ("griffin", "none", 0), ("griffin", "e2e", 16)]
+    rows = [(p.params["method"], p.params["stage"], p.params["kind"], p.params["rank"]) for p in points]
+    assert rows[:5] == [("dense", "none", "caprese", 0), ("griffin", "none", "caprese", 0),
+                        ("griffin", "layerwise", "caprese", 16), ("griffin", "e2e", "caprese", 16),
+                        ("griffin", "e2e", "lora", 16)]  # dense, the method alone, Caprese, LoRA
+    assert {p.params["method"] for p in points} == {"dense", "griffin", "cats"}
     assert all(p.params["coverage_samples"] == 8 for p in points)
     assert load_spec(REPO / "ablations" / "coverage.yaml", full=True).name == "coverage-full"
 
