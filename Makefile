@@ -29,7 +29,7 @@ test: $(STAMP)
 # The main job: everything under figures/ regenerated from the built-in toy-math model:
 # layer-wise diagnostics, the default (small) ablation sweeps, the latency benchmark, then every
 # figure. Sweeps resume: finished runs under runs/ are kept. FULL=--full runs the paper-sized grids.
-SWEEPS ?= rank samples sparsity coverage
+SWEEPS ?= methods rank samples sparsity coverage
 WORKERS ?= 2
 FULL ?=
 figures: $(STAMP)
