@@ -124,7 +124,8 @@ def plan(spec: SweepSpec, *, only=(), runs_dir: str | Path = "runs", kernel: str
 class _Workers:
     """The live worker processes, so an interrupted sweep can stop them all."""
 
-    def __init__(self):
+    def __init__(self, size: int = 1):
+        self.size = size  # how many run at once
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen] = set()
         self.stopping = False
@@ -151,14 +152,21 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _worker_env() -> dict[str, str]:
-    """The worker and its kernel must import this caprese, wherever the sweep was started from."""
+def _worker_env(workers: int = 1) -> dict[str, str]:
+    """The worker and its kernel must import this caprese, wherever the sweep was started from.
+
+    Each of `workers` concurrent runs gets an equal share of the CPU threads, and OpenMP threads
+    sleep rather than spin at barriers: oversubscribed spinning threads stall each other (the
+    variables the user set win)."""
     import caprese
 
     root = str(Path(list(caprese.__path__)[0]).resolve().parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if workers > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
@@ -180,7 +188,7 @@ def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, ti
     started = time.time()
     # its own session: Ctrl-C in the terminal reaches the sweep only, which then stops the workers
     # without recording their runs as failed; a timeout kills the worker's whole process group
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_worker_env(), text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_worker_env(workers.size), text=True)
     workers.add(proc)
     timed_out = False
     try:
@@ -246,7 +254,7 @@ def run_sweep(
         "full": spec.full,
         "points": [{"run_id": p.run_id, "params": p.params} for p in spec.points()],
     })  # fmt: skip
-    live = _Workers()
+    live = _Workers(workers)
     cwd = Path.cwd()
     bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=not progress or not todo)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
