@@ -38,6 +38,24 @@ def setup():
     return model, tok, rows
 
 
+def test_closed_form_ridge_trades_fit_for_smaller_factors(setup):
+    """Ridge 0 is eq 7's exact minimiser; the default ridge fits a little worse with smaller L·R."""
+    model, tok, rows = setup
+
+    def fit(ridge):
+        return distill(model, tok, rows, CHOICE, rank=4, stage="closed_form",
+                       layerwise=LayerwiseConfig(ridge=ridge), progress=False)
+
+    exact, ridged = fit(0.0), fit(LayerwiseConfig.ridge)
+    for layer in exact.config.layers:
+        e, r = exact.config.final_losses["layerwise"][str(layer)], ridged.config.final_losses["layerwise"][str(layer)]
+        assert e["loss"] <= r["loss"] * (1 + 1e-6)
+        norm = lambda adapter: float((adapter.corrections[layer].L @ adapter.corrections[layer].R).detach().norm())  # noqa: E731
+        assert norm(ridged) < norm(exact)
+    with pytest.raises(CapreseError, match="ridge -1"):
+        distill(model, tok, rows, CHOICE, rank=4, stage="closed_form", layerwise=LayerwiseConfig(ridge=-1.0), progress=False)
+
+
 def logits_under(model, tok, adapter_or_choice, text="Q: 12 + 7 = 19 then 4"):
     ids = torch.tensor([tok(text)["input_ids"]])
     with adapter_or_choice.apply(model, tok) as session, torch.inference_mode():

@@ -32,6 +32,8 @@ def add_parser(subparsers) -> None:
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
     group.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)")
     group.add_argument("--init", default="random", help="random (R = 0) | closed_form (start from eq 7's exact solution)")
+    group.add_argument("--ridge", type=float, default=1e-2,
+                       help="closed form's ridge relative to the mean eigenvalue of XᵀX (default: %(default)g)")
     group.add_argument("--lr", type=float, default=1e-3, help="layer-wise learning rate (paper: 1e-3)")
     group.add_argument("--batch-size", type=int, default=128, help="layer-wise samples per step (paper: 128)")
     group.add_argument("--epochs", type=int, default=20, help="layer-wise epochs (paper: 20)")
@@ -86,7 +88,7 @@ def run(args) -> int:
     adapter = distill(
         model, tokenizer, rows, MethodChoice.from_spec(spec), rank=args.rank, stage=args.stage,
         layerwise=LayerwiseConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                                  init=args.init, seed=args.seed),
+                                  init=args.init, ridge=args.ridge, seed=args.seed),
         e2e=E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
                       gradient_checkpointing=args.gradient_checkpointing, seed=args.seed),
         base_model=args.model, start_from=start_from, kind=args.kind,

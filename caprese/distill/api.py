@@ -29,14 +29,14 @@ STAGES = ("closed_form", "layerwise", "e2e")
 
 
 def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int], hidden_size: int, rank: int,
-                        *, batch_size: int = 64, progress: bool = True):
+                        *, ridge: float = LayerwiseConfig.ridge, batch_size: int = 64, progress: bool = True):
     """Per layer, the exact minimiser of eq 7 (reduced-rank regression) from one streamed teacher pass."""
     accumulators = {layer: RegressionAccumulator(hidden_size, hidden_size) for layer in layers}
     for start in tqdm(range(0, n_samples, batch_size), desc="closed form", disable=not progress, unit="batch"):
         residuals = teacher(list(range(start, min(start + batch_size, n_samples))))
         for layer in layers:
             accumulators[layer].update(*residuals[layer])
-    return {layer: acc.fit(rank) for layer, acc in accumulators.items()}
+    return {layer: acc.fit(rank, ridge=ridge) for layer, acc in accumulators.items()}
 
 
 def distill(
@@ -88,7 +88,7 @@ def distill(
             )
         adapter.corrections = {layer: c for layer, c in start_from.corrections.items()}
     elif stage == "closed_form" or layerwise.init == "closed_form":
-        factors = closed_form_factors(teacher, len(pairs), layers, hidden, rank, progress=progress)
+        factors = closed_form_factors(teacher, len(pairs), layers, hidden, rank, ridge=layerwise.ridge, progress=progress)
         for layer, (L, R) in factors.items():
             adapter.corrections[layer].set_factors(L, R)
         if stage == "closed_form":

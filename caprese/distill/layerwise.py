@@ -37,6 +37,11 @@ class LayerwiseConfig:
     warmup_fraction: float = 0.02
     init: str = "random"
     """'random' (R = 0, L small random) or 'closed_form' (start from the reduced-rank regression)."""
+    ridge: float = 1e-2
+    """Closed form's ridge, relative to the mean eigenvalue of XᵀX. Why this large: the path sees
+    only math inputs; an unregularised fit amplifies directions that math barely uses, and other
+    text does (measured on toy-math, GRIFFIN 50% first half, r 16: ridge 1e-6 took the language
+    task from 99.5% to 2%, 1e-2 kept it at 98% and fit math better)."""
     seed: int = 0
     cache_gib: float = 2.0
     """Keep teacher activations in memory up to this size; beyond it, recompute them per batch."""
@@ -49,6 +54,7 @@ class LayerwiseConfig:
             if not isinstance(value, int) or value < 1:
                 raise CapreseError(f"{name} {value!r} must be an integer >= 1")
         check_choice("init", self.init, ("random", "closed_form"))
+        check_range("ridge", self.ridge, 0.0, math.inf, high_open=True)
 
 
 @dataclass
