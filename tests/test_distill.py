@@ -175,3 +175,18 @@ def test_lora_baseline_is_griffin_only(setup):
     model, tok, rows = setup
     with pytest.raises(CapreseError, match="LoRA baseline is defined for method 'griffin'"):
         distill(model, tok, rows, MethodChoice("cats", 0.5, "all"), rank=4, kind="lora", progress=False)
+
+
+def test_ffn_error_with_the_adapter_counts_its_path(setup):
+    """The per-layer error 'with Caprese' must include x L R: the closed form lowers it on its own data."""
+    from caprese.distill.batches import tokenize_pairs
+    from caprese.distill.ffn_error import ffn_errors
+
+    model, tok, rows = setup
+    adapter = distill(model, tok, rows, CHOICE, rank=8, stage="closed_form", layerwise=LayerwiseConfig(ridge=0.0),
+                      progress=False)
+    errors = ffn_errors(model, CHOICE, tokenize_pairs(tok, rows), tok.pad_token_id, adapter, tokenizer=tok)
+    for layer in adapter.config.layers:
+        method, caprese = errors[str(layer)]["method"], errors[str(layer)]["caprese"]
+        assert caprese["tokens"] == method["tokens"] > 0
+        assert caprese["relative_l2"] < method["relative_l2"]

@@ -14,9 +14,16 @@ from .teacher import MethodChoice
 
 def _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch, attach=None) -> dict[int, dict]:
     meters: dict[int, ErrorMeter] = {}
+    session = None
 
     def observe(layer, x, residual, efficient):
-        meters.setdefault(layer, ErrorMeter()).update(residual + efficient, efficient)
+        dense = residual + efficient
+        # teacher mode hands over FF̂ alone; a Caprese path beside it is added here (a LoRA path
+        # lives inside the method, so FF̂ already carries it)
+        correction = session.wrappers[layer].correction
+        if correction is not None:
+            efficient = efficient + correction(x)
+        meters.setdefault(layer, ErrorMeter()).update(dense, efficient)
 
     device = next(model.parameters()).device
     with choice.apply(model, tokenizer, teacher_callback=observe) as session, torch.inference_mode():
