@@ -33,7 +33,7 @@ SWEEPS ?= methods rank samples sparsity coverage
 WORKERS ?= 2
 FULL ?=
 figures: $(STAMP)
-	$(BIN)/caprese diagnose --model toy-math --data toy-math --samples 32 --out figures/diagnostics
+	$(BIN)/caprese diagnose --model toy-math --data toy-math --samples 256 --out figures/diagnostics
 	status=0; for s in $(SWEEPS); do $(BIN)/caprese sweep ablations/$$s.yaml --workers $(WORKERS) $(FULL) || status=1; done; \
 	$(BIN)/caprese bench --shapes Llama-3.1-8B --dtypes float32 --layers 2 --model toy-math --out figures/latency.json && \
 	$(BIN)/caprese figures --runs runs --out figures --latency figures/latency.json && exit $$status
