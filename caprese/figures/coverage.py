@@ -15,8 +15,8 @@ from matplotlib.ticker import FuncFormatter
 
 from .common import Context, Made, MissingData, errorbars, full_first, sweep_hint
 from .results import Configuration, Run, common_description, labels
-from .style import (BASELINE_LINE, CAPRESE_LINE, DENSE_LINE, method_colour, method_name, new_figure, note, rank_colour,
-                    save_figure, stage_marker)
+from .style import (BASELINE_LINE, CAPRESE_LINE, DENSE_LINE, LORA_LINE, LORA_MARKER, method_colour, method_name, new_figure,
+                    note, rank_colour, save_figure, stage_marker)
 from .tables import configuration_columns, group_runs, summarise, write_data
 
 FIG3 = "fig3_coverage"
@@ -26,6 +26,8 @@ FIG47 = "fig4_7_response_length"
 def _line_style(config: Configuration, ranks: Sequence[int]) -> dict:
     if config.is_dense:
         return {"color": method_colour("dense"), "linestyle": DENSE_LINE, "marker": "o"}
+    if config.is_caprese and config.kind == "lora":
+        return {"color": rank_colour(config.method, config.rank, ranks), "marker": LORA_MARKER, "linestyle": LORA_LINE}
     return {"color": rank_colour(config.method, config.rank, ranks), "marker": stage_marker(config.stage),
             "linestyle": CAPRESE_LINE if config.is_caprese else BASELINE_LINE}
 

@@ -164,7 +164,8 @@ def readme(report: RenderReport) -> str:
         lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
     lines += ["", "Style (caprese/figures/style.py): one colour per method (dense black, GRIFFIN blue, CATS vermilion,",
               "TEAL green, top-k purple), darker shades for larger Caprese ranks, dashed lines for the method alone,",
-              "dotted for dense, markers per Caprese stage (o none, D closed form, s layer-wise, ^ E2E).", ""]
+              "dotted for dense, markers per Caprese stage (o none, D closed form, s layer-wise, ^ E2E); the",
+              "parameter-matched LoRA baseline dash-dotted with x markers.", ""]
     return "\n".join(lines)
 
 

@@ -53,6 +53,8 @@ STAGE_NAMES = {"none": "method alone", "closed_form": "closed form", "layerwise"
 BASELINE_LINE = "--"
 CAPRESE_LINE = "-"
 DENSE_LINE = ":"
+LORA_LINE = "-."  # the LoRA baseline: a trained path too, but not Caprese's
+LORA_MARKER = "x"
 
 
 @contextmanager
