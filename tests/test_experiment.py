@@ -59,3 +59,18 @@ def test_teal_runs_take_a_calibration_set(tmp_path):
     metrics = json.loads((tmp_path / "runs" / "teal" / "metrics.json").read_text())
     assert metrics["config"]["calibration"] == "toy-language"
     assert metrics["measured_sparsity"]["overall"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_distillation_questions_can_mix_in_another_source():
+    from caprese.distill.data import mixed_question_rows
+    from caprese.data import toy_language
+
+    rows = mixed_question_rows("toy-math", 5, "toy-language", 3, seed=1)
+    assert len(rows) == 8 and all("level" in r for r in rows[:5])
+    assert rows[5:] == toy_language.generate_rows(3, split="distill", seed=1)
+    assert not {r["question"] for r in rows[5:]} & {r["question"] for r in toy_language.generate_rows(500, seed=1)}
+    assert len(mixed_question_rows("toy-math", 5)) == 5
+    with pytest.raises(CapreseError, match="mix_samples 3 needs a mix source"):
+        mixed_question_rows("toy-math", 5, "", 3)
+    with pytest.raises(CapreseError, match="'toy-lang'"):
+        mixed_question_rows("toy-math", 5, "toy-lang", 3)

@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
     group.add_argument("--kind", default="caprese",
                        help="caprese (the x L R path) | lora (the eq-11 baseline on GRIFFIN, rank matched to --rank's parameters)")
     group.add_argument("--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)")
+    group.add_argument("--mix-data", default="", metavar="SOURCE",
+                       help="extra non-math questions to mix in: toy-language | toy-math | gsm-symbolic | a file")
+    group.add_argument("--mix-samples", type=int, default=0, metavar="N", help="how many --mix-data questions (default: 0)")
     group.add_argument("--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)")
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
     group.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)")
@@ -65,7 +68,7 @@ def check_arguments(args) -> None:
 def run(args) -> int:
     from ..distill.adapter import CapreseAdapter
     from ..distill.api import distill
-    from ..distill.data import distillation_rows, question_rows
+    from ..distill.data import distillation_rows, mixed_question_rows
     from ..distill.e2e import E2EConfig
     from ..distill.layerwise import LayerwiseConfig
     from ..distill.report import adapter_report
@@ -80,7 +83,7 @@ def run(args) -> int:
     out = Path(args.out)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     start = time.perf_counter()
-    questions = question_rows(args.data, args.samples, seed=args.seed)
+    questions = mixed_question_rows(args.data, args.samples, args.mix_data, args.mix_samples, seed=args.seed)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     rows = distillation_rows(model, tokenizer, questions, responses=args.responses, settings=settings)
     write_jsonl(out / "distill_data.jsonl", rows)
