@@ -97,7 +97,7 @@ def _distillation_rows(cfg: ExperimentConfig, model, tokenizer) -> list[dict]:
     from .evaluate.generation import GenerationSettings
 
     shared = Path(cfg.shared_dir) if cfg.shared_dir else Path(cfg.out_dir).parent.parent / ".shared"
-    # training questions of the evaluated task's kind: toy-math's own train split, else GSM-Symbolic
+    # training questions of the evaluated task's kind: toy-math's own distill split, else GSM-Symbolic
     source = "toy-math" if cfg.task == "toy-math" else "gsm-symbolic"
     parts = [cfg.model, source, cfg.samples, cfg.seed, cfg.max_new_tokens]
     if cfg.mix_samples:

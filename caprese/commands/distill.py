@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
+    from ..distill.layerwise import LayerwiseConfig
     from ..methods.cli_options import add_method_arguments
     from .inspect import add_model_arguments
 
@@ -35,7 +36,7 @@ def add_parser(subparsers) -> None:
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
     group.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)")
     group.add_argument("--init", default="random", help="random (R = 0) | closed_form (start from eq 7's exact solution)")
-    group.add_argument("--ridge", type=float, default=1e-2,
+    group.add_argument("--ridge", type=float, default=LayerwiseConfig.ridge,
                        help="closed form's ridge relative to the mean eigenvalue of XᵀX (default: %(default)g)")
     group.add_argument("--lr", type=float, default=1e-3, help="layer-wise learning rate (paper: 1e-3)")
     group.add_argument("--batch-size", type=int, default=128, help="layer-wise samples per step (paper: 128)")

@@ -59,21 +59,23 @@ def draw_characters(rng: random.Random) -> list[Character]:
     ]
 
 
-def story_facts(rng: random.Random) -> dict[str, tuple[str, str, str]]:
-    """One fact per kind: kind -> (story sentence, question, short answer). Each kind's answer
-    word is the only word of that kind in the story, so a question has exactly one answer."""
+def story_facts(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
+    """One fact per kind: kind -> (story sentence, question, short answer, restated answer). Each
+    kind's answer word is the only word of that kind in the story, so a question has one answer."""
     ann, tom, sam = rng.sample(NAMES, 3)
     colour, obj, city = rng.choice(COLOURS), rng.choice(OBJECTS), rng.choice(CITIES)
     activity, day, place = rng.choice(ACTIVITIES), rng.choice(DAYS), rng.choice(PLACES)
     who = dict(zip(("colour", "city", "activity", "day"), rng.choices((ann, tom, sam), k=4)))
     return {
-        "colour": (f"{who['colour']}'s {obj} is {colour}.", f"What colour is {who['colour']}'s {obj}?", colour),
-        "city": (f"{who['city']} lives in {city}.", f"Where does {who['city']} live?", city),
-        "activity": (f"{who['activity']} likes to {activity}.", f"What does {who['activity']} like to do?", activity),
+        "colour": (owns := f"{who['colour']}'s {obj} is {colour}.", f"What colour is {who['colour']}'s {obj}?", colour, owns),
+        "city": (lives := f"{who['city']} lives in {city}.", f"Where does {who['city']} live?", city, lives),
+        "activity": (likes := f"{who['activity']} likes to {activity}.", f"What does {who['activity']} like to do?",
+                     activity, likes),
         "day": (
             f"On {day}, {who['day']} went to the {place} with {sam if who['day'] != sam else ann}.",
             f"On which day did {who['day']} go to the {place}?",
             day,
+            f"{who['day']} went to the {place} on {day}.",
         ),
     }
 
@@ -83,11 +85,10 @@ QUESTION_KINDS = ("colour", "city", "activity", "day")
 
 def make_question(rng: random.Random) -> dict:
     facts = story_facts(rng)
-    sentences = [sentence for sentence, _, _ in facts.values()]
+    sentences = [fact[0] for fact in facts.values()]
     rng.shuffle(sentences)
     kind = rng.choice(QUESTION_KINDS)
-    sentence, question, answer = facts[kind]
-    restated = sentence if kind != "day" else f"{sentence.split(',')[1].strip().split(' with ')[0]} on {answer}."
+    _, question, answer, restated = facts[kind]
     return {
         "question": " ".join(sentences) + " " + question,
         "answer": f"{restated}\n#### {answer}",
