@@ -30,8 +30,9 @@ def add_parser(subparsers) -> None:
                        help="caprese (the x L R path) | lora (the eq-11 baseline on GRIFFIN, rank matched to --rank's parameters)")
     group.add_argument("--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)")
     group.add_argument("--mix-data", default="", metavar="SOURCE",
-                       help="extra non-math questions to mix in: toy-language | toy-math | gsm-symbolic | a file")
-    group.add_argument("--mix-samples", type=int, default=0, metavar="N", help="how many --mix-data questions (default: 0)")
+                       help="extra non-math rows to mix in: toy-language (questions) | toy-language-text (plain stories, "
+                            "taken as written) | toy-math | gsm-symbolic | a file")
+    group.add_argument("--mix-samples", type=int, default=0, metavar="N", help="how many --mix-data rows (default: 0)")
     group.add_argument("--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)")
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
     group.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)")

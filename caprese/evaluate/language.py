@@ -16,6 +16,9 @@ import torch.nn.functional as F
 
 from ..errors import CapreseError
 
+PREFIX_TOKENS = 16
+"""Tokens of each text (with <bos>) run densely as its prompt; the rest is scored."""
+
 
 @dataclass
 class LanguageScores:
@@ -44,7 +47,7 @@ def _teacher_forced_logits(model, session, input_ids, attention_mask, prompt_len
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_tokens: int = 16,
+def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_tokens: int = PREFIX_TOKENS,
                     batch_size: int = 16) -> LanguageScores:
     """Perplexity of the continuation after `prefix_tokens` (efficient and original) and KL between them.
 
