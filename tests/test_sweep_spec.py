@@ -281,3 +281,28 @@ def test_ablation_specs_expand_small_by_default_and_larger_with_full(name):
     if small.notebook.exists():  # the experiment notebook is written in another issue
         check_spec(small)
         check_spec(full)
+
+
+def test_an_old_run_made_with_other_model_weights_is_refused(tmp_path):
+    from caprese.io import write_json
+    from caprese.models.loading import weights_fingerprint
+    from caprese.sweep import RunFolder
+    from caprese.testing import tiny_model
+
+    folder = tmp_path / "model"
+    tiny_model("LlamaForCausalLM", num_hidden_layers=1, seed=0).save_pretrained(folder)
+    experiment = Path(__file__).parent.parent / "notebooks" / "experiment.ipynb"
+    path = write_spec(tmp_path, {"notebook": str(experiment), "base": {"model": str(folder)}, "grid": {"rank": [4]}})
+    runs = tmp_path / "runs"
+    spec = load_spec(path)
+    run = RunFolder(runs / "demo" / spec.points()[0].run_id)
+    write_json(run.params, spec.points()[0].params)
+    write_json(run.metrics, {"accuracy": 0.5})
+    write_json(run.inputs, {"model_fingerprint": weights_fingerprint(str(folder))})
+    run_sweep(spec, runs_dir=runs, dry_run=True, progress=False, echo=lambda line: None)  # same weights: done
+
+    (folder / "README.md").write_text("a model card is prose, not the model")
+    run_sweep(spec, runs_dir=runs, dry_run=True, progress=False, echo=lambda line: None)
+    tiny_model("LlamaForCausalLM", num_hidden_layers=1, seed=1).save_pretrained(folder)  # retrained
+    with pytest.raises(SweepSpecError, match=r"rank=4 was made with other weights of model '.*model' \(fingerprint \w+ -> \w+\)"):
+        run_sweep(spec, runs_dir=runs, dry_run=True, progress=False, echo=lambda line: None)

@@ -6,6 +6,7 @@ Built-in names resolve to a local folder first; from there every source takes th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,36 @@ def load_tokenizer(source: str, **extra: Any):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+_FINGERPRINT_CHUNK = 1 << 20
+
+
+def weights_fingerprint(name_or_path: str) -> str | None:
+    """A content fingerprint of a local model's files (a built-in name or a folder), to tell that
+    a model was retrained or replaced since a result was made; None for a hub id (its revision
+    pins it) or a model that cannot be found here.
+
+    Each top-level file contributes its name, size and first and last MiB: cheap for 16 GB of
+    weights, and any retraining changes those bytes.
+    """
+    import hashlib
+
+    try:
+        source, extra = resolve_source(name_or_path)
+    except CapreseError:
+        return None
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256(json.dumps(sorted(extra.items()), default=str).encode())
+    # model cards (.md) are prose: editing one does not change the model
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".md"):
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(_FINGERPRINT_CHUNK))
+            if size > 2 * _FINGERPRINT_CHUNK:
+                handle.seek(size - _FINGERPRINT_CHUNK)
+                digest.update(handle.read(_FINGERPRINT_CHUNK))
+    return digest.hexdigest()[:16]

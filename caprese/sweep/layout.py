@@ -2,6 +2,7 @@
 
     runs/<sweep>/sweep.json               the expanded points (written when a sweep starts)
     runs/<sweep>/<run-id>/params.json     the point's parameters (without out_dir)
+    runs/<sweep>/<run-id>/inputs.json     what else it used: the model's weights fingerprint
     runs/<sweep>/<run-id>/run.ipynb       the executed notebook (moved in place when the run ends)
     runs/<sweep>/<run-id>/log.txt         papermill's log and the cells' output, streamed
     runs/<sweep>/<run-id>/metrics.json    written by the notebook itself: the run is done iff it exists
@@ -36,6 +37,10 @@ class RunFolder:
     @property
     def params(self) -> Path:
         return self.path / "params.json"
+
+    @property
+    def inputs(self) -> Path:
+        return self.path / "inputs.json"
 
     @property
     def metrics(self) -> Path:

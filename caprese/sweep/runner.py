@@ -87,11 +87,25 @@ def _canonical(params: dict) -> dict:
     return json.loads(json.dumps(params, sort_keys=True))
 
 
-def check_existing_runs(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> None:
-    """A run folder made with other parameters would be skipped (or overwritten) silently: refuse."""
-    lines = []
+def model_inputs(point: Point, fingerprints: dict[str, str | None]) -> dict:
+    """What a run used besides its parameters: the model's weights fingerprint (local models)."""
+    model = point.params.get("model")
+    if not isinstance(model, str):
+        return {}
+    if model not in fingerprints:
+        from ..models.loading import weights_fingerprint
+
+        fingerprints[model] = weights_fingerprint(model)
+    return {"model_fingerprint": fingerprints[model]} if fingerprints[model] else {}
+
+
+def check_existing_runs(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> dict[str, dict]:
+    """A run folder made with other parameters or other model weights would be skipped (or
+    overwritten) silently: refuse. Returns each point's inputs (run id -> inputs.json content)."""
+    lines, inputs, fingerprints = [], {}, {}
     for point in points:
         run = RunFolder(sweep_dir / point.run_id)
+        inputs[point.run_id] = model_inputs(point, fingerprints)
         if not run.params.exists():
             continue
         try:
@@ -109,16 +123,26 @@ def check_existing_runs(spec: SweepSpec, points: list[Point], sweep_dir: Path) -
                 f"{spec.label}: run {run.path} was made with other parameters ({changed}); "
                 "move it away or give the sweep another name"
             )
+        elif run.metrics.exists() and run.inputs.exists() and inputs[point.run_id]:
+            made_with = read_json(run.inputs).get("model_fingerprint")
+            if made_with and made_with != inputs[point.run_id]["model_fingerprint"]:
+                lines.append(
+                    f"{spec.label}: run {run.path} was made with other weights of model {point.params['model']!r} "
+                    f"(fingerprint {made_with} -> {inputs[point.run_id]['model_fingerprint']}); "
+                    "move it away or give the sweep another name"
+                )
     raise_if_any(lines)
+    return inputs
 
 
-def plan(spec: SweepSpec, *, only=(), runs_dir: str | Path = "runs", kernel: str | None = DEFAULT_KERNEL) -> tuple[list[Point], Path]:
-    """Everything that can go wrong before a run starts: spec vs notebook, kernel, --only, old runs."""
+def plan(spec: SweepSpec, *, only=(), runs_dir: str | Path = "runs", kernel: str | None = DEFAULT_KERNEL) -> tuple[list[Point], Path, dict[str, dict]]:
+    """Everything that can go wrong before a run starts: spec vs notebook, kernel, --only, old runs.
+    Returns the points, the sweep's folder and each point's inputs (see `check_existing_runs`)."""
     check_spec(spec, kernel=kernel)
     points = select(spec.points(), list(only))
     sweep_dir = sweep_dir_for(spec, runs_dir)
-    check_existing_runs(spec, points, sweep_dir)
-    return points, sweep_dir
+    inputs = check_existing_runs(spec, points, sweep_dir)
+    return points, sweep_dir, inputs
 
 
 class _Workers:
@@ -174,12 +198,14 @@ def _tail(text: str, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, timeout: float | None, cwd: Path, workers: _Workers | None = None) -> RunOutcome:
+def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, timeout: float | None, cwd: Path,
+              workers: _Workers | None = None, inputs: dict | None = None) -> RunOutcome:
     """Execute one point in a worker process and record its outcome in its folder."""
     workers = workers or _Workers()
     run = RunFolder(sweep_dir / point.run_id)
     run.path.mkdir(parents=True, exist_ok=True)
     write_json(run.params, point.params)
+    write_json(run.inputs, inputs if inputs is not None else model_inputs(point, {}))
     cmd = [
         sys.executable, "-m", "caprese.sweep.worker", str(run.path),
         "--notebook", str(spec.notebook.resolve()), "--kernel", kernel,
@@ -236,7 +262,7 @@ def run_sweep(
     """Check the spec, then run every selected point that is not done; return what happened."""
     if workers < 1:
         raise SweepSpecError(f"--workers {workers}: must be at least 1")
-    points, sweep_dir = plan(spec, only=only, runs_dir=runs_dir, kernel=kernel)
+    points, sweep_dir, inputs = plan(spec, only=only, runs_dir=runs_dir, kernel=kernel)
     timeout = timeout if timeout is not None else (spec.timeout or DEFAULT_TIMEOUT_S)
     report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
     todo = []
@@ -259,7 +285,8 @@ def run_sweep(
     bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=not progress or not todo)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
     try:
-        futures = [pool.submit(run_point, p, sweep_dir, spec, kernel=kernel, timeout=timeout, cwd=cwd, workers=live) for p in todo]
+        futures = [pool.submit(run_point, p, sweep_dir, spec, kernel=kernel, timeout=timeout, cwd=cwd, workers=live,
+                               inputs=inputs[p.run_id]) for p in todo]
         for future in as_completed(futures):
             outcome = future.result()
             report.outcomes.append(outcome)
