@@ -44,3 +44,15 @@ def test_texts_keep_their_place_and_only_questions_are_answered(tokenizer):
 def test_too_short_text_is_a_one_line_error(tokenizer):
     with pytest.raises(CapreseError, match=r"'short' has \d+ tokens, needs more than prefix_tokens=16"):
         text_row(tokenizer, {"id": "short", "text": "Ann lives in Lima."})
+
+
+def test_a_txt_file_mixes_in_one_text_per_line(tmp_path, tokenizer):
+    stories = [row["text"] for row in toy_language.generate_texts(3, split="distill", seed=5)]
+    path = tmp_path / "general.txt"
+    path.write_text(stories[0] + "\n\n" + stories[1] + "\n" + stories[2] + "\n")
+    questions = mixed_question_rows("toy-math", 1, str(path), 3)
+    assert [q["id"] for q in questions[1:]] == ["general-0", "general-2", "general-3"]
+    rows = distillation_rows(None, tokenizer, questions[1:], responses="dataset", progress=False)
+    assert [r["prompt"] + r["response"] for r in rows] == stories
+    with pytest.raises(CapreseError, match=r"'.*general.txt' has 3 rows, fewer than samples=4"):
+        mixed_question_rows("toy-math", 1, str(path), 4)

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     group.add_argument("--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)")
     group.add_argument("--mix-data", default="", metavar="SOURCE",
                        help="extra non-math rows to mix in: toy-language (questions) | toy-language-text (plain stories, "
-                            "taken as written) | toy-math | gsm-symbolic | a file")
+                            "taken as written) | toy-math | gsm-symbolic | a GSM8K-format file | a .txt file (one text per line)")
     group.add_argument("--mix-samples", type=int, default=0, metavar="N", help="how many --mix-data rows (default: 0)")
     group.add_argument("--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)")
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")

@@ -5,8 +5,9 @@ Sources are separate from the evaluation sets: toy-math and toy-language draw fr
 "distill" split, gsm-symbolic from reasoning-gym's seeded generator, or any local GSM8K-format
 file. Non-math rows can be mixed in (`mixed_question_rows`): the paper distils on math only,
 but on toy-math a math-only path raised story perplexity above the method alone. Besides
-questions, the mix can be plain text (`toy-language-text`): each story's first tokens are the
-prompt and the rest is the response, taken as written (no generation), as perplexity scores it.
+questions, the mix can be plain text (`toy-language-text`, or a .txt file with one text per line):
+each text's first tokens are the prompt and the rest is the response, taken as written (no
+generation), as perplexity scores it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ RESPONSES = ("model", "dataset")
 
 def question_rows(source: str, samples: int, seed: int = 0) -> list[dict]:
     """`samples` training questions (GSM8K fields) from a named source or a local file;
-    plain-text sources give {"id", "text"} rows instead."""
+    plain-text sources (toy-language-text, a .txt file) give {"id", "text"} rows instead."""
     if not isinstance(samples, int) or samples < 1:
         raise CapreseError(f"samples {samples!r} must be an integer >= 1")
     if source == "toy-math":
@@ -38,12 +39,22 @@ def question_rows(source: str, samples: int, seed: int = 0) -> list[dict]:
         return toy_language.generate_texts(samples, split="distill", seed=seed)
     if source == "gsm-symbolic":
         return gsm.gsm_symbolic_rows(samples, seed)
-    if Path(source).expanduser().is_file():
+    if Path(source).expanduser().is_file() and Path(source).suffix == ".txt":
+        rows = plain_text_file_rows(source)
+    elif Path(source).expanduser().is_file():
         rows = gsm.load_gsm_file(source)
-        if len(rows) < samples:
-            raise CapreseError(f"data file {source!r} has {len(rows)} rows, fewer than samples={samples}")
-        return rows[:samples]
-    raise CapreseError(f"distillation data {source!r} is not allowed (choose from: {', '.join(SOURCES)}, or a GSM8K-format file)")
+    else:
+        raise CapreseError(f"distillation data {source!r} is not allowed (choose from: {', '.join(SOURCES)}, "
+                           "a GSM8K-format file or a .txt file of texts, one per line)")
+    if len(rows) < samples:
+        raise CapreseError(f"data file {source!r} has {len(rows)} rows, fewer than samples={samples}")
+    return rows[:samples]
+
+
+def plain_text_file_rows(path: str) -> list[dict]:
+    """{"id", "text"} per non-empty line of a .txt file (e.g. general text to mix into math)."""
+    lines = Path(path).expanduser().read_text().splitlines()
+    return [{"id": f"{Path(path).stem}-{i}", "text": line} for i, line in enumerate(lines) if line.strip()]
 
 
 def mixed_question_rows(source: str, samples: int, mix: str = "", mix_samples: int = 0, seed: int = 0) -> list[dict]:
