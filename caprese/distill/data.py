@@ -39,22 +39,20 @@ def question_rows(source: str, samples: int, seed: int = 0) -> list[dict]:
         return toy_language.generate_texts(samples, split="distill", seed=seed)
     if source == "gsm-symbolic":
         return gsm.gsm_symbolic_rows(samples, seed)
-    if Path(source).expanduser().is_file() and Path(source).suffix == ".txt":
-        rows = plain_text_file_rows(source)
-    elif Path(source).expanduser().is_file():
-        rows = gsm.load_gsm_file(source)
-    else:
+    path = Path(source).expanduser()
+    if not path.is_file():
         raise CapreseError(f"distillation data {source!r} is not allowed (choose from: {', '.join(SOURCES)}, "
                            "a GSM8K-format file or a .txt file of texts, one per line)")
+    rows = plain_text_file_rows(path) if path.suffix == ".txt" else gsm.load_gsm_file(path)
     if len(rows) < samples:
         raise CapreseError(f"data file {source!r} has {len(rows)} rows, fewer than samples={samples}")
     return rows[:samples]
 
 
-def plain_text_file_rows(path: str) -> list[dict]:
+def plain_text_file_rows(path: Path) -> list[dict]:
     """{"id", "text"} per non-empty line of a .txt file (e.g. general text to mix into math)."""
-    lines = Path(path).expanduser().read_text().splitlines()
-    return [{"id": f"{Path(path).stem}-{i}", "text": line} for i, line in enumerate(lines) if line.strip()]
+    lines = path.read_text().splitlines()
+    return [{"id": f"{path.stem}-{i}", "text": line} for i, line in enumerate(lines) if line.strip()]
 
 
 def mixed_question_rows(source: str, samples: int, mix: str = "", mix_samples: int = 0, seed: int = 0) -> list[dict]:
