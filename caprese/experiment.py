@@ -92,6 +92,17 @@ class ExperimentConfig:
         return cls(**params)
 
 
+def distillation_data_key(cfg: ExperimentConfig, source: str) -> str:
+    """What the cached teacher responses depend on, hashed; the model's weights fingerprint
+    included, so a retrained model never reuses its predecessor's responses."""
+    from .models.loading import weights_fingerprint
+
+    parts = [cfg.model, weights_fingerprint(cfg.model), source, cfg.samples, cfg.seed, cfg.max_new_tokens]
+    if cfg.mix_samples:
+        parts += [cfg.mix_data, cfg.mix_samples]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 def _distillation_rows(cfg: ExperimentConfig, model, tokenizer) -> list[dict]:
     """The dense model's responses, shared by every run of a sweep with the same model/samples/seed."""
     from .distill.data import distillation_rows, mixed_question_rows
@@ -100,10 +111,7 @@ def _distillation_rows(cfg: ExperimentConfig, model, tokenizer) -> list[dict]:
     shared = Path(cfg.shared_dir) if cfg.shared_dir else Path(cfg.out_dir).parent.parent / ".shared"
     # training questions of the evaluated task's kind: toy-math's own distill split, else GSM-Symbolic
     source = "toy-math" if cfg.task == "toy-math" else "gsm-symbolic"
-    parts = [cfg.model, source, cfg.samples, cfg.seed, cfg.max_new_tokens]
-    if cfg.mix_samples:
-        parts += [cfg.mix_data, cfg.mix_samples]
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    key = distillation_data_key(cfg, source)
     path = shared / f"distill_data_{key}.jsonl"
     if path.exists():
         return read_jsonl(path)

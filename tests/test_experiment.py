@@ -74,3 +74,16 @@ def test_distillation_questions_can_mix_in_another_source():
         mixed_question_rows("toy-math", 5, "", 3)
     with pytest.raises(CapreseError, match="'toy-lang'"):
         mixed_question_rows("toy-math", 5, "toy-lang", 3)
+
+
+def test_cached_teacher_responses_are_keyed_by_the_model_weights(tmp_path):
+    from caprese.experiment import distillation_data_key
+    from caprese.testing import tiny_model
+
+    folder = tmp_path / "model"
+    tiny_model("LlamaForCausalLM", num_hidden_layers=1, seed=0).save_pretrained(folder)
+    cfg = ExperimentConfig(model=str(folder), out_dir=str(tmp_path / "runs" / "a"))
+    before = distillation_data_key(cfg, "toy-math")
+    assert distillation_data_key(cfg, "toy-math") == before
+    tiny_model("LlamaForCausalLM", num_hidden_layers=1, seed=1).save_pretrained(folder)  # retrained
+    assert distillation_data_key(cfg, "toy-math") != before
