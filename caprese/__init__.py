@@ -1,7 +1,7 @@
 """caprese: low-rank distillation that recovers the reasoning lost to sparse FFN inference.
 
 Start with `load_model(...)` (a Hugging Face id, a local folder or a built-in name) and
-`ffn_blocks(model)` (each layer's FFN seen through its architecture adapter).
+`ffn_blocks(model)` (each layer's FFN seen through its architecture layout).
 
 Names are imported lazily, so `import caprese.io` (sweep workers, notebooks) does not pay for torch.
 """
@@ -11,10 +11,13 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ADAPTERS": "caprese.arch",
-    "ArchitectureAdapter": "caprese.arch",
+    "LAYOUTS": "caprese.arch",
+    "ArchitectureLayout": "caprese.arch",
     "FFNBlock": "caprese.arch",
-    "adapter_for": "caprese.arch",
+    "layout_for": "caprese.arch",
+    "ADAPTERS": "caprese.arch",  # deprecated: LAYOUTS
+    "ArchitectureAdapter": "caprese.arch",  # deprecated: ArchitectureLayout
+    "adapter_for": "caprese.arch",  # deprecated: layout_for
     "ffn_blocks": "caprese.arch",
     "CapreseError": "caprese.errors",
     "load_model": "caprese.models.loading",

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from .arch import ffn_blocks
-from .distill.correction import LowRankCorrection
+from .distill.path import LowRankPath
 from .distill.lora import LoraGriffin, LoraPath, lora_rank_for
 from .distill.merged import MergedFFN
 from .methods.base import kept_count
@@ -115,7 +115,7 @@ def ffn_decode_latency(shape: str, hidden: int, intermediate: int, *, layers: in
     x = torch.randn(1, 1, hidden, dtype=dtype, device=device) * 0.5
     kept = [torch.randperm(intermediate, device=device)[:k].sort().values[None] for _ in blocks]
     pruned = [PrunedFFN.slice(b, e) for b, e in zip(blocks, kept)]
-    paths = [LowRankCorrection(hidden, rank, dtype=dtype, device=device, seed=b.index) for b in blocks]
+    paths = [LowRankPath(hidden, rank, dtype=dtype, device=device, seed=b.index) for b in blocks]
     for path in paths:
         torch.nn.init.normal_(path.R, std=0.02)
     merged = [MergedFFN.slice(b, e, p) for b, e, p in zip(blocks, kept, paths)]

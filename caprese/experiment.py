@@ -8,6 +8,7 @@ specs in ablations/ vary them. `stage="none"` (or rank 0) evaluates the method a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -15,11 +16,22 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import config as defaults
+from .config import INITS, KINDS, E2EConfig, LayerwiseConfig
 from .errors import CapreseError
 from .io import read_jsonl, write_json, write_jsonl
-from .registry import check_choice
+from .registry import check_choice, check_int
 
-STAGES = ("none", "closed_form", "layerwise", "e2e")
+# This module stays torch-free at import (sweep spec checks and notebooks read ExperimentConfig);
+# run_experiment imports the model stack when it runs.
+
+STAGES = ("none", *defaults.STAGES)
+
+
+def _same_as(config_class, name: str):
+    """A field whose default (and help) is `config_class`'s field `name`: one home per default."""
+    source = config_class.__dataclass_fields__[name]
+    return dataclasses.field(default=source.default, metadata=dict(source.metadata))
 
 
 @dataclass
@@ -55,33 +67,45 @@ class ExperimentConfig:
     """Short-answer language questions and held-out texts for perplexity / KL (0: skip)."""
     error_samples: int = 32
     """Held-out worked solutions, teacher-forced, for per-layer FFN error with and without the path (0: skip)."""
-    init: str = "random"
+    init: str = _same_as(LayerwiseConfig, "init")
     """Layer-wise starting point: random (R = 0, the paper) or closed_form (eq 7's exact minimiser)."""
-    lr: float = 1e-3
-    epochs: int = 20
-    distill_batch_size: int = 64
-    e2e_lr: float = 1e-4
-    e2e_epochs: int = 3
-    e2e_batch_size: int = 16
+    lr: float = _same_as(LayerwiseConfig, "lr")
+    epochs: int = _same_as(LayerwiseConfig, "epochs")
+    distill_batch_size: int = _same_as(LayerwiseConfig, "batch_size")
+    e2e_lr: float = _same_as(E2EConfig, "lr")
+    e2e_epochs: int = _same_as(E2EConfig, "epochs")
+    e2e_batch_size: int = _same_as(E2EConfig, "batch_size")
     dtype: str = "float32"
     device: str = "cpu"
     out_dir: str = "runs/experiment"
     shared_dir: str = ""
     """Where runs share the dense model's distillation data (default: <runs>/.shared for <runs>/<sweep>/<run>)."""
 
-    def check(self) -> None:
+    def __post_init__(self):
         check_choice("stage", self.stage, STAGES)
-        check_choice("kind", self.kind, ("caprese", "lora"))
-        check_choice("init", self.init, ("random", "closed_form"))
-        for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs"):
-            if int(getattr(self, name)) < 1:
-                raise CapreseError(f"{name} {getattr(self, name)!r} must be >= 1")
-        if self.rank < 0:
-            raise CapreseError(f"rank {self.rank!r} must be >= 0 (0: no Caprese path)")
+        check_choice("kind", self.kind, KINDS)
+        check_choice("init", self.init, INITS)
+        for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
+                     "distill_batch_size", "e2e_batch_size", "calibration_samples"):
+            check_int(name, getattr(self, name))
+        for name in ("mix_samples", "coverage_samples", "language_samples", "error_samples"):
+            check_int(name, getattr(self, name), 0)
+        check_int("rank", self.rank, 0)
         if self.stage != "none" and self.rank == 0:
             raise CapreseError(f"stage {self.stage!r} needs rank >= 1")
-        if self.stage != "none" and self.method == "dense":
+        if self.stage != "none" and self.method == "dense":  # by name: the registry needs torch
             raise CapreseError("method 'dense' has nothing for Caprese to correct: use stage 'none'")
+
+    def check(self) -> None:
+        """Validation runs in __post_init__; kept for callers that changed fields afterwards."""
+        self.__post_init__()
+
+    def layerwise_config(self) -> LayerwiseConfig:
+        return LayerwiseConfig(rank=self.rank, init=self.init, lr=self.lr, batch_size=self.distill_batch_size,
+                               epochs=self.epochs, seed=self.seed)
+
+    def e2e_config(self) -> E2EConfig:
+        return E2EConfig(lr=self.e2e_lr, batch_size=self.e2e_batch_size, epochs=self.e2e_epochs, seed=self.seed)
 
     @classmethod
     def from_params(cls, params: dict) -> "ExperimentConfig":
@@ -129,7 +153,9 @@ def _ffn_errors(cfg: ExperimentConfig, model, tokenizer, choice, adapter) -> dic
     from .distill.data import distillation_rows
     from .distill.ffn_error import ffn_errors
 
-    if choice.name == "dense":
+    from .methods import METHODS
+
+    if not METHODS.get(choice.name).takes_sparsity:  # dense: no FFN error to measure
         return {}
     rows = distillation_rows(model, tokenizer, load_task_rows(cfg.task, cfg.error_samples, seed=cfg.eval_seed + 1),
                              responses="dataset")
@@ -143,12 +169,10 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     import torch
 
     from .distill.api import distill
-    from .distill.e2e import E2EConfig
-    from .distill.layerwise import LayerwiseConfig
     from .distill.report import parameter_share
-    from .distill.teacher import MethodChoice
     from .evaluate.run import evaluate_model
-    from .methods.cli_options import load_calibration_texts
+    from .methods import METHODS
+    from .methods.choice import MethodChoice
     from .models.loading import load_model
 
     cfg.check()
@@ -156,16 +180,16 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    calibration = load_calibration_texts(cfg.calibration, cfg.calibration_samples) if cfg.calibration else None
-    choice = MethodChoice(cfg.method, cfg.sparsity if cfg.method != "dense" else 0.0, cfg.layers, calibration=calibration)
+    method = METHODS.get(cfg.method)
+    choice = MethodChoice(method.name, cfg.sparsity if method.takes_sparsity else 0.0, cfg.layers,
+                          calibration_source=cfg.calibration or None, calibration_samples=cfg.calibration_samples)
+    choice.calibration_texts()  # a bad calibration source fails before any distillation
     adapter = None
     if cfg.stage != "none":
         rows = _distillation_rows(cfg, model, tokenizer)
         adapter = distill(
             model, tokenizer, rows, choice, rank=cfg.rank, stage=cfg.stage, base_model=cfg.model, kind=cfg.kind,
-            layerwise=LayerwiseConfig(rank=cfg.rank, init=cfg.init, lr=cfg.lr, batch_size=cfg.distill_batch_size, epochs=cfg.epochs,
-                                      seed=cfg.seed),
-            e2e=E2EConfig(lr=cfg.e2e_lr, batch_size=cfg.e2e_batch_size, epochs=cfg.e2e_epochs, seed=cfg.seed),
+            layerwise=cfg.layerwise_config(), e2e=cfg.e2e_config(),
         )
         adapter.save(out / "adapter")
     context = adapter.apply(model, tokenizer) if adapter is not None else choice.apply(model, tokenizer)

@@ -1,9 +1,11 @@
-"""Name -> object registries with did-you-mean errors (one pattern for models, methods, tasks, points)."""
+"""Name -> object registries with did-you-mean errors (one pattern for models, methods, tasks, points),
+and the shared value checkers every config's `__post_init__` / `validate` uses (one-line errors)."""
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+import math
+from typing import Generic, Iterator, TypeVar
 
 from .errors import CapreseError
 
@@ -84,4 +86,22 @@ def check_range(kind: str, value: float, low: float, high: float, *, low_open=Fa
         raise CapreseError(f"{kind} {value!r} is out of range (allowed: {lo}{low}, {high}{hi})")
 
 
-Factory = Callable[..., T]
+def check_int(kind: str, value: object, minimum: int = 1, *, allow_none: bool = False) -> None:
+    """Raise a one-line error unless `value` is an integer >= `minimum` (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        none = " (or None)" if allow_none else ""
+        raise CapreseError(f"{kind} {value!r} must be an integer >= {minimum}{none}")
+
+
+def check_positive(kind: str, value: object) -> None:
+    """Raise a one-line error unless `value` is a finite number > 0 (learning rates, temperatures)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CapreseError(f"{kind} {value!r} is not a number (allowed: (0, inf))")
+    check_range(kind, float(value), 0.0, math.inf, low_open=True, high_open=True)
+
+
+def check_bool(kind: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise CapreseError(f"{kind} {value!r} must be true or false")

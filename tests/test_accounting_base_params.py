@@ -1,7 +1,7 @@
 """Parameter counts of the base model must not include what caprese attaches to it."""
 
 from caprese.arch.ffn import base_model_parameters
-from caprese.distill.correction import LowRankCorrection
+from caprese.distill.path import LowRankPath
 from caprese.distill.report import parameter_share
 from caprese.methods import active_ffn_parameters, apply_method
 from caprese.testing import tiny_model
@@ -14,7 +14,7 @@ def test_attached_correction_is_not_counted_as_model_parameters():
     hidden = model.config.hidden_size
     with apply_method(model, "griffin", sparsity=0.5) as session:
         for layer in session.wrappers:
-            session.set_correction(layer, LowRankCorrection(hidden, 4, seed=layer))
+            session.set_correction(layer, LowRankPath(hidden, 4, seed=layer))
         attached = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         assert attached == plain + len(session.wrappers) * 2 * 4 * hidden  # the corrections are there
         assert sum(p.numel() for p in base_model_parameters(model)) == plain  # and not counted

@@ -173,7 +173,7 @@ def test_lora_baseline_matches_caprese_parameters_trains_and_round_trips(setup, 
 
 def test_lora_baseline_is_griffin_only(setup):
     model, tok, rows = setup
-    with pytest.raises(CapreseError, match="LoRA baseline is defined for method 'griffin'"):
+    with pytest.raises(CapreseError, match="LoRA baseline is not defined for method 'cats' \(choose from: griffin\)"):
         distill(model, tok, rows, MethodChoice("cats", 0.5, "all"), rank=4, kind="lora", progress=False)
 
 

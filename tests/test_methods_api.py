@@ -163,7 +163,10 @@ def test_cli_options_build_what_apply_method_needs():
     assert parse().name == "dense" and parse().sparsity == 0.0
     assert parse("--method", "cats").sparsity == 0.5
     teal = parse("--method", "teal", "--teal-allocation", "greedy", "--calibration", "toy-language", "--calibration-samples", "3")
-    assert teal.options == {"allocation": "greedy"} and len(teal.calibration_texts()) == 3
+    # every field of the chosen method's config, from its flag or its default (what results files record)
+    assert teal.options["allocation"] == "greedy" and teal.options["symmetrize"] is True
+    assert len(teal.calibration_texts()) == 3
+    assert parse("--method", "teal", "--no-teal-symmetrize", "--calibration", "toy-math").options["symmetrize"] is False
     model = tiny_model()
     with spec.apply(model) as session:
         assert session.method == "griffin" and session.layers == [0]

@@ -1,6 +1,7 @@
 """Per-architecture knowledge as data: where the decoder layers and FFN projections live."""
 
-from .adapters import ADAPTERS, ArchitectureAdapter, adapter_for
 from .ffn import FFNBlock, ffn_blocks
+from .layouts import ADAPTERS, LAYOUTS, ArchitectureAdapter, ArchitectureLayout, adapter_for, layout_for
 
-__all__ = ["ADAPTERS", "ArchitectureAdapter", "adapter_for", "FFNBlock", "ffn_blocks"]
+__all__ = ["LAYOUTS", "ArchitectureLayout", "layout_for", "FFNBlock", "ffn_blocks",
+           "ADAPTERS", "ArchitectureAdapter", "adapter_for"]  # the last three: deprecated names

@@ -1,6 +1,6 @@
-"""A resolved FFN block and the FFN equations (METHOD.md eqs 1-2), computed from adapter parts only.
+"""A resolved FFN block and the FFN equations (docs/method.md eqs 1-2), computed from layout parts only.
 
-`ffn_blocks(model)` resolves every adapter path and checks every shape when a model is loaded, so
+`ffn_blocks(model)` resolves every layout path and checks every shape when a model is loaded, so
 a mapping gap fails loudly instead of hooking the wrong width. Efficient methods and the Caprese
 low-rank path compute through `FFNBlock.intermediate` / `FFNBlock.output`, optionally restricted to
 a subset of neurons, so each equation lives here once.
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CapreseError
-from .adapters import ArchitectureAdapter, adapter_for
+from .layouts import ArchitectureLayout, layout_for
 
 
 class FFNWrapper(nn.Module):
@@ -59,10 +59,10 @@ def get_path(root: nn.Module, path: str, *, what: str, arch: str):
 
 @dataclass
 class FFNBlock:
-    """One decoder layer's FFN, seen through its adapter."""
+    """One decoder layer's FFN, seen through its architecture layout."""
 
     index: int
-    adapter: ArchitectureAdapter
+    layout: ArchitectureLayout
     layer: nn.Module
     module: nn.Module
     """The original FFN module (never a caprese wrapper)."""
@@ -76,7 +76,12 @@ class FFNBlock:
 
     @property
     def gated(self) -> bool:
-        return self.adapter.gated
+        return self.layout.gated
+
+    @property
+    def adapter(self) -> ArchitectureLayout:
+        """Deprecated name of `layout`."""
+        return self.layout
 
     # -- the weights as (W_g, W_1) slices; neurons=None means all D_FF -----------------------
     def _input_linear(self, which: str) -> tuple[nn.Linear, int]:
@@ -97,7 +102,7 @@ class FFNBlock:
     def project(self, x: torch.Tensor, which: str, neurons: torch.Tensor | None = None) -> torch.Tensor:
         """x W_g or x W_1, restricted to `neurons` (a 1-D index tensor) when given."""
         if which == "gate" and not self.gated:
-            raise CapreseError(f"layer {self.index}: architecture {self.adapter.architecture} has no gate projection")
+            raise CapreseError(f"layer {self.index}: architecture {self.layout.architecture} has no gate projection")
         if neurons is None and self.gate_up is None:
             return (self.gate if which == "gate" else self.up)(x)
         weight, bias = self.input_weight(which, neurons)
@@ -133,7 +138,7 @@ class FFNBlock:
         return F.linear(z, self.down.weight[:, neurons], self.down.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """FF(x) recomputed from the adapter's parts (equals the module's own forward)."""
+        """FF(x) recomputed from the layout's parts (equals the module's own forward)."""
         return self.output(self.intermediate(x))
 
     def ffn_parameter_count(self) -> int:
@@ -143,12 +148,12 @@ class FFNBlock:
     # -- swapping the FFN module (peft-style injection, never a patched forward) --------------
     def installed(self) -> nn.Module:
         """What currently sits at the FFN path (the original module or a caprese wrapper)."""
-        return get_path(self.layer, self.adapter.ffn, what="ffn", arch=self.adapter.architecture)
+        return get_path(self.layer, self.layout.ffn, what="ffn", arch=self.layout.architecture)
 
     def install(self, module: nn.Module) -> nn.Module:
         """Put `module` at the FFN path; returns what was there."""
-        parent_path, _, name = self.adapter.ffn.rpartition(".")
-        parent = get_path(self.layer, parent_path, what="ffn", arch=self.adapter.architecture) if parent_path else self.layer
+        parent_path, _, name = self.layout.ffn.rpartition(".")
+        parent = get_path(self.layer, parent_path, what="ffn", arch=self.layout.architecture) if parent_path else self.layer
         previous = getattr(parent, name)
         setattr(parent, name, module)
         return previous
@@ -165,37 +170,39 @@ def _linear(module: nn.Module, path: str | None, *, arch: str, shape: tuple[int,
     return linear
 
 
-def ffn_blocks(model: nn.Module, adapter: ArchitectureAdapter | None = None) -> list[FFNBlock]:
-    """Resolve and shape-check every layer's FFN; raises a one-line CapreseError on any gap."""
-    adapter = adapter or adapter_for(model)
-    arch = adapter.architecture
+def ffn_blocks(model: nn.Module, layout: ArchitectureLayout | None = None, *,
+               adapter: ArchitectureLayout | None = None) -> list[FFNBlock]:
+    """Resolve and shape-check every layer's FFN; raises a one-line CapreseError on any gap.
+    (`adapter=` is the deprecated name of `layout=`.)"""
+    layout = layout or adapter or layout_for(model)
+    arch = layout.architecture
     config = model.config
     cfg = getattr(config, "get_text_config", lambda: config)()
     try:
-        d = int(getattr(cfg, adapter.hidden_size))
-        d_ff = int(getattr(cfg, adapter.intermediate_size))
-        n_layers = int(getattr(cfg, adapter.num_layers))
+        d = int(getattr(cfg, layout.hidden_size))
+        d_ff = int(getattr(cfg, layout.intermediate_size))
+        n_layers = int(getattr(cfg, layout.num_layers))
     except (AttributeError, TypeError) as err:
-        raise CapreseError(f"architecture {arch}: config lacks a dimension the adapter names ({err})") from None
-    layers = get_path(model, adapter.layers, what="layers", arch=arch)
+        raise CapreseError(f"architecture {arch}: config lacks a dimension the layout names ({err})") from None
+    layers = get_path(model, layout.layers, what="layers", arch=arch)
     if len(layers) != n_layers:
-        raise CapreseError(f"architecture {arch}: {adapter.layers} has {len(layers)} layers, config says {n_layers}")
+        raise CapreseError(f"architecture {arch}: {layout.layers} has {len(layers)} layers, config says {n_layers}")
     blocks = []
     for index, layer in enumerate(layers):
-        module = get_path(layer, adapter.ffn, what="ffn", arch=arch)
+        module = get_path(layer, layout.ffn, what="ffn", arch=arch)
         if isinstance(module, FFNWrapper):
             module = module.get_base_layer()
         blocks.append(
             FFNBlock(
                 index=index,
-                adapter=adapter,
+                layout=layout,
                 layer=layer,
                 module=module,
-                gate=_linear(module, adapter.gate, arch=arch, shape=(d_ff, d), what="gate"),
-                up=_linear(module, adapter.up, arch=arch, shape=(d_ff, d), what="up"),
-                gate_up=_linear(module, adapter.gate_up, arch=arch, shape=(2 * d_ff, d), what="gate_up"),
-                down=_linear(module, adapter.down, arch=arch, shape=(d, d_ff), what="down"),
-                act=get_path(module, adapter.act, what="act", arch=arch),
+                gate=_linear(module, layout.gate, arch=arch, shape=(d_ff, d), what="gate"),
+                up=_linear(module, layout.up, arch=arch, shape=(d_ff, d), what="up"),
+                gate_up=_linear(module, layout.gate_up, arch=arch, shape=(2 * d_ff, d), what="gate_up"),
+                down=_linear(module, layout.down, arch=arch, shape=(d, d_ff), what="down"),
+                act=get_path(module, layout.act, what="act", arch=arch),
                 hidden_size=d,
                 intermediate_size=d_ff,
             )

@@ -8,7 +8,7 @@ figures (PNG + PDF): sparsity vs ε heatmap, |Z| quantiles per layer, error vs d
 
 from __future__ import annotations
 
-from .inspect import add_model_arguments
+from .common import add_model_arguments
 
 
 def add_parser(subparsers) -> None:

@@ -13,20 +13,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..config import INITS, KINDS, STAGES, E2EConfig, LayerwiseConfig
+from ..errors import CapreseError
+from ..methods.cli_options import add_method_arguments
+from ..registry import check_choice, check_int
+from .common import add_config_arguments, add_model_arguments
+
+# Training modules (torch, transformers) are imported in run(): `caprese --help` builds every verb's parser.
+
 
 def add_parser(subparsers) -> None:
-    from ..distill.layerwise import LayerwiseConfig
-    from ..methods.cli_options import add_method_arguments
-    from .inspect import add_model_arguments
-
     parser = subparsers.add_parser("distill", help="train Caprese low-rank paths (layer-wise eq 7, end-to-end eq 8)")
     add_model_arguments(parser)
     add_method_arguments(parser)
     group = parser.add_argument_group("distillation")
     group.add_argument("--rank", type=int, required=True, help="rank r of each low-rank path (1..D)")
     group.add_argument("--samples", type=int, default=512, help="distillation samples (default: 512)")
-    group.add_argument("--stage", default="layerwise", help="closed_form | layerwise | e2e (default: layerwise)")
-    group.add_argument("--kind", default="caprese",
+    group.add_argument("--stage", default="layerwise", help=f"{' | '.join(STAGES)} (default: layerwise)")
+    group.add_argument("--kind", default=KINDS[0],
                        help="caprese (the x L R path) | lora (the eq-11 baseline on GRIFFIN, rank matched to --rank's parameters)")
     group.add_argument("--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)")
     group.add_argument("--mix-data", default="", metavar="SOURCE",
@@ -36,52 +40,44 @@ def add_parser(subparsers) -> None:
     group.add_argument("--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)")
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
     group.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)")
-    group.add_argument("--init", default="random", help="random (R = 0) | closed_form (start from eq 7's exact solution)")
-    group.add_argument("--ridge", type=float, default=LayerwiseConfig.ridge,
-                       help="closed form's ridge relative to the mean eigenvalue of XᵀX (default: %(default)g)")
-    group.add_argument("--lr", type=float, default=1e-3, help="layer-wise learning rate (paper: 1e-3)")
-    group.add_argument("--batch-size", type=int, default=128, help="layer-wise samples per step (paper: 128)")
-    group.add_argument("--epochs", type=int, default=20, help="layer-wise epochs (paper: 20)")
-    group.add_argument("--e2e-lr", type=float, default=1e-4, help="end-to-end learning rate (paper: 4e-6..2e-4)")
-    group.add_argument("--e2e-batch-size", type=int, default=16, help="end-to-end samples per step (paper: 16)")
-    group.add_argument("--e2e-epochs", type=int, default=3, help="end-to-end epochs (paper: 3)")
-    group.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the e2e backward pass")
+    add_config_arguments(group, LayerwiseConfig, {"init": "init", "ridge": "ridge", "lr": "lr", "batch_size": "batch-size",
+                                                  "epochs": "epochs"})
+    add_config_arguments(group, E2EConfig, {"lr": "e2e-lr", "batch_size": "e2e-batch-size", "epochs": "e2e-epochs",
+                                            "gradient_checkpointing": "gradient-checkpointing"})
     group.add_argument("--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
 
 
-def check_arguments(args) -> None:
-    from ..distill.api import STAGES
-    from ..errors import CapreseError
-    from ..registry import check_choice
-
+def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
+    """Every distillation option checked (one-line errors) before the model loads; the two configs."""
     check_choice("stage", args.stage, STAGES)
-    check_choice("kind", args.kind, ("caprese", "lora"))
-    check_choice("init", args.init, ("random", "closed_form"))
+    check_choice("kind", args.kind, KINDS)
+    check_choice("init", args.init, INITS)
     if args.rank < 1:
         raise CapreseError(f"rank {args.rank!r} is out of range (allowed: integers 1..D)")
-    for name in ("samples", "epochs", "batch_size", "e2e_epochs", "e2e_batch_size", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 1")
+    for name in ("samples", "max_new_tokens"):
+        check_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    layerwise = LayerwiseConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+                                init=args.init, ridge=args.ridge, seed=args.seed)
+    e2e = E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
+                    gradient_checkpointing=args.gradient_checkpointing, seed=args.seed)
+    return layerwise, e2e
 
 
 def run(args) -> int:
     from ..distill.adapter import CapreseAdapter
     from ..distill.api import distill
     from ..distill.data import distillation_rows, mixed_question_rows
-    from ..distill.e2e import E2EConfig
-    from ..distill.layerwise import LayerwiseConfig
     from ..distill.report import adapter_report
-    from ..distill.teacher import MethodChoice
     from ..evaluate.generation import GenerationSettings
     from ..io import write_json, write_jsonl
     from ..methods.cli_options import method_from_args
     from ..models.loading import load_model
 
     spec = method_from_args(args)
-    check_arguments(args)  # fail before the model loads
+    layerwise, e2e = check_arguments(args)  # fail before the model loads
     out = Path(args.out)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     start = time.perf_counter()
@@ -91,11 +87,7 @@ def run(args) -> int:
     write_jsonl(out / "distill_data.jsonl", rows)
     start_from = CapreseAdapter.load(args.start_from, model) if args.start_from else None
     adapter = distill(
-        model, tokenizer, rows, MethodChoice.from_spec(spec), rank=args.rank, stage=args.stage,
-        layerwise=LayerwiseConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                                  init=args.init, ridge=args.ridge, seed=args.seed),
-        e2e=E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
-                      gradient_checkpointing=args.gradient_checkpointing, seed=args.seed),
+        model, tokenizer, rows, spec, rank=args.rank, stage=args.stage, layerwise=layerwise, e2e=e2e,
         base_model=args.model, start_from=start_from, kind=args.kind,
     )
     adapter.save(out / "adapter")

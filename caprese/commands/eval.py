@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import CapreseError
 from ..io import write_json, write_jsonl
 from ..methods.cli_options import add_method_arguments
+from .common import add_model_arguments
 
 
 class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -34,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=DefaultsOnceFormatter,
     )
-    parser.add_argument("--model", required=True, help="built-in name (toy-math, smollm2-135m), model folder or hub id")
+    add_model_arguments(parser)
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; or a GSM8K-format .jsonl/.json/.parquet file")
     parser.add_argument("--samples", type=int, default=200, help="number of problems (fixed sets use their first N)")
     parser.add_argument("--out", required=True, help="output folder for metrics.json and samples.jsonl")
@@ -45,8 +46,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (ignored when greedy)")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_arguments(parser)
     extra = parser.add_argument_group("Caprese and evaluation breadth")

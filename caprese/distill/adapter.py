@@ -19,33 +19,31 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..arch import ffn_blocks
+from ..config import KINDS
 from ..errors import CapreseError
+from ..methods.choice import MethodChoice
 from ..registry import check_choice
 from .adapter_io import AdapterConfig, describe_base, load_adapter, save_adapter
-from .correction import LowRankCorrection
-from .teacher import MethodChoice
+from .lora import LoraPath, attach_lora
+from .merged import merge_into
+from .path import LowRankPath
 
-KINDS = ("caprese", "lora")
+__all__ = ["CapreseAdapter", "KINDS", "attach", "build_module"]
 
 
 def build_module(config: AdapterConfig, layer: int, *, gated: bool = True, device=None) -> nn.Module:
     """A fresh module of the adapter's kind for one layer (R or B at zero: starts as the method)."""
     if config.kind == "caprese":
-        return LowRankCorrection(config.hidden_size, config.rank, device=device, seed=layer)
-    from .lora import LoraPath
-
+        return LowRankPath(config.hidden_size, config.rank, device=device, seed=layer)
     return LoraPath(config.hidden_size, config.intermediate_size, config.rank, gated, seed=layer, device=device)
 
 
 def attach(kind: str, session, modules: dict[int, nn.Module], *, merged: bool = False) -> None:
     """Put each layer's module into an applied method."""
     if kind == "lora":
-        from .lora import attach_lora
-
         attach_lora(session, modules)
     elif merged:
-        from .merged import merge_into
-
         merge_into(session, modules)
     else:
         for layer, module in modules.items():
@@ -56,7 +54,7 @@ def attach(kind: str, session, modules: dict[int, nn.Module], *, merged: bool = 
 class CapreseAdapter:
     config: AdapterConfig
     corrections: dict[int, nn.Module]
-    """Per layer: a LowRankCorrection (kind "caprese") or a LoraPath (kind "lora")."""
+    """Per layer: a LowRankPath (kind "caprese") or a LoraPath (kind "lora")."""
 
     @property
     def kind(self) -> str:
@@ -80,6 +78,7 @@ class CapreseAdapter:
             raise CapreseError(f"merged inference is Caprese's (eqs 9-10), not adapter kind {self.kind!r}")
         choice = self.choice
         choice.calibration = calibration
+        choice.calibration_source = None
         param = next(model.parameters())
         modules = {layer: m.to(device=param.device, dtype=param.dtype) for layer, m in self.corrections.items()}
         with choice.apply(model, tokenizer, **kwargs) as session:
@@ -116,9 +115,7 @@ class CapreseAdapter:
 
     @classmethod
     def new(cls, model, base_model: str, choice: MethodChoice, layers: list[int], rank: int, *,
-            kind: str = "caprese", **fields) -> "CapreseAdapter":
-        from ..arch import ffn_blocks
-
+            kind: str = "caprese", **fields) -> CapreseAdapter:
         check_choice("adapter kind", kind, KINDS)
         gated = ffn_blocks(model)[0].gated
         config = AdapterConfig(

@@ -7,25 +7,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..arch import ffn_blocks
+from ..config import KINDS, STAGES, E2EConfig, LayerwiseConfig, check_rank
 from ..errors import CapreseError
 from ..lowrank import RegressionAccumulator
-from ..methods import resolve_layers
+from ..methods import METHODS, resolve_layers
+from ..methods.choice import MethodChoice
 from ..registry import check_choice
 from .adapter import CapreseAdapter
 from .batches import rows_hash, tokenize_pairs
-from .correction import check_rank
-from .e2e import E2EConfig, train_end_to_end
-from .layerwise import LayerwiseConfig, NonFiniteLoss, evaluate_layerwise_loss, train_layerwise
-from .teacher import MethodChoice, Teacher
+from .e2e import train_end_to_end
+from .layerwise import NonFiniteLoss, evaluate_layerwise_loss, train_layerwise
+from .lora import attach_lora, lora_methods, lora_rank_for, train_lora_layerwise
+from .teacher import Teacher
 
-STAGES = ("closed_form", "layerwise", "e2e")
+__all__ = ["STAGES", "distill", "closed_form_factors"]
 
 
 def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int], hidden_size: int, rank: int,
@@ -57,23 +59,25 @@ def distill(
 ) -> CapreseAdapter:
     """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts).
 
-    kind="lora" trains the eq-11 baseline instead (GRIFFIN only), with `rank` = Caprese's rank:
-    its own rank r' is chosen to match Caprese's parameter count."""
+    kind="lora" trains the eq-11 baseline instead (on a method that defines it, `Method.with_lora`),
+    with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count.
+    `layerwise` and `e2e` are not modified (the run's rank goes into a copy)."""
     check_choice("stage", stage, STAGES)
+    check_choice("kind", kind, KINDS)
     blocks = ffn_blocks(model)
     hidden = blocks[0].hidden_size
     check_rank(rank, hidden)
     if len(rows) < 1:
         raise CapreseError(f"samples {len(rows)!r} must be >= 1")
-    layerwise = layerwise or LayerwiseConfig(rank=rank)
-    layerwise.rank = rank
+    layerwise = replace(layerwise or LayerwiseConfig(), rank=rank)
     e2e = e2e or E2EConfig()
     layers = resolve_layers(choice.layers, len(blocks))
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if kind == "lora":
-        return _distill_lora(model, tokenizer, rows, pairs, pad, choice, layers, rank, stage, layerwise, e2e,
-                             base_model, micro_batch, progress)
+        run = _Run(model, tokenizer, rows, pairs, pad, choice, layers, rank, stage, layerwise, e2e, base_model,
+                   micro_batch, progress)
+        return _distill_lora(run)
     teacher = Teacher(model, choice, pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
     adapter = CapreseAdapter.new(
         model, base_model, choice, layers, rank, stage=stage, data_hash=rows_hash(rows),
@@ -113,27 +117,46 @@ def distill(
     return adapter.with_config(final_losses=losses)
 
 
-def _distill_lora(model, tokenizer, rows, pairs, pad, choice, layers, rank, stage, layerwise, e2e, base_model,
-                  micro_batch, progress) -> CapreseAdapter:
-    from .lora import attach_lora, lora_rank_for, train_lora_layerwise
+@dataclass
+class _Run:
+    """What one distillation run trains on and with (so helpers take one argument, not fourteen)."""
 
-    if choice.name != "griffin":
-        raise CapreseError(f"the LoRA baseline is defined for method 'griffin', not {choice.name!r}")
-    if stage == "closed_form":
+    model: object
+    tokenizer: object
+    rows: Sequence[dict]
+    pairs: list
+    pad: int
+    choice: MethodChoice
+    layers: list[int]
+    rank: int
+    stage: str
+    layerwise: LayerwiseConfig
+    e2e: E2EConfig
+    base_model: str
+    micro_batch: int
+    progress: bool
+
+
+def _distill_lora(run: _Run) -> CapreseAdapter:
+    if not METHODS.get(run.choice.name).defines("with_lora"):
+        raise CapreseError(f"the LoRA baseline is not defined for method {run.choice.name!r} "
+                           f"(choose from: {', '.join(lora_methods())})")
+    if run.stage == "closed_form":
         raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
-    block = ffn_blocks(model)[0]
-    lora_rank = lora_rank_for(block.hidden_size, block.intermediate_size, rank, block.gated)
+    block = ffn_blocks(run.model)[0]
+    lora_rank = lora_rank_for(block.hidden_size, block.intermediate_size, run.rank, block.gated)
     adapter = CapreseAdapter.new(
-        model, base_model, choice, layers, lora_rank, kind="lora", stage=stage, data_hash=rows_hash(rows),
-        training={"samples": len(rows), "matched_caprese_rank": rank, "layerwise": asdict(layerwise),
-                  "e2e": asdict(e2e) if stage == "e2e" else None},
+        run.model, run.base_model, run.choice, run.layers, lora_rank, kind="lora", stage=run.stage,
+        data_hash=rows_hash(run.rows),
+        training={"samples": len(run.rows), "matched_caprese_rank": run.rank, "layerwise": asdict(run.layerwise),
+                  "e2e": asdict(run.e2e) if run.stage == "e2e" else None},
     )
     losses = {"layerwise_epochs": {str(k): v for k, v in train_lora_layerwise(
-        model, choice, pairs, pad, adapter.corrections, layerwise, tokenizer=tokenizer, micro_batch=micro_batch,
-        progress=progress).items()}}
-    if stage == "e2e":
-        result = train_end_to_end(model, choice, pairs, pad, adapter.corrections, e2e, tokenizer=tokenizer,
-                                  progress=progress, attach=attach_lora)
+        run.model, run.choice, run.pairs, run.pad, adapter.corrections, run.layerwise, tokenizer=run.tokenizer,
+        micro_batch=run.micro_batch, progress=run.progress).items()}}
+    if run.stage == "e2e":
+        result = train_end_to_end(run.model, run.choice, run.pairs, run.pad, adapter.corrections, run.e2e,
+                                  tokenizer=run.tokenizer, progress=run.progress, attach=attach_lora)
         losses["e2e_epochs"] = result.epoch_losses
         losses["e2e_initial"] = result.initial_loss
     return adapter.with_config(final_losses=losses)

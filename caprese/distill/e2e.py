@@ -1,4 +1,4 @@
-"""End-to-end distillation (METHOD.md eq 8): all low-rank paths train jointly so the efficient
+"""End-to-end distillation (docs/method.md eq 8): all low-rank paths train jointly so the efficient
 model's final hidden state (before the LM head) matches the original model's on generated tokens.
 
 Only L and R are trainable; every original weight is frozen and never handed to the optimizer.
@@ -8,7 +8,6 @@ original), computed per batch without gradients.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -16,29 +15,15 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..config import E2EConfig
 from ..errors import CapreseError
-from ..registry import check_range
+from ..methods.choice import MethodChoice
 from .batches import TeacherForcedBatch, TokenizedPair, iterate_batches
-from .correction import LowRankCorrection
 from .optim import adam_with_linear_schedule
-from .teacher import MethodChoice
+from .path import LowRankPath
+from .rollback import Rollback
 
-
-@dataclass
-class E2EConfig:
-    lr: float = 1e-4
-    batch_size: int = 16
-    epochs: int = 3
-    warmup_fraction: float = 0.02
-    gradient_checkpointing: bool = False
-    seed: int = 0
-
-    def check(self) -> None:
-        check_range("lr", self.lr, 0.0, math.inf, low_open=True, high_open=True)
-        for name in ("batch_size", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise CapreseError(f"{name} {value!r} must be an integer >= 1")
+__all__ = ["E2EConfig", "train_end_to_end", "e2e_loss", "final_hidden_state"]
 
 
 def _checkpointing(model, enable: bool) -> None:
@@ -81,7 +66,7 @@ def teacher_hidden_state(model, session, batch: TeacherForcedBatch) -> torch.Ten
         return final_hidden_state(model, batch)
 
 
-def attach_corrections(session, corrections: dict[int, LowRankCorrection]) -> None:
+def attach_corrections(session, corrections: dict[int, LowRankPath]) -> None:
     for layer, correction in corrections.items():
         session.set_correction(layer, correction)
 
@@ -117,7 +102,7 @@ def train_end_to_end(
     if config.gradient_checkpointing:
         _checkpointing(model, True)
     result = E2EResult()
-    last_good = {layer: copy.deepcopy(c.state_dict()) for layer, c in corrections.items()}
+    rollback = Rollback(corrections)
     bar = tqdm(total=steps, desc="end-to-end distillation", disable=not progress, unit="step")
     try:
         with choice.apply(model, tokenizer) as session:
@@ -130,12 +115,7 @@ def train_end_to_end(
                     with session.teacher_forced(batch.prompt_lengths):
                         loss = e2e_loss(final_hidden_state(model, batch), target, batch.generated_mask)
                     if not torch.isfinite(loss):
-                        for layer, state in last_good.items():
-                            corrections[layer].load_state_dict(state)
-                        raise CapreseError(
-                            f"end-to-end loss became {loss.item()} in epoch {epoch + 1}; kept the factors of the "
-                            f"last finite epoch (lower lr={config.lr})"
-                        )
+                        rollback.fail(f"end-to-end loss became {loss.item()} in epoch {epoch + 1}", config.lr, result)
                     if result.initial_loss is None:
                         result.initial_loss = loss.item()
                     optimizer.zero_grad(set_to_none=True)
@@ -147,7 +127,7 @@ def train_end_to_end(
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.4g}")
                 result.epoch_losses.append(total / count)
-                last_good = {layer: copy.deepcopy(c.state_dict()) for layer, c in corrections.items()}
+                rollback.keep()
     finally:
         bar.close()
         for name, p in model.named_parameters():

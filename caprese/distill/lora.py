@@ -1,4 +1,4 @@
-"""The LoRA baseline (METHOD.md eq 11): GRIFFIN's masked W_g, W_1, W_2, each with a rank-r' LoRA,
+"""The LoRA baseline (docs/method.md eq 11): GRIFFIN's masked W_g, W_1, W_2, each with a rank-r' LoRA,
 r' chosen so the parameter count matches Caprese's 2·D·r per layer.
 
 Restricted to the kept neurons E, as a sequential adapter on the pruned block:
@@ -13,13 +13,14 @@ sit inside the chain (three extra sequential matmul pairs), which is what costs 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import CapreseError
-from ..methods.griffin import Griffin
+from ..methods.base import METHODS
+from ..methods.griffin import LoraGriffin  # noqa: F401  (re-exported: its old home)
 
 
 def lora_rank_for(hidden: int, intermediate: int, caprese_rank: int, gated: bool = True) -> int:
@@ -82,57 +83,20 @@ class SlicedLora:
         return torch.matmul(z.to(self.A_down.dtype), self.A_down) @ self.B_down
 
 
-class LoraGriffin(Griffin):
-    """GRIFFIN with the eq-11 LoRA inside its pruned block."""
-
-    def __init__(self, griffin: Griffin, path: LoraPath):
-        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
-        if path.gated != self.block.gated:
-            raise CapreseError(f"layer {self.block.index}: LoRA made for a {'gated' if path.gated else 'non-gated'} FFN")
-        self.path = path
-
-    def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
-        if meter is not None:
-            meter.add("intermediate", state.keep, count)
-        pruned, block = state.pruned, self.block
-        # training needs the factors' graph; inference slices them once per selection
-        factors = self.path.sliced(state.kept) if torch.is_grad_enabled() else self._cached_slices(state)
-        gate = None
-        if block.gated:
-            gate = pruned._project(x, pruned.gate, pruned.gate_bias) + factors.gate(x).to(x.dtype)
-        up = pruned._project(x, pruned.up, pruned.up_bias) + factors.up(x).to(x.dtype)
-        z = block.combine(gate, up)
-        if pruned.down.shape[0] == 1:
-            out = torch.nn.functional.linear(z, pruned.down[0], pruned.down_bias)
-        else:
-            out = torch.matmul(z, pruned.down.transpose(1, 2))
-            if pruned.down_bias is not None:
-                out = out + pruned.down_bias
-        return out + factors.down(z).to(x.dtype)
-
-    def _cached_slices(self, state) -> "SlicedLora":
-        cached = getattr(state, "lora_slices", None)
-        if cached is None or cached.kept is not state.kept:
-            with torch.no_grad():
-                cached = self.path.sliced(state.kept)
-            state.lora_slices = cached
-        return cached
-
-    def _apply_selection(self, state, rows=None) -> None:
-        super()._apply_selection(state, rows)
-        state.lora_slices = None  # a new kept set: slice the factors again
-
-    def describe(self) -> dict:
-        return {**super().describe(), "lora_rank": self.path.rank}
-
-
 def attach_lora(session, paths: dict[int, LoraPath]) -> None:
-    """Swap each applied GRIFFIN layer for its LoRA-adapted version."""
+    """Swap each applied layer for its LoRA-adapted version (`Method.with_lora`; GRIFFIN's `LoraGriffin`)."""
     for layer, path in paths.items():
         wrapper = session.wrapper(layer)
-        if not isinstance(wrapper.method, Griffin):
-            raise CapreseError(f"the LoRA baseline is defined on GRIFFIN's kept neurons, not method {wrapper.method.name!r}")
-        wrapper.method = LoraGriffin(wrapper.method, path)
+        adapted = wrapper.method.with_lora(path)
+        if adapted is None:
+            raise CapreseError(f"the LoRA baseline is not defined for method {wrapper.method.name!r} "
+                               f"(methods that define it: {', '.join(lora_methods())})")
+        wrapper.method = adapted
+
+
+def lora_methods() -> list[str]:
+    """The registered methods the eq-11 baseline is defined on."""
+    return [name for name, cls in METHODS.items() if cls.defines("with_lora")]
 
 
 def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[int, LoraPath], config, *,

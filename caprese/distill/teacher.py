@@ -8,47 +8,15 @@ selection / CATS τ from its prompt.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
+from ..methods.choice import MethodChoice
 from .batches import TokenizedPair, collate
 from .layerwise import ResidualBatch
 
-
-@dataclass
-class MethodChoice:
-    """Which efficient FFN Caprese corrects: a registered method, its sparsity, layers and options."""
-
-    name: str
-    sparsity: float
-    layers: Any = "all"
-    options: dict = field(default_factory=dict)
-    calibration: Any = None
-    """Calibration texts or precomputed CalibrationStats for methods that need them."""
-
-    @classmethod
-    def from_spec(cls, spec) -> "MethodChoice":
-        """From the CLI's validated `MethodSpec` (caprese.methods.cli_options)."""
-        return cls(spec.name, spec.sparsity, spec.layers, dict(spec.options), spec.calibration_texts())
-
-    @contextlib.contextmanager
-    def apply(self, model, tokenizer=None, **kwargs):
-        """`apply_method` with this choice; calibration statistics are computed once and reused."""
-        from ..methods import apply_method
-
-        with apply_method(
-            model, self.name, self.sparsity, self.layers,
-            calibration=self.calibration, tokenizer=tokenizer, progress=False, **self.options, **kwargs,
-        ) as session:
-            if session.calibration is not None:
-                self.calibration = session.calibration
-            yield session
-
-    def describe(self) -> dict:
-        return {"method": self.name, "sparsity": self.sparsity, "layers": self.layers, "options": dict(self.options)}
+__all__ = ["MethodChoice", "ResidualCollector", "Teacher"]  # MethodChoice: re-exported from its old home
 
 
 class ResidualCollector:

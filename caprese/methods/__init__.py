@@ -11,12 +11,24 @@ phase tracker, and restores the dense model on exit.
 
 from . import cats, dense, griffin, teal, topk  # noqa: F401  (registers the methods)
 from .accounting import active_ffn_parameters, active_ffn_parameters_from_config, layer_active_parameters
-from .base import METHODS, Method, MethodConfig, SparsityMeter, kept_count, register_method, resolve_layers
+from .base import (
+    METHODS,
+    LayerShape,
+    Method,
+    MethodConfig,
+    MethodOption,
+    SparsityMeter,
+    kept_count,
+    method_options,
+    register_method,
+    resolve_layers,
+)
 from .calibration import CalibrationStats, LayerCalibration, collect_calibration
 from .cats import CatsConfig, cats_threshold
 from .distributions import EmpiricalDistribution, StreamingHistogram
 from .forcing import ForcedBatch, incremental_logits, teacher_forced_batch
 from .griffin import GriffinConfig, PrunedFFN, griffin_scores, reselection_scores, select_neurons
+from .choice import MethodChoice
 from .session import MethodSession, apply_method
 from .teal import TealConfig, teal_threshold
 from .topk import topk_mask
@@ -24,6 +36,7 @@ from .wrapper import EfficientFFN
 
 __all__ = [
     "METHODS", "Method", "MethodConfig", "register_method", "apply_method", "MethodSession", "EfficientFFN",
+    "MethodChoice", "LayerShape", "MethodOption", "method_options",
     "GriffinConfig", "CatsConfig", "TealConfig", "collect_calibration", "CalibrationStats", "LayerCalibration",
     "active_ffn_parameters", "active_ffn_parameters_from_config", "layer_active_parameters", "kept_count",
     "resolve_layers", "SparsityMeter", "StreamingHistogram", "EmpiricalDistribution", "PrunedFFN",

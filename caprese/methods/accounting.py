@@ -1,14 +1,10 @@
 """Active-parameter accounting: FFN weights a method multiplies per generated token.
 
-Per layer with D, D_FF, n_in input projections (2 gated, 1 not) and k = round((1-p)·D_FF):
-  dense    n_in·D·D_FF + D·D_FF
-  topk     n_in·D·D_FF + D·k            (an oracle: the whole Z is computed to choose)
-  griffin  (n_in + 1)·D·k              (+ n_in·D·D_FF/ρ amortised, with reselection every ρ)
-  cats     D·D_FF + n_in·D·(1-p)·D_FF   (the thresholded projection is dense; the others skip zeros)
-  teal     (1-p)·(n_in + 1)·D·D_FF      (p is the parameter-weighted input sparsity)
-Layers the method does not touch count as dense. Weights only (biases and norms are negligible).
-`active_ffn_parameters_from_config` needs dimensions only (no weights are read: the model is
-built on the meta device to count the rest), for the paper's figure 6 at any scale.
+Each method states its own count (`Method.active_parameters`, `Method.reselection_parameters`,
+in its module; docs/method.md eq 15 lists them). Layers the method does not touch count as dense.
+Weights only (biases and norms are negligible). `active_ffn_parameters_from_config` needs
+dimensions only (no weights are read: the model is built on the meta device to count the rest),
+for the paper's figure 6 at any scale.
 """
 
 from __future__ import annotations
@@ -17,41 +13,29 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM
 
-from ..arch.adapters import adapter_for
-from .base import METHODS, check_sparsity, kept_count, resolve_layers
+from ..arch.adapters import layout_for
+from ..arch.ffn import base_model_parameters, ffn_blocks
+from .base import METHODS, LayerShape, MethodConfig, build_config, check_sparsity, resolve_layers
 
 
 def layer_active_parameters(method: str, sparsity: float, hidden: int, intermediate: int, gated: bool,
-                            reselect_every: int | None = None) -> dict[str, float]:
-    """Active FFN weights per generated token in one layer: {"active", "dense", "reselection"}."""
-    name = METHODS.canonical(method)
+                            reselect_every: int | None = None, *, config: MethodConfig | None = None,
+                            ) -> dict[str, float]:
+    """Active FFN weights per generated token in one layer: {"active", "dense", "reselection"}.
+    `config` is the method's options (default: its defaults, with `reselect_every` where it has one)."""
+    cls = METHODS.get(method)
     p = check_sparsity(sparsity)
-    n_in = 2 if gated else 1
-    dense = (n_in + 1) * hidden * intermediate
-    k = kept_count(p, intermediate)
-    reselection = 0.0
-    if name == "dense":
-        active = dense
-    elif name == "topk":
-        active = n_in * hidden * intermediate + hidden * k
-    elif name == "griffin":
-        active = (n_in + 1) * hidden * k
-        if reselect_every:
-            reselection = n_in * hidden * intermediate / reselect_every
-    elif name == "cats":
-        # the thresholded activation's projection runs dense; the other n_in projections skip zeros
-        active = hidden * intermediate + n_in * hidden * (1 - p) * intermediate
-    elif name == "teal":
-        active = (1 - p) * dense
-    else:  # a method registered later must add its formula here
-        raise NotImplementedError(f"no active-parameter formula for method {name!r}")
-    return {"active": float(active), "dense": float(dense), "reselection": float(reselection)}
+    if config is None:
+        has_rho = "reselect_every" in cls.config_class.__dataclass_fields__
+        config = build_config(cls, {"reselect_every": reselect_every} if has_rho and reselect_every else {})
+    shape = LayerShape(hidden, intermediate, gated)
+    return {"active": float(cls.active_parameters(shape, p, config)), "dense": float(shape.dense),
+            "reselection": float(cls.reselection_parameters(shape, p, config))}
 
 
 def _unique_parameter_count(model: nn.Module) -> int:
-    from ..arch.ffn import base_model_parameters
-
     return sum(param.numel() for param in base_model_parameters(model))
 
 
@@ -78,15 +62,16 @@ def _summary(method, sparsity, layers, per_layer, n_layers, model_params, resele
 
 
 def active_ffn_parameters(model: nn.Module, method: str, sparsity: float, layers: Any = "all",
-                          reselect_every: int | None = None) -> dict[str, Any]:
-    """Per-generated-token FFN parameters of `method` on a loaded model, and the fraction of the model."""
-    from ..arch.ffn import ffn_blocks
-
+                          reselect_every: int | None = None, *, config: MethodConfig | None = None) -> dict[str, Any]:
+    """Per-generated-token FFN parameters of `method` (with options `config`) on a loaded model,
+    and the fraction of the model."""
     blocks = ffn_blocks(model)
     chosen = set(resolve_layers(layers, len(blocks)))
     per_layer = [
-        layer_active_parameters(method if b.index in chosen else "dense", sparsity if b.index in chosen else 0.0,
-                                b.hidden_size, b.intermediate_size, b.gated, reselect_every)
+        layer_active_parameters(method, sparsity, b.hidden_size, b.intermediate_size, b.gated, reselect_every,
+                                config=config)
+        if b.index in chosen else
+        layer_active_parameters("dense", 0.0, b.hidden_size, b.intermediate_size, b.gated)
         for b in blocks
     ]
     return _summary(method, sparsity, sorted(chosen), per_layer, len(blocks), _unique_parameter_count(model), reselect_every)
@@ -95,9 +80,7 @@ def active_ffn_parameters(model: nn.Module, method: str, sparsity: float, layers
 def active_ffn_parameters_from_config(config, method: str, sparsity: float, layers: Any = "all",
                                       reselect_every: int | None = None) -> dict[str, Any]:
     """The same from a config alone (e.g. `AutoConfig.from_pretrained(id)` of a 70B model)."""
-    from transformers import AutoModelForCausalLM
-
-    adapter = adapter_for(config)
+    adapter = layout_for(config)
     text = getattr(config, "get_text_config", lambda: config)()
     hidden = int(getattr(text, adapter.hidden_size))
     intermediate = int(getattr(text, adapter.intermediate_size))

@@ -1,5 +1,18 @@
 """What every efficient FFN method is: a registered class with a dataclass config.
 
+A method is one module: everything the rest of caprese needs to know about it lives on its class
+(see docs/architecture.md, "Adding a method"):
+
+    config_class            its options, a dataclass with `field(metadata={"help": ...})`; the CLI
+                            flags (`--<flag>`) are generated from these fields (`method_options`)
+    active_parameters       FFN weights it multiplies per generated token (figure 6, tables)
+    calibration_needs       what it reads from a calibration set (empty: none)
+    merged(path)            how a low-rank path x L R merges into it (default None: not mergeable,
+                            the path runs beside FF̂ and merged inference equals unmerged)
+    with_lora(lora)         the eq-11 LoRA baseline inside it (default None: not defined)
+    kept_neurons(state)     a per-sequence kept neuron set, if it has one (default None)
+    takes_sparsity          False for a method with nothing to drop (dense)
+
 A `Method` instance belongs to ONE layer. Per-layer constants (TEAL thresholds, calibrated CATS τ)
 live on the instance (`setup`); per-sequence state (GRIFFIN's kept set, prompt-based CATS τ) is
 what `prepare` returns from the prompt tokens of a prefill and what `efficient` / `decode` use.
@@ -8,9 +21,11 @@ The wrapper (`caprese.methods.wrapper.EfficientFFN`) decides which tokens get wh
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,10 +41,31 @@ CalibrationNeed = str
 
 @dataclass
 class MethodConfig:
-    """Options of a method beyond its sparsity; subclasses add fields (with `metadata={"help": ...}`)."""
+    """Options of a method beyond its sparsity; subclasses add fields with `metadata={"help": ...}`
+    (optional metadata: "flag" (the CLI flag without --, default `<method>-<field>`), "choices",
+    "metavar"). Subclasses validate in `validate()`, which `build_config` calls."""
 
     def validate(self) -> None:
         """Raise a one-line CapreseError on a bad option."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """The dimensions an active-parameter count needs: D, D_FF, and whether the FFN is gated."""
+
+    hidden: int
+    intermediate: int
+    gated: bool
+
+    @property
+    def inputs(self) -> int:
+        """n_in: input projections (gate and up, or up alone)."""
+        return 2 if self.gated else 1
+
+    @property
+    def dense(self) -> int:
+        """(n_in + 1)·D·D_FF: every FFN weight."""
+        return (self.inputs + 1) * self.hidden * self.intermediate
 
 
 class Method:
@@ -39,18 +75,39 @@ class Method:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     stateful: ClassVar[bool] = False
     """True when generated tokens need state prepared from the sequence's own prompt."""
+    takes_sparsity: ClassVar[bool] = True
+    """False for a method that drops nothing (dense): its sparsity is 0 and Caprese has nothing to correct."""
 
     def __init__(self, block: FFNBlock, sparsity: float, config: MethodConfig):
         self.block = block
         self.sparsity = float(sparsity)
         self.config = config
 
-    # -- set-up, once per layer ------------------------------------------------------------------
+    # -- what the rest of caprese asks of a method, before any layer exists ------------------------
+    @classmethod
+    def active_parameters(cls, shape: LayerShape, sparsity: float, config: MethodConfig) -> float:
+        """FFN weights multiplied per generated token in one layer (every method must define it)."""
+        raise CapreseError(f"method {cls.name!r} defines no active_parameters")
+
+    @classmethod
+    def reselection_parameters(cls, shape: LayerShape, sparsity: float, config: MethodConfig) -> float:
+        """Weights per generated token spent re-choosing what to keep, amortised (default 0)."""
+        return 0.0
+
     @classmethod
     def calibration_needs(cls, config: MethodConfig) -> set[CalibrationNeed]:
         """What this method reads from a calibration set (empty: no calibration)."""
         return set()
 
+    @classmethod
+    def defines(cls, hook: str) -> bool:
+        """Whether this class overrides the optional hook `hook` ("merged", "with_lora", "kept_neurons")."""
+        def function(obj):  # a classmethod looked up on a class is a new bound method each time
+            return getattr(obj, "__func__", obj)
+
+        return function(getattr(cls, hook)) is not function(getattr(Method, hook))
+
+    # -- set-up, once per layer ------------------------------------------------------------------
     def setup(self, calibration: Any | None) -> None:
         """Per-layer constants from this layer's calibration statistics (when `calibration_needs`)."""
 
@@ -59,14 +116,28 @@ class Method:
         """Per-sequence state from the real prompt tokens (`prompt`: (B, S) bool) of a prefill."""
         return None
 
-    def efficient(self, x: torch.Tensor, state: Any, meter: "SparsityMeter | None" = None, count=None) -> torch.Tensor:
+    def efficient(self, x: torch.Tensor, state: Any, meter: SparsityMeter | None = None, count=None) -> torch.Tensor:
         """FF̂(x) for every token of x with the given state; `meter` counts the tokens in `count`."""
         raise NotImplementedError
 
-    def decode(self, x: torch.Tensor, generated: torch.Tensor, state: Any, meter: "SparsityMeter | None" = None):
+    def decode(self, x: torch.Tensor, generated: torch.Tensor, state: Any, meter: SparsityMeter | None = None):
         """FF̂(x) for a forward whose generated tokens are `generated`; may advance `state`
         (GRIFFIN reselection). Tokens that are not generated get FF̂ with the current state."""
         return self.efficient(x, state, meter, generated)
+
+    # -- optional hooks --------------------------------------------------------------------------------
+    def merged(self, path) -> Method | None:
+        """This layer with the low-rank path `path` (L: D×r, R: r×D) folded into its own weights
+        (docs/method.md eqs 9-10), or None: not mergeable, the path is added beside FF̂."""
+        return None
+
+    def with_lora(self, lora) -> Method | None:
+        """This layer with the eq-11 LoRA baseline inside it, or None where the baseline is undefined."""
+        return None
+
+    def kept_neurons(self, state: Any) -> torch.Tensor | None:
+        """The per-sequence kept neuron set, (B, k) sorted indices, for methods that keep one."""
+        return None
 
     # -- reporting -------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -78,13 +149,70 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(name: str, *, aliases: tuple[str, ...] = ()):
-    """Class decorator: register a Method subclass under `name`."""
+    """Class decorator: register a Method subclass under `name` (its CLI flags are checked here)."""
 
     def add(cls: type[Method]) -> type[Method]:
+        if not cls.defines("active_parameters"):
+            raise CapreseError(f"method {name!r} must define active_parameters (its FFN weights per generated token)")
         cls.name = name
+        method_options(cls)  # a bad config field fails at import, not on first use
         return METHODS.register(name, cls, aliases=aliases)
 
     return add
+
+
+# -- options: one CLI flag per config field ---------------------------------------------------------
+@dataclass(frozen=True)
+class MethodOption:
+    """One field of a method's config as a command-line flag."""
+
+    method: str
+    field: str
+    flag: str  # without the leading --
+    kind: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+    def add_to(self, group) -> None:
+        default = "never" if self.default is None else self.default
+        text = f"{self.method}: {self.help} (default: {default})"
+        if self.kind is bool:
+            group.add_argument(f"--{self.flag}", dest=self.dest, action=argparse.BooleanOptionalAction,
+                               default=None, help=text)
+        else:
+            group.add_argument(f"--{self.flag}", dest=self.dest, type=self.kind, choices=self.choices,
+                               default=None, metavar=self.metavar, help=text)
+
+
+def _field_kind(annotation: Any, where: str) -> type:
+    """int, float, str or bool from a field's type (`X | None` and `Optional[X]` count as X)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        annotation = args[0] if len(args) == 1 else None
+    if annotation not in (int, float, str, bool):
+        raise CapreseError(f"{where}: a method option must be int, float, str or bool (optionally | None)")
+    return annotation
+
+
+def method_options(cls: type[Method]) -> list[MethodOption]:
+    """The CLI options of a method, generated from its config's fields and their metadata."""
+    hints = typing.get_type_hints(cls.config_class)
+    options = []
+    for f in dataclasses.fields(cls.config_class):
+        where = f"{cls.name} option {f.name!r}"
+        if "help" not in f.metadata:
+            raise CapreseError(f"{where} has no help (field(metadata={{'help': ...}}))")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = f.metadata.get("flag", f"{cls.name}-{f.name}".replace("_", "-"))
+        options.append(MethodOption(cls.name, f.name, flag, _field_kind(hints[f.name], where), default,
+                                    f.metadata["help"], f.metadata.get("choices"), f.metadata.get("metavar")))
+    return options
 
 
 # -- shared arithmetic ------------------------------------------------------------------------------
@@ -117,9 +245,6 @@ def build_config(method: type[Method], options: dict[str, Any]) -> MethodConfig:
 
 
 # -- which layers ------------------------------------------------------------------------------------
-LAYER_CHOICES = ("all", "first_half")
-
-
 def resolve_layers(layers: Any, num_layers: int) -> list[int]:
     """"all", "first_half", a list of indices, or a comma-separated string of indices -> sorted indices."""
     if isinstance(layers, str):

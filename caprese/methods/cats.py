@@ -1,4 +1,4 @@
-"""`cats`: per-token thresholding of the gate activation (METHOD.md, "CATS").
+"""`cats`: per-token thresholding of the gate activation (docs/method.md eq 6).
 
 ẑ = T_τ(σ(x W_g)) ⊙ (x W_1), T_τ zeroing entries with |σ(x W_g)| ≤ τ; non-gated FFNs threshold
 σ(x W_1) = Z itself. τ is the sparsity-quantile of |σ(X W_g)|, read either from each prompt's own
@@ -14,7 +14,7 @@ import torch
 
 from ..errors import CapreseError
 from ..registry import check_choice
-from .base import Method, MethodConfig, register_method
+from .base import LayerShape, Method, MethodConfig, register_method
 from .distributions import EmpiricalDistribution
 
 THRESHOLD_SOURCES = ("prompt", "calibration")
@@ -23,7 +23,9 @@ THRESHOLD_SOURCES = ("prompt", "calibration")
 @dataclass
 class CatsConfig(MethodConfig):
     threshold_source: str = field(
-        default="prompt", metadata={"help": "τ from each prompt's prefill features, or from a calibration set"}
+        default="prompt",
+        metadata={"help": "τ from each prompt's prefill features (paper) or from --calibration (original CATS)",
+                  "flag": "cats-threshold", "choices": THRESHOLD_SOURCES},
     )
 
     def validate(self) -> None:
@@ -46,6 +48,13 @@ class Cats(Method):
         self.from_prompt = config.threshold_source == "prompt"
         self.stateful = self.from_prompt
         self.threshold: float | None = None  # the calibrated τ of this layer
+
+    @classmethod
+    def active_parameters(cls, shape: LayerShape, sparsity, config) -> float:
+        """D·D_FF + n_in·D·(1-p)·D_FF: the thresholded activation's projection runs dense, the
+        other n_in projections skip its zeros."""
+        p = sparsity
+        return shape.hidden * shape.intermediate + shape.inputs * shape.hidden * (1 - p) * shape.intermediate
 
     @classmethod
     def calibration_needs(cls, config: CatsConfig):

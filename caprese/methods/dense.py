@@ -5,12 +5,19 @@ from __future__ import annotations
 import torch
 
 from ..errors import CapreseError
-from .base import Method, register_method
+from .base import LayerShape, Method, register_method
 
 
 @register_method("dense", aliases=("full", "none"))
 class Dense(Method):
     """FF̂ = FF: generated tokens also run the original module."""
+
+    takes_sparsity = False
+
+    @classmethod
+    def active_parameters(cls, shape: LayerShape, sparsity, config) -> float:
+        """n_in·D·D_FF + D·D_FF: every weight."""
+        return shape.dense
 
     def __init__(self, block, sparsity, config):
         if sparsity != 0:

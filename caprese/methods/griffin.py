@@ -1,4 +1,4 @@
-"""`griffin`: per-sequence structured pruning chosen from the prompt (METHOD.md, "GRIFFIN").
+"""`griffin`: per-sequence structured pruning chosen from the prompt (docs/method.md eqs 4-5).
 
 From the prompt's Z: row-normalise each token, score neuron j by the column norm, keep the top k.
 Generated tokens then use only the kept neurons E: masked (Z ⊙ 1_E, the simulation) or truly
@@ -8,33 +8,34 @@ sequence in a batch; the reference code handles batch size 1 only.
 Reselection every ρ generated tokens: the x of the tokens generated since the last selection are
 kept (ρ × D per sequence), passed through the full FF1 once, and s ← sqrt(s⊙s + s_G⊙s_G) picks a
 new E. Buffering x rather than scoring every token keeps each decode step pruned.
+
+GRIFFIN is the one method whose low-rank path merges into its weights (eqs 9-10, `MergedGriffin`)
+and the one the eq-11 LoRA baseline is defined on (`LoraGriffin`); both only swap the per-sequence
+slices that `Griffin.slice_weights` builds after each (re)selection.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import CapreseError
-from .base import Method, MethodConfig, kept_count, register_method
+from ..registry import check_bool, check_int
+from .base import LayerShape, Method, MethodConfig, kept_count, register_method
 
 
 @dataclass
 class GriffinConfig(MethodConfig):
-    reselect_every: int | None = field(
-        default=None, metadata={"help": "ρ: reselect the kept neurons every ρ generated tokens (None: never)"}
-    )
-    prune: bool = field(default=False, metadata={"help": "decode through sliced weights instead of a mask"})
+    reselect_every: int | None = field(default=None, metadata={
+        "help": "reselect the kept neurons every RHO generated tokens", "flag": "reselect-every", "metavar": "RHO"})
+    prune: bool = field(default=False, metadata={
+        "help": "decode through sliced weights (same outputs, less work)", "flag": "prune"})
 
     def validate(self) -> None:
-        rho = self.reselect_every
-        if rho is not None:
-            if isinstance(rho, bool) or not isinstance(rho, int) or rho < 1:
-                raise CapreseError(f"reselect_every {rho!r} must be an integer >= 1 (or None for no reselection)")
-        if not isinstance(self.prune, bool):
-            raise CapreseError(f"prune {self.prune!r} must be true or false")
+        check_int("reselect_every", self.reselect_every, allow_none=True)
+        check_bool("prune", self.prune)
 
 
 # -- the GRIFFIN equations (each exactly once) ------------------------------------------------------
@@ -48,7 +49,7 @@ def griffin_scores(z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def reselection_scores(scores: torch.Tensor, new_scores: torch.Tensor) -> torch.Tensor:
-    """s ← sqrt(s ⊙ s + s_G ⊙ s_G) (METHOD.md, reselection)."""
+    """s ← sqrt(s ⊙ s + s_G ⊙ s_G) (docs/method.md eq 5)."""
     return torch.sqrt(scores * scores + new_scores * new_scores)
 
 
@@ -58,6 +59,23 @@ def select_neurons(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # -- truly pruned weights ---------------------------------------------------------------------------
+def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x Wᵀ per sequence for (B, n, D) weights and (B, n) biases: F.linear at batch size 1 (the
+    dense kernels), one batched matmul otherwise."""
+    if weight.shape[0] == 1:
+        return F.linear(x, weight[0], None if bias is None else bias[0])
+    out = torch.matmul(x, weight.transpose(1, 2))
+    return out if bias is None else out + bias[:, None, :]
+
+
+def project_down(z: torch.Tensor, down: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """z W_2 per sequence for (B, D, n) down slices and the model's own (D,) bias."""
+    if down.shape[0] == 1:
+        return F.linear(z, down[0], bias)
+    out = torch.matmul(z, down.transpose(1, 2))
+    return out if bias is None else out + bias
+
+
 @dataclass
 class PrunedFFN:
     """W_g[:,E], W_1[:,E], W_2[E,:] for each sequence of a batch, sliced once (after a selection).
@@ -88,20 +106,42 @@ class PrunedFFN:
             if mine is not None:
                 mine[rows] = getattr(other, name)
 
-    @staticmethod
-    def _project(x, weight, bias):
-        if weight.shape[0] == 1:
-            return F.linear(x, weight[0], None if bias is None else bias[0])
-        out = torch.matmul(x, weight.transpose(1, 2))
-        return out if bias is None else out + bias[:, None, :]
+    _project = staticmethod(project)  # deprecated name
 
     def __call__(self, block, x: torch.Tensor) -> torch.Tensor:
-        gate = None if self.gate is None else self._project(x, self.gate, self.gate_bias)
-        z = block.combine(gate, self._project(x, self.up, self.up_bias))
-        if self.down.shape[0] == 1:
-            return F.linear(z, self.down[0], self.down_bias)
-        out = torch.matmul(z, self.down.transpose(1, 2))
-        return out if self.down_bias is None else out + self.down_bias
+        gate = None if self.gate is None else project(x, self.gate, self.gate_bias)
+        z = block.combine(gate, project(x, self.up, self.up_bias))
+        return project_down(z, self.down, self.down_bias)
+
+
+@dataclass
+class MergedFFN(PrunedFFN):
+    """Pruned slices with the low-rank path appended (eqs 9-10): gate (B,k,D), up⁺ (B,k+r,D) =
+    [W_1[:,E], L]ᵀ, down⁺ (B,D,k+r) = [W_2[E,:] ; R]ᵀ; `kept` is k."""
+
+    kept: int = 0
+
+    @classmethod
+    @torch.no_grad()
+    def slice(cls, block, kept: torch.Tensor, path=None) -> MergedFFN:
+        batch, r = kept.shape[0], path.rank
+        dtype = block.down.weight.dtype
+        L = path.L.detach().to(dtype).T.expand(batch, r, -1)  # r extra rows of the up projection
+        R = path.R.detach().to(dtype).T.expand(batch, -1, r)  # r extra columns of the down projection
+        gate, gate_bias = block.input_weight("gate", kept) if block.gated else (None, None)
+        up, up_bias = block.input_weight("up", kept)
+        up = torch.cat([up, L], dim=1)
+        if up_bias is not None:
+            up_bias = torch.cat([up_bias, up_bias.new_zeros(batch, r)], dim=1)
+        down = torch.cat([block.down.weight[:, kept].permute(1, 0, 2), R], dim=2).contiguous()
+        return cls(gate, gate_bias, up.contiguous(), up_bias, down, block.down.bias, kept.shape[1])
+
+    def __call__(self, block, x: torch.Tensor) -> torch.Tensor:
+        up = project(x, self.up, self.up_bias)  # (B, S, k + r): [x W_1[:,E], x L]
+        gate = None if self.gate is None else project(x, self.gate, self.gate_bias)
+        # eq 9: the first k entries take their gate; the last r keep the constant gate 1
+        up[..., : self.kept] = block.combine(gate, up[..., : self.kept])
+        return project_down(up, self.down, self.down_bias)  # eq 10
 
 
 # -- per-sequence state -------------------------------------------------------------------------------
@@ -115,6 +155,7 @@ class GriffinState:
     reselections: torch.Tensor  # (B,) long, selections made after the prompt's
     pending: torch.Tensor | None  # (B, ρ, D) x of tokens generated since the last selection
     pending_count: torch.Tensor  # (B,) long
+    lora_slices: object = None  # LoraGriffin's factors sliced to `kept` (inference), reset on each selection
 
     @property
     def batch_size(self) -> int:
@@ -130,19 +171,45 @@ class Griffin(Method):
         super().__init__(block, sparsity, config)
         self.k = kept_count(sparsity, block.intermediate_size)
 
+    @classmethod
+    def active_parameters(cls, shape: LayerShape, sparsity, config: GriffinConfig) -> float:
+        """(n_in + 1)·D·k: every projection runs on the kept neurons only."""
+        return (shape.inputs + 1) * shape.hidden * kept_count(sparsity, shape.intermediate)
+
+    @classmethod
+    def reselection_parameters(cls, shape: LayerShape, sparsity, config: GriffinConfig) -> float:
+        """n_in·D·D_FF/ρ: the full FF1 over the buffered tokens once every ρ."""
+        rho = config.reselect_every
+        return shape.inputs * shape.hidden * shape.intermediate / rho if rho else 0.0
+
+    # -- hooks: merged inference, the LoRA baseline, the kept set -------------------------------------
+    def merged(self, path) -> MergedGriffin:
+        return MergedGriffin(self, path)
+
+    def with_lora(self, lora) -> LoraGriffin:
+        return LoraGriffin(self, lora)
+
+    def kept_neurons(self, state: GriffinState) -> torch.Tensor:
+        return state.kept.clone()
+
     # -- selection -------------------------------------------------------------------------------
+    def slice_weights(self, kept: torch.Tensor) -> PrunedFFN | None:
+        """The per-sequence weights decode runs through for kept sets `kept` (B, k); None: a mask."""
+        return PrunedFFN.slice(self.block, kept) if self.config.prune else None
+
     def _apply_selection(self, state: GriffinState, rows: torch.Tensor | None = None) -> None:
-        """(Re)compute E, 1_E and the pruned slices from the scores, for all sequences or `rows`."""
+        """(Re)compute E, 1_E and the sliced weights from the scores, for all sequences or `rows`."""
         if rows is None:
             state.kept = select_neurons(state.scores, self.k)
             state.keep = torch.zeros_like(state.scores, dtype=torch.bool).scatter_(-1, state.kept, True)[:, None, :]
-            state.pruned = PrunedFFN.slice(self.block, state.kept) if self.config.prune else None
-            return
-        kept = select_neurons(state.scores[rows], self.k)
-        state.kept[rows] = kept
-        state.keep[rows] = torch.zeros_like(state.scores[rows], dtype=torch.bool).scatter_(-1, kept, True)[:, None, :]
-        if state.pruned is not None:
-            state.pruned.replace(rows, PrunedFFN.slice(self.block, kept))
+            state.pruned = self.slice_weights(state.kept)
+        else:
+            kept = select_neurons(state.scores[rows], self.k)
+            state.kept[rows] = kept
+            state.keep[rows] = torch.zeros_like(state.scores[rows], dtype=torch.bool).scatter_(-1, kept, True)[:, None, :]
+            if state.pruned is not None:
+                state.pruned.replace(rows, self.slice_weights(kept))
+        state.lora_slices = None  # a new kept set: LoRA factors are sliced again
 
     @torch.no_grad()
     def prepare(self, x: torch.Tensor, prompt: torch.Tensor) -> GriffinState:
@@ -223,3 +290,51 @@ class Griffin(Method):
 
     def describe(self) -> dict:
         return {"k": self.k, "reselect_every": self.config.reselect_every, "prune": self.config.prune}
+
+
+# -- GRIFFIN with a low-rank path inside its pruned block -------------------------------------------
+class MergedGriffin(Griffin):
+    """GRIFFIN whose pruned weights carry the Caprese path (eqs 9-10) after every (re)selection:
+    decode runs one matmul chain of width k + r."""
+
+    def __init__(self, griffin: Griffin, path):
+        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
+        self.path = path
+
+    def slice_weights(self, kept: torch.Tensor) -> MergedFFN:
+        return MergedFFN.slice(self.block, kept, self.path)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "merged_rank": self.path.rank}
+
+
+class LoraGriffin(Griffin):
+    """GRIFFIN with the eq-11 LoRA (`caprese.distill.lora.LoraPath`) inside its pruned block."""
+
+    def __init__(self, griffin: Griffin, lora):
+        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
+        if lora.gated != self.block.gated:
+            raise CapreseError(f"layer {self.block.index}: LoRA made for a {'gated' if lora.gated else 'non-gated'} FFN")
+        self.path = lora
+
+    def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
+        if meter is not None:
+            meter.add("intermediate", state.keep, count)
+        pruned, block = state.pruned, self.block
+        # training needs the factors' graph; inference slices them once per selection
+        factors = self.path.sliced(state.kept) if torch.is_grad_enabled() else self._cached_slices(state)
+        gate = None
+        if block.gated:
+            gate = project(x, pruned.gate, pruned.gate_bias) + factors.gate(x).to(x.dtype)
+        up = project(x, pruned.up, pruned.up_bias) + factors.up(x).to(x.dtype)
+        z = block.combine(gate, up)
+        return project_down(z, pruned.down, pruned.down_bias) + factors.down(z).to(x.dtype)
+
+    def _cached_slices(self, state):
+        if state.lora_slices is None:
+            with torch.no_grad():
+                state.lora_slices = self.path.sliced(state.kept)
+        return state.lora_slices
+
+    def describe(self) -> dict:
+        return {**super().describe(), "lora_rank": self.path.rank}

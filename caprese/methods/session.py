@@ -21,6 +21,7 @@ from torch import nn
 from ..arch.ffn import FFNWrapper, ffn_blocks
 from ..errors import CapreseError
 from ..phase import PhaseTracker
+from .accounting import active_ffn_parameters
 from .base import METHODS, MethodConfig, build_config, check_sparsity, resolve_layers
 from .calibration import CalibrationStats, collect_calibration
 from .wrapper import EfficientFFN, PhaseFlags, TeacherCallback
@@ -50,13 +51,14 @@ class MethodSession:
         return self.wrappers[layer]
 
     def kept_neurons(self, layer: int) -> torch.Tensor:
-        """GRIFFIN's current kept set E, (B, k) sorted neuron indices per sequence of the last prefill."""
+        """The method's current kept set E (GRIFFIN's), (B, k) sorted neuron indices per sequence of
+        the last prefill."""
         wrapper = self.wrapper(layer)
-        if self.method != "griffin":
-            raise CapreseError(f"kept_neurons is GRIFFIN's; method {self.method!r} keeps no neuron set")
+        if not wrapper.method.defines("kept_neurons"):
+            raise CapreseError(f"method {self.method!r} keeps no neuron set, so it has no kept_neurons")
         if wrapper.state is None:
             raise CapreseError(f"layer {layer}: no prefill has run yet, so no neurons are selected")
-        return wrapper.state.kept.clone()
+        return wrapper.method.kept_neurons(wrapper.state)
 
     def set_correction(self, layer: int, module: nn.Module | None) -> None:
         self.wrapper(layer).correction = module
@@ -77,10 +79,8 @@ class MethodSession:
         return {"overall": overall, "per_layer": per_layer, "per_activation": details}
 
     def active_parameters(self) -> dict[str, Any]:
-        from .accounting import active_ffn_parameters
-
         return active_ffn_parameters(self.model, self.method, self.sparsity, self.layers,
-                                     reselect_every=getattr(self.config, "reselect_every", None))
+                                     reselect_every=getattr(self.config, "reselect_every", None), config=self.config)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for results files."""
@@ -127,7 +127,7 @@ def apply_method(
     """
     cls = METHODS.get(name)
     if sparsity is None:
-        if cls.name != "dense":
+        if cls.takes_sparsity:
             raise CapreseError(f"method {cls.name!r} needs a sparsity in [0, 1) (sparsity=...)")
         sparsity = 0.0
     sparsity = check_sparsity(sparsity)

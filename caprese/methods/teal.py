@@ -1,4 +1,4 @@
-"""`teal`: magnitude sparsity on the inputs of the FFN projections (METHOD.md, "TEAL").
+"""`teal`: magnitude sparsity on the inputs of the FFN projections (docs/method.md eq 12).
 
 x ↦ x · 1[|x| > t] before each projection: gate and up read the FFN input x, down reads Z. The
 threshold for sparsity p is t = F⁻¹(0.5 + p/2) of a calibration distribution of signed values
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CapreseError
-from ..registry import check_choice, check_range
-from .base import Method, MethodConfig, register_method
+from ..registry import check_bool, check_choice, check_int, check_range
+from .base import LayerShape, Method, MethodConfig, register_method
 from .distributions import EmpiricalDistribution, SymmetrizedEmpirical
 
 ALLOCATIONS = ("uniform", "greedy")
@@ -40,20 +40,23 @@ MAX_PROJECTION_SPARSITY = 0.99  # a projection never loses every input
 
 @dataclass
 class TealConfig(MethodConfig):
-    allocation: str = field(default="uniform", metadata={"help": "uniform sparsity per projection, or TEAL's greedy search"})
+    allocation: str = field(default="uniform", metadata={
+        "help": "the same sparsity per projection, or TEAL's greedy per-projection search", "choices": ALLOCATIONS})
     greedy_step: float = field(default=0.05, metadata={"help": "base sparsity step of the greedy search"})
-    sample_tokens: int = field(default=1024, metadata={"help": "calibration tokens per layer for down's threshold and the greedy search"})
-    symmetrize: bool = field(default=True, metadata={"help": "mirror the calibration distributions (exact P(|x| <= t) = p)"})
-    down_threshold_from: str = field(default="sparsified", metadata={"help": "Z down really reads, or the dense Z (reference)"})
+    sample_tokens: int = field(default=1024, metadata={
+        "help": "calibration tokens per layer for down's threshold and the greedy search"})
+    symmetrize: bool = field(default=True, metadata={
+        "help": "mirror the calibration distributions (exact P(|x| <= t) = p)"})
+    down_threshold_from: str = field(default="sparsified", metadata={
+        "help": "read down's threshold from the Z down really reads, or from the dense Z (reference)",
+        "choices": DOWN_SOURCES, "flag": "teal-down-threshold"})
 
     def validate(self) -> None:
         check_choice("allocation", self.allocation, ALLOCATIONS)
         check_choice("down_threshold_from", self.down_threshold_from, DOWN_SOURCES)
         check_range("greedy_step", self.greedy_step, 0.0, 1.0, low_open=True)
-        if isinstance(self.sample_tokens, bool) or not isinstance(self.sample_tokens, int) or self.sample_tokens < 1:
-            raise CapreseError(f"sample_tokens {self.sample_tokens!r} must be an integer >= 1")
-        if not isinstance(self.symmetrize, bool):
-            raise CapreseError(f"symmetrize {self.symmetrize!r} must be true or false")
+        check_int("sample_tokens", self.sample_tokens)
+        check_bool("symmetrize", self.symmetrize)
 
 
 def teal_threshold(signed, sparsity: float) -> float:
@@ -87,6 +90,11 @@ class Teal(Method):
         super().__init__(block, sparsity, config)
         self.sparsities: dict[str, float] = {}  # per projection
         self.thresholds: dict[str, float] = {}
+
+    @classmethod
+    def active_parameters(cls, shape: LayerShape, sparsity, config) -> float:
+        """(1-p)·(n_in + 1)·D·D_FF, p the parameter-weighted input sparsity."""
+        return (1 - sparsity) * shape.dense
 
     @classmethod
     def calibration_needs(cls, config: TealConfig):

@@ -1,4 +1,4 @@
-"""`topk`: the oracle per-token top-k of |Z| (METHOD.md, "Oracle top-k"; the paper's figure 2).
+"""`topk`: the oracle per-token top-k of |Z| (docs/method.md eq 3; the paper's figure 2).
 
 An oracle: it computes the whole Z to choose, so it saves no FF1 work; it bounds what any
 per-token activation-sparsity method could keep.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, kept_count, register_method
+from .base import LayerShape, Method, kept_count, register_method
 
 
 def topk_mask(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -24,6 +24,11 @@ def topk_mask(z: torch.Tensor, k: int) -> torch.Tensor:
 
 @register_method("topk", aliases=("top-k", "oracle"))
 class TopK(Method):
+    @classmethod
+    def active_parameters(cls, shape: LayerShape, sparsity, config) -> float:
+        """n_in·D·D_FF + D·k: an oracle computes the whole Z to choose; only the down projection skips."""
+        return shape.inputs * shape.hidden * shape.intermediate + shape.hidden * kept_count(sparsity, shape.intermediate)
+
     def __init__(self, block, sparsity, config):
         super().__init__(block, sparsity, config)
         self.k = kept_count(sparsity, block.intermediate_size)

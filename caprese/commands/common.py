@@ -1,0 +1,32 @@
+"""Options several verbs share: the model to load (the efficient method's live in caprese.methods.cli_options)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+
+def add_model_arguments(parser) -> None:
+    """The model options every verb that loads a model shares."""
+    parser.add_argument("--model", required=True,
+                        help="built-in name (toy-math, smollm2-135m), local model folder, or Hugging Face id")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+
+
+def add_config_arguments(group, config_class, flags: dict[str, str]) -> None:
+    """One flag per named field of a config dataclass (`flags`: field -> flag without --), with the
+    field's own default and `metadata["help"]`: the dataclass is the one home of both."""
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for name, flag in flags.items():
+        f = fields[name]
+        text = f"{f.metadata['help']} (default: {f.default})"
+        dest = flag.replace("-", "_")
+        if hints[name] is bool:
+            group.add_argument(f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=f.default,
+                               help=text)
+        else:
+            group.add_argument(f"--{flag}", dest=dest, type=hints[name], default=f.default,
+                               choices=f.metadata.get("choices"), help=text)
