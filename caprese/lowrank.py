@@ -1,7 +1,7 @@
 """Closed-form reduced-rank regression: the best x ↦ x L R (rank r) for streamed (x, y) pairs.
 
 Used by the figure-2 diagnostics (the best rank-r correction of an efficient FFN's residual) and,
-for Caprese, as the closed-form baseline / initialiser of the layer-wise objective (METHOD.md eq 7)
+for Caprese, as the closed-form baseline / initialiser of the layer-wise objective (docs/method.md eqs 7, 14)
 
     min_{L ∈ R^{D×r}, R ∈ R^{r×D_out}}  Σ_x ‖y − x L R‖²₂ ,   y = FF(x) − FF̂(x).
 

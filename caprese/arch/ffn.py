@@ -117,7 +117,7 @@ class FFNBlock:
             return gate, up
         return self.project(x, "gate", neurons), self.project(x, "up", neurons)
 
-    # -- METHOD.md eq 1: Z = σ(x W_g) ⊙ (x W_1), or σ(x W_1) without a gate ---------------------
+    # -- docs/method.md eq 1: Z = σ(x W_g) ⊙ (x W_1), or σ(x W_1) without a gate ---------------------
     def gate_activation(self, x: torch.Tensor, neurons: torch.Tensor | None = None) -> torch.Tensor:
         """σ(x W_g) for gated FFNs; σ(x W_1) (which is Z itself) for non-gated ones."""
         return self.act(self.project(x, "gate" if self.gated else "up", neurons))
@@ -130,7 +130,7 @@ class FFNBlock:
         """Z = FF1(x) (eq 1), the input of down_proj; over `neurons` only when given."""
         return self.combine(*self.pre_activations(x, neurons))
 
-    # -- METHOD.md eq 2: FF(x) = Z W_2 ------------------------------------------------------------
+    # -- docs/method.md eq 2: FF(x) = Z W_2 ------------------------------------------------------------
     def output(self, z: torch.Tensor, neurons: torch.Tensor | None = None) -> torch.Tensor:
         """FF2(Z) = Z W_2 (+ bias); with `neurons`, Z holds only those columns and W_2 is sliced to match."""
         if neurons is None:

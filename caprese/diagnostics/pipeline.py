@@ -145,7 +145,7 @@ class DiagnosticsResult:
     def rank_versus_density(self) -> list[dict[str, Any]]:
         """For each density d and rank r: error of top-k + rank r vs top-k at density d + r/D_FF.
 
-        A rank-r correction merges into the pruned FFN as r extra neurons (METHOD.md eqs 9-10),
+        A rank-r correction merges into the pruned FFN as r extra neurons (docs/method.md eqs 9-10),
         so the comparable increase in density is r / D_FF. The rank-0 error there is measured when
         that density was run (`measured`: true; add it to the densities for an exact comparison),
         otherwise interpolated linearly between the neighbouring densities, which overstates it

@@ -1,4 +1,4 @@
-"""Adam with a linear schedule and warm-up (METHOD.md table 8: 2% warm-up)."""
+"""Adam with a linear schedule and warm-up (the paper's table 8: 2% warm-up; docs/method.md eq 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""pass@k coverage under best-of-N sampling (METHOD.md figure 3)."""
+"""pass@k coverage under best-of-N sampling (docs/method.md eq 16; the paper's figure 3)."""
 
 from __future__ import annotations
 

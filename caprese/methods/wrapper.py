@@ -1,6 +1,6 @@
 """`EfficientFFN`: the module caprese installs at a chosen layer's FFN path while a method is applied.
 
-Phase semantics (METHOD.md: full FFN in prefill, the approximation on generated tokens):
+Phase semantics (docs/method.md eq 13: full FFN in prefill, the approximation on generated tokens):
   - a prefill (new sequence) resets the per-sequence state from the real prompt tokens;
   - prompt and pad tokens get the original module's own output, bit for bit;
   - generated tokens get FF̂(x) (+ `correction(x)` when a correction is attached).

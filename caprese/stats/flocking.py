@@ -1,6 +1,6 @@
 """GRIFFIN's "flocking": do generated tokens activate the neurons their prompt selected?
 
-GRIFFIN (METHOD.md) scores neuron j from the prompt's Z: each token row-normalised, then
+GRIFFIN (docs/method.md eq 4) scores neuron j from the prompt's Z: each token row-normalised, then
 s_j = ‖Z̄[:, j]‖₂, and keeps E = TopK(s, k) for the whole generation. Flocking is the claim that
 each token's own top-k neurons (by |Z|) mostly fall inside E. This statistic measures it: for
 each token, |T_k(token) ∩ E_k(its sequence)| / k at each density, averaged per phase (for

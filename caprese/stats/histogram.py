@@ -15,7 +15,7 @@ converted to float32 first.
 
 Quantiles are read from the cumulative counts with linear interpolation inside the bin that
 holds the order statistic, so a quantile is always within one bin of the exact value. CATS's
-threshold τ for sparsity p is the p-quantile of |σ(x W_g)| (METHOD.md), `threshold(p)`.
+threshold τ for sparsity p is the p-quantile of |σ(x W_g)| (docs/method.md eq 6), `threshold(p)`.
 """
 
 from __future__ import annotations

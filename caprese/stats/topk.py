@@ -1,4 +1,4 @@
-"""Per-token top-k: how much of ‖Z‖² the k largest |Z| entries keep (oracle top-k, METHOD.md).
+"""Per-token top-k: how much of ‖Z‖² the k largest |Z| entries keep (oracle top-k, docs/method.md eq 3).
 
 For density d a token keeps k = round(d·D_FF) entries; the statistic is the mean over tokens of
 Σ_{top-k} z_j² / Σ_j z_j² (a token with Z = 0 keeps everything: fraction 1), per phase. One sort
