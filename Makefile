@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make figures   set up .venv and run the main job on the built-in model (writes figures/)
-#   make test      set up .venv and run the tests
+#   make test      set up .venv, lint (ruff check) and run every test
+#   make test-fast the unit tier only (tests not marked slow or integration), for the inner loop
+#   make lint      ruff check and ruff format --check
 # TORCH: the torch requirement installed first. The default is the CPU wheel CI uses; give your
 # own (e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128") for a GPU.
 
@@ -11,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.caprese-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test figures diagnostics clean-venv
+.PHONY: setup test test-fast lint figures diagnostics clean-venv
 
 setup: $(STAMP)
 
@@ -23,8 +25,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name caprese --display-name "caprese (.venv)" >/dev/null
 	touch $(STAMP)
 
+# `make test` runs `ruff check` only; `ruff format --check` joins it once the tree has been formatted.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The main job: everything under figures/ regenerated from the built-in toy-math model:
 # layer-wise diagnostics, the default (small) ablation sweeps, the latency benchmark, then every

@@ -83,9 +83,9 @@ def main(argv=None) -> int:
             prepare_ms = 1000 * (time.perf_counter() - start)
             masked_state = masked.prepare(prompt, every)
             x = torch.randn(batch, 1, D, dtype=dtype)
-            dense_ms = median_ms(lambda: block.module(x), args.repeats)
-            pruned_ms = median_ms(lambda: griffin.efficient(x, state), args.repeats)
-            masked_ms = median_ms(lambda: masked.efficient(x, masked_state), args.repeats)
+            dense_ms = median_ms(lambda x=x: block.module(x), args.repeats)
+            pruned_ms = median_ms(lambda x=x, state=state: griffin.efficient(x, state), args.repeats)
+            masked_ms = median_ms(lambda x=x, state=masked_state: masked.efficient(x, state), args.repeats)
             gap = (griffin.efficient(x, state) - masked.efficient(x, masked_state)).abs().max().item()
             limit = batch * griffin.k / D_FF
             print(f"{batch:>5} {dense_ms:>9.2f} {pruned_ms:>10.2f} {masked_ms:>10.2f} {pruned_ms / dense_ms:>13.3f} "

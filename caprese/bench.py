@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 
 from .arch import ffn_blocks
-from .distill.path import LowRankPath
 from .distill.lora import LoraGriffin, LoraPath, lora_rank_for
 from .distill.merged import MergedFFN
+from .distill.path import LowRankPath
 from .methods.base import kept_count
 from .methods.griffin import Griffin, GriffinConfig, PrunedFFN
 

@@ -108,7 +108,7 @@ class ExperimentConfig:
         return E2EConfig(lr=self.e2e_lr, batch_size=self.e2e_batch_size, epochs=self.e2e_epochs, seed=self.seed)
 
     @classmethod
-    def from_params(cls, params: dict) -> "ExperimentConfig":
+    def from_params(cls, params: dict) -> ExperimentConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
@@ -152,7 +152,6 @@ def _ffn_errors(cfg: ExperimentConfig, model, tokenizer, choice, adapter) -> dic
     from .distill.batches import tokenize_pairs
     from .distill.data import distillation_rows
     from .distill.ffn_error import ffn_errors
-
     from .methods import METHODS
 
     if not METHODS.get(choice.name).takes_sparsity:  # dense: no FFN error to measure
@@ -164,7 +163,6 @@ def _ffn_errors(cfg: ExperimentConfig, model, tokenizer, choice, adapter) -> dic
 
 
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
-    import contextlib
 
     import torch
 

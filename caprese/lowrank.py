@@ -21,7 +21,7 @@ plain reduced-rank regression (the pseudo-inverse when XᵀX is singular).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

@@ -71,7 +71,7 @@ class PhaseTracker:
         self.forwards = 0
 
     # -- lifetime ------------------------------------------------------------------------------
-    def attach(self) -> "PhaseTracker":
+    def attach(self) -> PhaseTracker:
         if self._handle is None:
             self._handle = self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True)
         return self
@@ -82,7 +82,7 @@ class PhaseTracker:
             self._handle = None
         self.current = None
 
-    def __enter__(self) -> "PhaseTracker":
+    def __enter__(self) -> PhaseTracker:
         return self.attach()
 
     def __exit__(self, *exc) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from .errors import CapreseError
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -75,7 +75,7 @@ def tracing_suspended() -> bool:
 class StopForward(Exception):
     """Raised by a `stop=True` trace once the last requested point ran; the trace swallows it."""
 
-    def __init__(self, trace: "Trace"):
+    def __init__(self, trace: Trace):
         super().__init__("forward stopped after the last traced layer")
         self.trace = trace
 
@@ -181,7 +181,7 @@ class Trace:
         self._last = (self.layers[-1], self.points[-1])
 
     # -- lifetime ----------------------------------------------------------------------------
-    def __enter__(self) -> "Trace":
+    def __enter__(self) -> Trace:
         if self._entered:
             raise CapreseError("this Trace is already active; create a new Trace to nest")
         self._entered = True

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from caprese.arch import ffn_blocks
-from caprese.diagnostics import (ErrorMeter, OracleTopKProbe, ResidualStudy, oracle_labels, split_of,
-                                 teacher_callback)
+from caprese.diagnostics import ErrorMeter, OracleTopKProbe, ResidualStudy, oracle_labels, split_of, teacher_callback
 from caprese.errors import CapreseError
 from caprese.methods import apply_method
 from caprese.methods.forcing import teacher_forced_batch

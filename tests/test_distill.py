@@ -50,7 +50,7 @@ def test_closed_form_ridge_trades_fit_for_smaller_factors(setup):
     for layer in exact.config.layers:
         e, r = exact.config.final_losses["layerwise"][str(layer)], ridged.config.final_losses["layerwise"][str(layer)]
         assert e["loss"] <= r["loss"] * (1 + 1e-6)
-        norm = lambda adapter: float((adapter.corrections[layer].L @ adapter.corrections[layer].R).detach().norm())  # noqa: E731
+        norm = lambda adapter, layer=layer: float((adapter.corrections[layer].L @ adapter.corrections[layer].R).detach().norm())  # noqa: E731
         assert norm(ridged) < norm(exact)
     with pytest.raises(CapreseError, match="ridge -1"):
         distill(model, tok, rows, CHOICE, rank=4, stage="closed_form", layerwise=LayerwiseConfig(ridge=-1.0), progress=False)
@@ -173,7 +173,7 @@ def test_lora_baseline_matches_caprese_parameters_trains_and_round_trips(setup, 
 
 def test_lora_baseline_is_griffin_only(setup):
     model, tok, rows = setup
-    with pytest.raises(CapreseError, match="LoRA baseline is not defined for method 'cats' \(choose from: griffin\)"):
+    with pytest.raises(CapreseError, match=r"LoRA baseline is not defined for method 'cats' \(choose from: griffin\)"):
         distill(model, tok, rows, MethodChoice("cats", 0.5, "all"), rank=4, kind="lora", progress=False)
 
 

@@ -4,7 +4,6 @@ import itertools
 import math
 
 import pytest
-import torch
 
 from caprese.errors import CapreseError
 from caprese.evaluate.language import language_scores

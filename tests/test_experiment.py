@@ -62,8 +62,8 @@ def test_teal_runs_take_a_calibration_set(tmp_path):
 
 
 def test_distillation_questions_can_mix_in_another_source():
-    from caprese.distill.data import mixed_question_rows
     from caprese.data import toy_language
+    from caprese.distill.data import mixed_question_rows
 
     rows = mixed_question_rows("toy-math", 5, "toy-language", 3, seed=1)
     assert len(rows) == 8 and all("level" in r for r in rows[:5])

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from test_methods_exact import IDS, VARIANTS, calibration_set, sparsity_for
 
 from caprese.methods import apply_method, collect_calibration
 from caprese.testing import tiny_model
-
-from test_methods_exact import IDS, VARIANTS, calibration_set, sparsity_for
 
 NEW_TOKENS = 10
 

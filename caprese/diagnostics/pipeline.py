@@ -13,9 +13,10 @@ ones (`reconstruction.split_of`).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -28,8 +29,14 @@ from ..lowrank import DEFAULT_RIDGE
 from ..methods.forcing import teacher_forced_batch
 from ..phase import PhaseTracker
 from ..registry import check_range
-from ..stats import (DEFAULT_DENSITIES, DEFAULT_EPSILONS, FFNStatistics, MagnitudeHistogram, StatsConfig,
-                     collect_statistics)
+from ..stats import (
+    DEFAULT_DENSITIES,
+    DEFAULT_EPSILONS,
+    FFNStatistics,
+    MagnitudeHistogram,
+    StatsConfig,
+    collect_statistics,
+)
 from ..stats.topk import check_densities
 from ..trace import Trace, check_layers
 from .reconstruction import OracleTopKProbe, ResidualStudy, check_ranks, default_ranks, oracle_labels, split_of

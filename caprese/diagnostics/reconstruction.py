@@ -19,7 +19,8 @@ methods' teacher mode (`apply_method(..., teacher_callback=...)`), which hands o
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -155,7 +156,7 @@ class ResidualStudy:
         for (layer, label, rank), meter in self.meters.items():
             meter.load_state_dict(state["meters"][f"{layer}|{label}|{rank}"])
 
-    def merge(self, other: "ResidualStudy") -> "ResidualStudy":
+    def merge(self, other: ResidualStudy) -> ResidualStudy:
         """Add another study's fit moments and eval errors (same layers, labels and ranks); refit afterwards."""
         if (other.layers, list(other.labels), other.ranks) != (self.layers, list(self.labels), self.ranks):
             raise CapreseError("cannot merge studies with different layers, labels or ranks")

@@ -96,7 +96,7 @@ class CapreseAdapter:
         return save_adapter(folder, self.config, self.tensors())
 
     @classmethod
-    def load(cls, folder, model=None) -> "CapreseAdapter":
+    def load(cls, folder, model=None) -> CapreseAdapter:
         config, tensors = load_adapter(folder, model)
         check_choice("adapter kind", config.kind, KINDS)
         gated = config.method_config.get("gated", True)
@@ -126,5 +126,5 @@ class CapreseAdapter:
         device = next(model.parameters()).device
         return cls(config, {layer: build_module(config, layer, gated=gated, device=device) for layer in layers})
 
-    def with_config(self, **fields) -> "CapreseAdapter":
+    def with_config(self, **fields) -> CapreseAdapter:
         return CapreseAdapter(replace(self.config, **fields), self.corrections)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -30,7 +30,7 @@ class TeacherForcedBatch:
     prompt_lengths: torch.Tensor
     """Per sequence: index of its first response token in the padded input (= pads + prompt length)."""
 
-    def to(self, device) -> "TeacherForcedBatch":
+    def to(self, device) -> TeacherForcedBatch:
         return TeacherForcedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.prompt_lengths)))
 
     @property

@@ -3,7 +3,7 @@ trained modules: ‖FF − FF̂‖/‖FF‖ and cosine, through the diagnostics'
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -26,7 +26,8 @@ def _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch, attach=N
         meters.setdefault(layer, ErrorMeter()).update(dense, efficient)
 
     device = next(model.parameters()).device
-    with choice.apply(model, tokenizer, teacher_callback=observe) as session, torch.inference_mode():
+    # `observe` reads `session` once the with-statement has bound it
+    with choice.apply(model, tokenizer, teacher_callback=observe) as session, torch.inference_mode():  # noqa: F811
         if attach is not None:
             attach(session)
         for start in range(0, len(pairs), micro_batch):

@@ -11,8 +11,8 @@ bounded by one batch whatever the data size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm

@@ -54,7 +54,7 @@ class LoraPath(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def sliced(self, kept: torch.Tensor) -> "SlicedLora":
+    def sliced(self, kept: torch.Tensor) -> SlicedLora:
         """The factors restricted to each sequence's kept neurons E ((B, k) indices)."""
         b_gate = self.B_gate[:, kept].permute(1, 0, 2) if self.gated else None  # (B, r', k)
         return SlicedLora(kept, self.A_gate if self.gated else None, b_gate, self.A_up,

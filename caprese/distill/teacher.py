@@ -8,7 +8,7 @@ selection / CATS τ from its prompt.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -23,7 +23,7 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0  # used only when sampling
 
-    def check(self) -> "GenerationSettings":
+    def check(self) -> GenerationSettings:
         check_range("max_new_tokens", self.max_new_tokens, 1, 1_000_000)
         check_range("batch_size", self.batch_size, 1, 100_000)
         check_range("temperature", self.temperature, 0.0, 100.0)

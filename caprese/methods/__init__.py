@@ -25,10 +25,10 @@ from .base import (
 )
 from .calibration import CalibrationStats, LayerCalibration, collect_calibration
 from .cats import CatsConfig, cats_threshold
+from .choice import MethodChoice
 from .distributions import EmpiricalDistribution, StreamingHistogram
 from .forcing import ForcedBatch, incremental_logits, teacher_forced_batch
 from .griffin import GriffinConfig, PrunedFFN, griffin_scores, reselection_scores, select_neurons
-from .choice import MethodChoice
 from .session import MethodSession, apply_method
 from .teal import TealConfig, teal_threshold
 from .topk import topk_mask

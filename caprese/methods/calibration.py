@@ -12,8 +12,9 @@ so the LM head and later layers never run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm

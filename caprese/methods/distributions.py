@@ -101,7 +101,7 @@ class StreamingHistogram:
         counts = torch.histc(values, bins=self.bins, min=self.low, max=self.limit)
         self.counts += counts.to(device=self.counts.device, dtype=torch.float64)
 
-    def merge(self, other: "StreamingHistogram") -> "StreamingHistogram":
+    def merge(self, other: StreamingHistogram) -> StreamingHistogram:
         if other.bins != self.bins or other.nonnegative != self.nonnegative:
             raise CapreseError("cannot merge histograms with different bins or sidedness")
         if other.limit is None:
@@ -113,12 +113,12 @@ class StreamingHistogram:
         self.counts += other.counts
         return self
 
-    def copy(self) -> "StreamingHistogram":
+    def copy(self) -> StreamingHistogram:
         clone = StreamingHistogram(self.bins, self.nonnegative)
         clone.counts, clone.limit = self.counts.clone(), self.limit
         return clone
 
-    def symmetrized(self) -> "StreamingHistogram":
+    def symmetrized(self) -> StreamingHistogram:
         """The histogram of the values and their negatives (halved): zero-mean and symmetric by
         construction, so its F⁻¹(0.5 + p/2) is exactly the p-quantile of |x|."""
         if self.nonnegative:
@@ -131,7 +131,7 @@ class StreamingHistogram:
         return {"bins": self.bins, "nonnegative": self.nonnegative, "limit": self.limit, "counts": self.counts.clone()}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "StreamingHistogram":
+    def from_state_dict(cls, state: dict) -> StreamingHistogram:
         hist = cls(int(state["bins"]), bool(state["nonnegative"]))
         hist.limit = state["limit"]
         hist.counts = state["counts"].to(torch.float64).clone()

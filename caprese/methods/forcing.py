@@ -10,8 +10,8 @@ prompts, then one token at a time through the KV cache) — what distillation an
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -37,7 +37,7 @@ class ForcedBatch:
     def model_inputs(self) -> dict:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
-    def to(self, device) -> "ForcedBatch":
+    def to(self, device) -> ForcedBatch:
         return ForcedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.prompt_lengths, self.generated)))
 
 

@@ -93,13 +93,13 @@ class PrunedFFN:
 
     @classmethod
     @torch.no_grad()
-    def slice(cls, block, kept: torch.Tensor) -> "PrunedFFN":
+    def slice(cls, block, kept: torch.Tensor) -> PrunedFFN:
         gate, gate_bias = block.input_weight("gate", kept) if block.gated else (None, None)
         up, up_bias = block.input_weight("up", kept)
         down = block.down.weight[:, kept].permute(1, 0, 2).contiguous()
         return cls(gate, gate_bias, up, up_bias, down, block.down.bias)
 
-    def replace(self, rows: torch.Tensor, other: "PrunedFFN") -> None:
+    def replace(self, rows: torch.Tensor, other: PrunedFFN) -> None:
         """Take the slices of sequences `rows` (bool (B,)) from `other` (a slice of those sequences)."""
         for name in ("gate", "gate_bias", "up", "up_bias", "down"):
             mine = getattr(self, name)

@@ -12,8 +12,9 @@ original modules are put back on exit, also after an exception.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn

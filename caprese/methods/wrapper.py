@@ -14,7 +14,7 @@ generated tokens (with each sequence's state exactly as in efficient mode) and h
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ class PhaseFlags:
         self._phase: Phase | None = None
         self.any_generated = self.all_generated = False
 
-    def of(self, phase: Phase) -> "PhaseFlags":
+    def of(self, phase: Phase) -> PhaseFlags:
         if phase is not self._phase:
             generated = phase.generated
             self.any_generated = bool(generated.any())

@@ -7,10 +7,10 @@ id or a user's folder (`caprese.models.loading.load_model`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-import importlib
-from typing import Any, Callable
+from typing import Any
 
 from ..registry import Registry
 

@@ -73,7 +73,7 @@ def load_model(
     Returns (model, tokenizer); the tokenizer pads on the left (decoder-only batching) and has a
     pad token. `device="auto"` spreads a large model over the available devices.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch_dtype = parse_dtype(dtype)
     source, extra = resolve_source(name_or_path)

@@ -63,7 +63,7 @@ class StreamingStatistic:
                 raise CapreseError(f"{type(self).__name__}.{name}: state has shape {tuple(value.shape)}, expected {tuple(current.shape)}")
             setattr(self, name, value.clone())
 
-    def merge(self, other: "StreamingStatistic") -> "StreamingStatistic":
+    def merge(self, other: StreamingStatistic) -> StreamingStatistic:
         """Add `other`'s counts into this one (same type and configuration required); returns self."""
         self._check_compatible(type(other).__name__, other.config())
         for name in self.ACCUMULATORS:

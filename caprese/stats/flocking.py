@@ -11,7 +11,7 @@ the decode forwards that follow: memory depends on the batch size, never on the 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

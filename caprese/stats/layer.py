@@ -8,8 +8,9 @@ per traced layer and is what `collect_statistics` fills.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -41,7 +42,7 @@ class StatsConfig:
         self.quantiles = tuple(float(q) for q in self.quantiles)
 
     @classmethod
-    def sparsity_only(cls, **overrides) -> "StatsConfig":
+    def sparsity_only(cls, **overrides) -> StatsConfig:
         """The cheap set meant to stay on during every forward: fractions |Z| ≤ ε and the |Z|
         histogram (one integer pass pair and one bincount per Z; no sort, no gate)."""
         return cls(**{"gate": False, "topk_energy": False, "flocking": False, **overrides})
@@ -97,7 +98,7 @@ class LayerStatistics:
                 raise CapreseError(f"layer {self.layer}: state has no {name!r} statistics")
             part.load_state_dict(state[name])
 
-    def merge(self, other: "LayerStatistics") -> "LayerStatistics":
+    def merge(self, other: LayerStatistics) -> LayerStatistics:
         if other.width != self.width or set(other.parts()) != set(self.parts()):
             raise CapreseError(f"layer {self.layer}: cannot merge statistics of a different shape or selection")
         for name, part in self.parts().items():
@@ -144,7 +145,7 @@ class FFNStatistics:
 
     @classmethod
     def for_model(cls, model, layers: Iterable[int] | None = None, config: StatsConfig | None = None,
-                  blocks=None) -> "FFNStatistics":
+                  blocks=None) -> FFNStatistics:
         from ..arch import ffn_blocks
         from ..trace import check_layers
 
@@ -186,7 +187,7 @@ class FFNStatistics:
         return {"config": asdict(self.config), "layers": {layer: s.state_dict() for layer, s in self.layers.items()}}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "FFNStatistics":
+    def from_state_dict(cls, state: dict[str, Any]) -> FFNStatistics:
         config = StatsConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()})
         layers = {int(layer): int(s["width"]) for layer, s in state["layers"].items()}
         stats = cls(layers, config)
@@ -200,7 +201,7 @@ class FFNStatistics:
         for layer, stats in self.layers.items():
             stats.load_state_dict(layers[layer])
 
-    def merge(self, other: "FFNStatistics") -> "FFNStatistics":
+    def merge(self, other: FFNStatistics) -> FFNStatistics:
         if set(other.layers) != set(self.layers):
             raise CapreseError(f"cannot merge statistics of layers {sorted(other.layers)} into {sorted(self.layers)}")
         for layer, stats in self.layers.items():

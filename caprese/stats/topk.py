@@ -7,7 +7,7 @@ per token serves every density (and the flocking statistic, which shares it).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
