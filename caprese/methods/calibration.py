@@ -5,9 +5,9 @@ Per chosen layer, only what the method asks for (`Method.calibration_needs`):
   inputs        histogram of the signed FFN inputs x: TEAL's gate/up thresholds
   intermediate  histogram of the signed Z: TEAL's down threshold
   sample        up to `max_sample_tokens` rows of x: TEAL's greedy search scores on them
-Pads never count; for prompt/response pairs only response tokens count. Forward pre-hooks read each FFN's input and
-are removed in `finally`; the forward stops after the last needed layer (baukit's StopForward),
-so the LM head and later layers never run.
+Pads never count; for prompt/response pairs only response tokens count. A `caprese.trace.Trace` on
+each chosen layer's FFN input reads x (its hooks are removed on exit, also after an exception); the
+forward stops after the last needed layer (`stop=True`), so the LM head and later layers never run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..arch.ffn import FFNBlock, ffn_blocks
 from ..errors import CapreseError
+from ..trace import StopForward, Trace
 from .distributions import StreamingHistogram
 
 NEEDS = ("gate_abs", "inputs", "intermediate", "sample")
@@ -49,10 +50,6 @@ class CalibrationStats:
             what = ", ".join(sorted(missing)) or f"layer {index}"
             raise CapreseError(f"the calibration statistics lack {what}; collect them with the method's needs and layers")
         return self.layers[index]
-
-
-class _StopForward(Exception):
-    """Raised by the last hook: nothing after the last calibrated layer needs to run."""
 
 
 def _is_pair(item: Any) -> bool:
@@ -184,33 +181,23 @@ def collect_calibration(
         )
     if not needs:
         return stats
-    last = chosen[-1]
-    handles = []
     current: dict[str, torch.Tensor] = {}
 
-    def hook_for(block: FFNBlock):
-        def hook(module, args):
-            _observe(block, stats.layers[block.index], args[0], current["counted"], needs, max_sample_tokens)
-            if block.index == last:
-                raise _StopForward
-
-        return hook
+    def observe(layer: int, x: torch.Tensor) -> None:
+        _observe(blocks[layer], stats.layers[layer], x, current["counted"], needs, max_sample_tokens)
 
     device = next(model.parameters()).device
-    try:
-        for index in chosen:
-            handles.append(blocks[index].installed().register_forward_pre_hook(hook_for(blocks[index])))
-        with torch.inference_mode():
-            for batch in tqdm(batches, desc="calibration", disable=not progress, leave=False):
-                ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-                current["counted"] = batch["counted"].to(device) & mask.bool()
-                positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
-                try:
-                    model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-                except _StopForward:
-                    pass
-                stats.sequences += ids.shape[0]
-    finally:
-        for handle in handles:
-            handle.remove()
+    # the FFN inputs through caprese.trace (hooks removed on exit); stop=True ends each forward
+    # after the last calibrated layer, since nothing after it is needed
+    with Trace(model, points=["ffn_in"], layers=chosen, callback={"ffn_in": observe}, stop=True, blocks=blocks), \
+            torch.inference_mode():
+        for batch in tqdm(batches, desc="calibration", disable=not progress, leave=False):
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            current["counted"] = batch["counted"].to(device) & mask.bool()
+            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
+            try:
+                model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            except StopForward:
+                pass
+            stats.sequences += ids.shape[0]
     return stats
