@@ -22,13 +22,24 @@ def test_notebook_parameters_match_the_config():
         assert info["default"] == repr(getattr(defaults, name)), name
 
 
+def test_sweep_checks_read_the_parameters_from_the_dataclass():
+    from caprese.sweep.params import notebook_parameters
+
+    params = notebook_parameters(NOTEBOOK)  # the notebook's metadata names ExperimentConfig
+    assert list(params) == [f.name for f in fields(ExperimentConfig)]
+    assert params["lr"].kinds == {"float"} and params["rank"].kinds == {"int"} and params["method"].kinds == {"str"}
+    assert params["lr"].help == "layer-wise learning rate (paper: 1e-3)"  # LayerwiseConfig's: one home
+
+
 def test_unknown_parameter_and_bad_values():
     with pytest.raises(CapreseError, match="unknown experiment parameter 'rnak'"):
         ExperimentConfig.from_params({"rnak": 3})
     with pytest.raises(CapreseError, match="needs rank >= 1"):
-        ExperimentConfig(stage="layerwise", rank=0).check()
+        ExperimentConfig(stage="layerwise", rank=0)
     with pytest.raises(CapreseError, match="kind"):
-        ExperimentConfig(kind="adapter").check()
+        ExperimentConfig(kind="adapter")
+    with pytest.raises(CapreseError, match="distill_batch_size 0 must be an integer >= 1"):
+        ExperimentConfig(distill_batch_size=0)
 
 
 @pytest.mark.slow

@@ -25,10 +25,10 @@ def test_notebook_is_committed_without_outputs_and_has_one_parameters_cell():
 
 
 def test_unknown_parameter_fails_before_running_with_a_clear_message(tmp_path):
-    with pytest.raises(CapreseError, match=r"has no parameter 'sample'; did you mean 'samples'\?") as info:
+    with pytest.raises(CapreseError, match=r"'sample' is not a parameter of notebook layerwise_diagnostics.ipynb; did you mean 'samples'\?") as info:
         check_notebook_parameters({"samples": 2, "sample": 2})
     assert "\n" not in str(info.value) and "parameters: model, data, samples" in str(info.value)
-    with pytest.raises(CapreseError, match="has no parameter 'rank'"):
+    with pytest.raises(CapreseError, match="'rank' is not a parameter"):
         execute_notebook({"rank": [4]}, tmp_path / "unused.ipynb")  # rejected before any kernel starts
     assert not (tmp_path / "unused.ipynb").exists()
 

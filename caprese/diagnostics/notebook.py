@@ -9,32 +9,30 @@ the first cell with one line instead of deep inside a run.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 from ..errors import CapreseError
+from ..notebook_params import NotebookParameter, unknown_parameter
+from ..notebook_params import notebook_parameters as read_parameters
 from .pipeline import DiagnoseConfig
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "layerwise_diagnostics.ipynb"
 KERNEL = "caprese"
 
 
-def notebook_parameters(notebook: str | Path = NOTEBOOK) -> dict[str, Any]:
+def notebook_parameters(notebook: str | Path = NOTEBOOK) -> dict[str, NotebookParameter]:
     """The notebook's parameters and their defaults, read without running anything."""
-    import papermill
-
-    return papermill.inspect_notebook(str(notebook))
+    return read_parameters(notebook)
 
 
 def check_notebook_parameters(parameters: dict[str, Any], notebook: str | Path = NOTEBOOK) -> None:
+    """Refuse a name the notebook's parameters cell does not have (papermill would inject it silently)."""
     known = notebook_parameters(notebook)
     for name in parameters:
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise CapreseError(f"notebook {Path(notebook).name} has no parameter {name!r}{hint} "
-                               f"(parameters: {', '.join(known)})")
+        unknown = unknown_parameter(name, known, f"notebook {Path(notebook).name}")
+        if unknown:
+            raise CapreseError(unknown)
 
 
 def execute_notebook(parameters: dict[str, Any], output: str | Path, *, notebook: str | Path = NOTEBOOK,

@@ -331,10 +331,13 @@ class LoraGriffin(Griffin):
         return project_down(z, pruned.down, pruned.down_bias) + factors.down(z).to(x.dtype)
 
     def _cached_slices(self, state):
-        if state.lora_slices is None:
+        """The factors sliced to the current kept set, once per selection (any state with `kept`)."""
+        cached = getattr(state, "lora_slices", None)
+        if cached is None or cached.kept is not state.kept:
             with torch.no_grad():
-                state.lora_slices = self.path.sliced(state.kept)
-        return state.lora_slices
+                cached = self.path.sliced(state.kept)
+            state.lora_slices = cached
+        return cached
 
     def describe(self) -> dict:
         return {**super().describe(), "lora_rank": self.path.rank}

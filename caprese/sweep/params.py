@@ -9,181 +9,29 @@ accepts anything (annotate it, e.g. `layers: Optional[list] = None`, to have it 
 
 from __future__ import annotations
 
-import ast
-import difflib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import notebook_params
+from ..errors import CapreseError
+from ..notebook_params import (  # noqa: F401  (re-exported: their former home)
+    KINDS,
+    NotebookParameter,
+    kinds_from_annotation,
+    kinds_from_default,
+    unknown_parameter,
+    value_kind,
+)
 from .errors import SweepSpecError, raise_if_any
 from .spec import RUNNER_PARAMETERS, SweepSpec
 
-KINDS = ("int", "float", "str", "bool", "list", "dict", "None")
-
-_NAMED_KINDS: dict[str, frozenset[str] | None] = {
-    "int": frozenset({"int"}),
-    "float": frozenset({"float"}),
-    "str": frozenset({"str"}),
-    "bool": frozenset({"bool"}),
-    "list": frozenset({"list"}),
-    "List": frozenset({"list"}),
-    "tuple": frozenset({"list"}),
-    "Tuple": frozenset({"list"}),
-    "Sequence": frozenset({"list"}),
-    "dict": frozenset({"dict"}),
-    "Dict": frozenset({"dict"}),
-    "Mapping": frozenset({"dict"}),
-    "None": frozenset({"None"}),
-    "NoneType": frozenset({"None"}),
-    "Any": None,
-}
-
-
-@dataclass(frozen=True)
-class NotebookParameter:
-    name: str
-    kinds: frozenset[str] | None  # the value kinds it accepts; None: unknown, anything goes
-    default: str  # the default as written in the cell
-    annotation: str = ""
-    help: str = ""
-
-    def expects(self) -> str:
-        if self.kinds is None:
-            return "anything"
-        return " or ".join(k for k in KINDS if k in self.kinds)
-
-    def accepts(self, value: Any) -> bool:
-        if self.kinds is None:
-            return True
-        kind = value_kind(value)
-        return kind in self.kinds or (kind == "int" and "float" in self.kinds)
-
-
-def value_kind(value: Any) -> str:
-    """The parameter kind of a YAML value (bool before int: True is an int in Python)."""
-    if isinstance(value, bool):
-        return "bool"
-    if value is None:
-        return "None"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return type(value).__name__
-
-
-def kinds_from_annotation(text: str) -> frozenset[str] | None:
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        return None
-    return _annotation_kinds(node)
-
-
-def _annotation_kinds(node: ast.AST) -> frozenset[str] | None:
-    if isinstance(node, ast.Constant):
-        if node.value is None:
-            return frozenset({"None"})
-        if isinstance(node.value, str):  # a quoted annotation
-            return kinds_from_annotation(node.value)
-        return None
-    if isinstance(node, (ast.Name, ast.Attribute)):
-        name = node.id if isinstance(node, ast.Name) else node.attr
-        return _NAMED_KINDS.get(name)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _union(_annotation_kinds(node.left), _annotation_kinds(node.right))
-    if isinstance(node, ast.Subscript):
-        outer = node.value.id if isinstance(node.value, ast.Name) else getattr(node.value, "attr", "")
-        inner = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        if outer == "Optional":
-            return _union(_annotation_kinds(inner[0]), frozenset({"None"}))
-        if outer == "Union":
-            kinds: frozenset[str] | None = frozenset()
-            for element in inner:
-                kinds = _union(kinds, _annotation_kinds(element))
-            return kinds
-        if outer == "Literal":
-            values = [e.value for e in inner if isinstance(e, ast.Constant)]
-            return frozenset(value_kind(v) for v in values) if len(values) == len(inner) else None
-        return _NAMED_KINDS.get(outer)  # list[int] -> list (elements are not checked)
-    return None
-
-
-def _union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
-    return None if a is None or b is None else a | b
-
-
-def kinds_from_default(text: str) -> frozenset[str] | None:
-    try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None  # an expression: its type is unknown until it runs
-    kind = value_kind(value)
-    return None if kind == "None" or kind not in KINDS else frozenset({kind})
-
-
-def _parameters_cell(notebook: Path):
-    import nbformat
-
-    if not notebook.is_file():
-        raise SweepSpecError(f"notebook {str(notebook)!r} does not exist")
-    try:
-        nb = nbformat.read(notebook, as_version=4)
-    except Exception as err:  # nbformat raises several types for a bad file
-        raise SweepSpecError(f"notebook {str(notebook)!r} cannot be read: {type(err).__name__}: {err}".splitlines()[0]) from None
-    for cell in nb.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return cell
-    raise SweepSpecError(
-        f"notebook {str(notebook)!r} has no cell tagged 'parameters'; tag the cell of defaults "
-        "(Jupyter: View > Cell toolbar > Tags) so a sweep can set them"
-    )
-
-
-def _ast_assignments(source: str) -> dict[str, tuple[str, str]]:
-    """name -> (annotation, default) for each top-level `name = value` / `name: T = value`."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            found[node.target.id] = (ast.get_source_segment(source, node.annotation) or "", ast.get_source_segment(source, node.value) or "")
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            found[node.targets[0].id] = ("", ast.get_source_segment(source, node.value) or "")
-    return found
-
 
 def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
-    """The parameters of a notebook's `parameters` cell; raises if the notebook has no such cell."""
-    import papermill
-
-    notebook = Path(notebook)
-    cell = _parameters_cell(notebook)
+    """The parameters of a notebook's `parameters` cell; SweepSpecError if it has none."""
     try:
-        inspected = papermill.inspect_notebook(str(notebook))
-    except ValueError:  # no kernelspec in the notebook's metadata: read the cell as Python
-        from papermill.translators import PythonTranslator
-
-        inspected = {p.name: p._asdict() for p in PythonTranslator.inspect(cell)}
-    assigned = _ast_assignments(cell.source)
-    parameters = {}
-    for name in list(inspected) + [n for n in assigned if n not in inspected]:
-        info = inspected.get(name, {})
-        annotation, default = assigned.get(name, ("", info.get("default", "")))
-        if not annotation and info.get("inferred_type_name", "None") != "None":
-            annotation = info["inferred_type_name"]
-        kinds = kinds_from_annotation(annotation) if annotation else kinds_from_default(default)
-        parameters[name] = NotebookParameter(name, kinds, default, annotation, info.get("help", ""))
-    return parameters
-
+        return notebook_params.notebook_parameters(notebook)
+    except CapreseError as err:
+        raise SweepSpecError(str(err)) from None
 
 def _plain_value_problem(value: Any) -> str | None:
     """Sweep values travel as JSON-like literals: reject YAML's dates, sets and the like."""
@@ -219,13 +67,9 @@ def check_values(spec: SweepSpec, parameters: dict[str, NotebookParameter]) -> l
     sections += [(f"zip.{k}", k, vs) for group in spec.zips for k, vs in group.items()]
     lines = []
     for where, key, values in sections:
-        if key not in parameters:
-            close = difflib.get_close_matches(key, list(parameters), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            lines.append(
-                f"{spec.label}: {where}: {key!r} is not a parameter of {nb}{hint} "
-                f"(parameters: {', '.join(p for p in parameters if p not in RUNNER_PARAMETERS)})"
-            )
+        unknown = unknown_parameter(key, parameters, nb, hidden=RUNNER_PARAMETERS)
+        if unknown:
+            lines.append(f"{spec.label}: {where}: {unknown}")
             continue
         parameter = parameters[key]
         for value in values:
