@@ -19,6 +19,8 @@ from caprese.figures.parameters import caprese_extra_parameters
 from caprese.io import write_json
 from caprese.sweep import check_spec, collect, load_spec
 
+pytestmark = pytest.mark.integration  # renders every figure from sweep results: make test runs it, make test-fast does not
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "figures.ipynb"
 HIDDEN, INTERMEDIATE, LAYERS = 192, 768, 6

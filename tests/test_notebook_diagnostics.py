@@ -11,6 +11,8 @@ import caprese
 from caprese.diagnostics.notebook import KERNEL, NOTEBOOK, check_notebook_parameters, execute_notebook
 from caprese.errors import CapreseError
 
+pytestmark = pytest.mark.integration  # executes the diagnostics notebook: make test runs it, make test-fast does not
+
 PARAMETERS = ["model", "data", "samples", "layers", "densities", "ranks", "max_new_tokens", "batch_size", "out"]
 TOY_MATH = Path(caprese.__file__).parent / "models" / "toy_math" / "model.safetensors"
 
