@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nbformat
+import papermill
+from papermill.translators import PythonTranslator
+
 from .errors import CapreseError
 
 KINDS = ("int", "float", "str", "bool", "list", "dict", "None")
@@ -137,8 +141,6 @@ def kinds_from_default(text: str) -> frozenset[str] | None:
 
 
 def _parameters_cell(notebook: Path):
-    import nbformat
-
     if not notebook.is_file():
         raise CapreseError(f"notebook {str(notebook)!r} does not exist")
     try:
@@ -196,8 +198,6 @@ def dataclass_parameters(declared: str) -> dict[str, NotebookParameter]:
 def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
     """The parameters of a notebook's `parameters` cell; raises if the notebook has no such cell.
     A notebook whose metadata declares `caprese.parameters` gets them from that dataclass."""
-    import papermill
-
     notebook = Path(notebook)
     nb, cell = _parameters_cell(notebook)
     declared = nb.metadata.get("caprese", {}).get("parameters")
@@ -206,8 +206,6 @@ def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
     try:
         inspected = papermill.inspect_notebook(str(notebook))
     except ValueError:  # no kernelspec in the notebook's metadata: read the cell as Python
-        from papermill.translators import PythonTranslator
-
         inspected = {p.name: p._asdict() for p in PythonTranslator.inspect(cell)}
     assigned = _ast_assignments(cell.source)
     parameters = {}

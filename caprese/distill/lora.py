@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..errors import CapreseError
 from ..methods.base import METHODS
 from ..methods.griffin import LoraGriffin  # noqa: F401  (re-exported: its old home)
+from .batches import collate
+from .optim import adam_with_linear_schedule
 
 
 def lora_rank_for(hidden: int, intermediate: int, caprese_rank: int, gated: bool = True) -> int:
@@ -108,11 +111,6 @@ def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[in
     teacher pass (the model outputs the original FFNs everywhere) with the LoRA blocks computing
     FF̂ alongside, and each layer's loss reaches only its own factors.
     """
-    from tqdm.auto import tqdm
-
-    from .batches import collate
-    from .optim import adam_with_linear_schedule
-
     device = next(model.parameters()).device
     frozen = {name: p.requires_grad for name, p in model.named_parameters()}
     for p in model.parameters():
