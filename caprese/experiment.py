@@ -73,6 +73,9 @@ class ExperimentConfig:
         check_choice("stage", self.stage, STAGES)
         check_choice("kind", self.kind, ("caprese", "lora"))
         check_choice("init", self.init, ("random", "closed_form"))
+        from .models.loading import parse_dtype
+
+        parse_dtype(self.dtype)  # a bad dtype fails here, before any model loads
         for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs"):
             if int(getattr(self, name)) < 1:
                 raise CapreseError(f"{name} {getattr(self, name)!r} must be >= 1")
