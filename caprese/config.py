@@ -18,6 +18,8 @@ STAGES = ("closed_form", "layerwise", "e2e")
 """closed_form: eq 7 solved exactly; layerwise: eq 7 with Adam; e2e: layer-wise, then eq 8."""
 INITS = ("random", "closed_form")
 """Layer-wise starting point: R = 0 with a small random L (the paper), or eq 7's exact minimiser."""
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+"""Model dtypes by name (caprese.models.loading.DTYPES maps each to torch; a test keeps them in step)."""
 
 
 def check_rank(rank: object, hidden_size: int | None = None) -> None:

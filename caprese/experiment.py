@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as defaults
-from .config import INITS, KINDS, E2EConfig, LayerwiseConfig
+from .config import DTYPE_NAMES, INITS, KINDS, E2EConfig, LayerwiseConfig
 from .errors import CapreseError
 from .io import read_jsonl, write_json, write_jsonl
 from .registry import check_choice, check_int
@@ -85,6 +85,7 @@ class ExperimentConfig:
         check_choice("stage", self.stage, STAGES)
         check_choice("kind", self.kind, KINDS)
         check_choice("init", self.init, INITS)
+        check_choice("dtype", str(self.dtype).lower(), DTYPE_NAMES)  # before any model loads
         for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
                      "distill_batch_size", "e2e_batch_size", "calibration_samples"):
             check_int(name, getattr(self, name))

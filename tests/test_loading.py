@@ -73,3 +73,10 @@ def test_file_instead_of_folder(tmp_path):
     f.write_text("x")
     with pytest.raises(CapreseError, match="is a file"):
         load_model(str(f))
+
+
+def test_dtype_names_checked_without_torch_match_the_loader():
+    from caprese.config import DTYPE_NAMES
+    from caprese.models.loading import DTYPES
+
+    assert tuple(DTYPES) == DTYPE_NAMES

@@ -13,6 +13,7 @@ baseline inside GRIFFIN's pruned block).
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -69,21 +70,46 @@ class CapreseAdapter:
         return sum(p.numel() for module in self.corrections.values() for p in module.parameters())
 
     @contextlib.contextmanager
-    def apply(self, model, tokenizer=None, *, calibration=None, merged: bool = False, **kwargs):
+    def apply(self, model, tokenizer=None, *, calibration=None, merged: bool = False, accumulate_fp32: bool = False,
+              **kwargs):
         """The efficient method with these modules attached, for the `with` block.
 
         merged=True (Caprese only) concatenates each path into the pruned GRIFFIN weights (eqs 9-10):
-        the same outputs from one matmul chain of width k + r (per-token methods add x L R either way)."""
+        the same outputs from one matmul chain of width k + r (per-token methods add x L R either way).
+        The model runs copies of the modules in its own dtype, on each layer's device; the adapter's
+        float32 factors are never changed (`save()` after `apply` writes what was trained).
+        accumulate_fp32=True keeps the copies in float32 and computes x L R in float32 (Caprese only,
+        unmerged: merged weights live in the model's dtype)."""
         if merged and self.kind != "caprese":
             raise CapreseError(f"merged inference is Caprese's (eqs 9-10), not adapter kind {self.kind!r}")
+        if accumulate_fp32 and (merged or self.kind != "caprese"):
+            raise CapreseError("accumulate_fp32 is for the unmerged Caprese path (merged weights and LoRA factors "
+                               "run in the model's dtype)")
         choice = self.choice
         choice.calibration = calibration
         choice.calibration_source = None
-        param = next(model.parameters())
-        modules = {layer: m.to(device=param.device, dtype=param.dtype) for layer, m in self.corrections.items()}
+        modules = self.modules_for(model, accumulate_fp32=accumulate_fp32)
         with choice.apply(model, tokenizer, **kwargs) as session:
             attach(self.kind, session, modules, merged=merged)
             yield session
+
+    def modules_for(self, model, *, accumulate_fp32: bool = False) -> dict[int, nn.Module]:
+        """Per layer, a copy of its module on that layer's FFN device, in the model's dtype (or float32
+        with accumulate_fp32); the adapter's own modules are left as they are."""
+        from ..arch import ffn_blocks
+
+        blocks = ffn_blocks(model)
+        out = {}
+        for layer, module in self.corrections.items():
+            weight = blocks[layer].down.weight
+            dtype = torch.float32 if accumulate_fp32 else weight.dtype
+            copy_ = copy.deepcopy(module).to(device=weight.device, dtype=dtype)
+            if accumulate_fp32:
+                copy_.accumulate_fp32 = True
+            for p in copy_.parameters():
+                p.requires_grad_(False)
+            out[layer] = copy_
+        return out
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {

@@ -19,7 +19,7 @@ import torch
 from ..arch import adapter_for, ffn_blocks
 from ..errors import CapreseError
 from ..io import read_json, write_json
-from .fingerprint import ffn_fingerprint
+from .fingerprint import ffn_fingerprint, ffn_signature, signatures_match
 
 WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter_config.json"
@@ -44,6 +44,9 @@ class AdapterConfig:
     data_hash: str | None = None
     final_losses: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    base_signature: list[float] = field(default_factory=list)
+    """Per FFN matrix, mean |w| and RMS of the fingerprint's sample: accepts the same base model in
+    another precision (fp16 rounds differently from bf16), which the exact fingerprint cannot."""
 
 
 def describe_base(model, base_model: str) -> dict[str, Any]:
@@ -52,6 +55,7 @@ def describe_base(model, base_model: str) -> dict[str, Any]:
     return dict(
         base_model=str(base_model),
         base_fingerprint=ffn_fingerprint(model),
+        base_signature=ffn_signature(model),
         architecture=adapter_for(model).architecture,
         hidden_size=block.hidden_size,
         intermediate_size=block.intermediate_size,
@@ -104,7 +108,8 @@ def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], 
     bad_layers = [i for i in config.layers if not 0 <= i < n_layers]
     if bad_layers:
         raise CapreseError(f"adapter layers {bad_layers} do not exist in a {n_layers}-layer model")
-    if base["base_fingerprint"] != config.base_fingerprint:
+    if base["base_fingerprint"] != config.base_fingerprint and not signatures_match(base["base_signature"],
+                                                                                   config.base_signature):
         raise CapreseError(
             f"adapter was made for base model {config.base_model!r} (FFN fingerprint {config.base_fingerprint[:12]}), "
             f"not this one (fingerprint {base['base_fingerprint'][:12]})"

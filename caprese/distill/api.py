@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -90,7 +91,10 @@ def distill(
                 f"start_from adapter has layers {start_from.config.layers} and rank {start_from.config.rank}, "
                 f"this run wants {layers} and {rank}"
             )
-        adapter.corrections = {layer: c for layer, c in start_from.corrections.items()}
+        # copies of the loaded float32 masters on the model's device: start_from itself stays as loaded
+        device = next(model.parameters()).device
+        adapter.corrections = {layer: copy.deepcopy(c).to(device=device, dtype=torch.float32)
+                               for layer, c in start_from.corrections.items()}
     elif stage == "closed_form" or layerwise.init == "closed_form":
         factors = closed_form_factors(teacher, len(pairs), layers, hidden, rank, ridge=layerwise.ridge, progress=progress)
         for layer, (L, R) in factors.items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CapreseError
+from ..methods.forcing import position_ids
 
 
 @dataclass
@@ -32,6 +33,16 @@ class TeacherForcedBatch:
 
     def to(self, device) -> TeacherForcedBatch:
         return TeacherForcedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.prompt_lengths)))
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """Positions counting real tokens only (cumsum of the mask − 1, clamped at 0), as `generate`
+        computes them: left padding does not shift a sequence (absolute or scaled-position models)."""
+        return position_ids(self.attention_mask)
+
+    def model_inputs(self) -> dict:
+        """The keyword arguments of a training forward: ids, mask and the positions generate would use."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
     @property
     def generated_mask(self) -> torch.Tensor:

@@ -47,10 +47,7 @@ class E2EResult:
 
 def final_hidden_state(model, batch: TeacherForcedBatch) -> torch.Tensor:
     """The last hidden state (after the final norm, before the LM head), (B, S, D)."""
-    out = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-        output_hidden_states=True, logits_to_keep=1, use_cache=False,
-    )
+    out = model(**batch.model_inputs(), output_hidden_states=True, logits_to_keep=1, use_cache=False)
     return out.hidden_states[-1]
 
 
@@ -69,6 +66,19 @@ def teacher_hidden_state(model, session, batch: TeacherForcedBatch) -> torch.Ten
 def attach_corrections(session, corrections: dict[int, LowRankPath]) -> None:
     for layer, correction in corrections.items():
         session.set_correction(layer, correction)
+
+
+def _check_masters(corrections: dict[int, torch.nn.Module]) -> None:
+    """The trained factors must be float32 masters, whatever the model's dtype.
+
+    Why: Adam's update lr·m/√v is ~1e-4 of a weight here; bf16 keeps 8 bits of mantissa, so most
+    such updates round away and a bf16 optimizer silently stops learning. The forward casts the
+    factors to the model's dtype (differentiably), like autocast; peft trains adapters the same way."""
+    for layer, module in corrections.items():
+        for name, p in module.named_parameters():
+            if p.dtype != torch.float32:
+                raise CapreseError(f"layer {layer}: trainable {name} is {p.dtype}; end-to-end distillation trains "
+                                   "float32 master factors (build them with dtype=torch.float32)")
 
 
 def train_end_to_end(
@@ -90,6 +100,7 @@ def train_end_to_end(
     if not pairs:
         raise CapreseError("samples 0: end-to-end distillation needs at least one sample")
     device = next(model.parameters()).device
+    _check_masters(corrections)
     frozen = {name: p.requires_grad for name, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)

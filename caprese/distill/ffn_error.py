@@ -33,7 +33,7 @@ def _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch, attach=N
         for start in range(0, len(pairs), micro_batch):
             batch = collate(pairs[start : start + micro_batch], pad_token_id).to(device)
             with session.teacher_forced(batch.prompt_lengths):
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+                model(**batch.model_inputs(), logits_to_keep=1)
     return {layer: meter.result() for layer, meter in meters.items()}
 
 
@@ -45,8 +45,7 @@ def ffn_errors(model, choice: MethodChoice, pairs: Sequence[TokenizedPair], pad_
     method = _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch)
     out = {str(layer): {"method": result} for layer, result in sorted(method.items())}
     if adapter is not None:
-        param = next(model.parameters())
-        modules = {layer: m.to(device=param.device, dtype=param.dtype) for layer, m in adapter.corrections.items()}
+        modules = adapter.modules_for(model)  # copies: the adapter's own factors stay as trained
         adapted = _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch,
                           attach=lambda session: attach(adapter.kind, session, modules))
         for layer, result in adapted.items():

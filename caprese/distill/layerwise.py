@@ -40,8 +40,11 @@ class LayerwiseResult:
 
 
 def layerwise_loss(correction: LowRankPath, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """Eq 7: mean over tokens of ‖FF(x) − FF̂(x) − x L R‖²₂."""
-    return (residual.to(correction.L.dtype) - correction(x)).pow(2).sum(-1).mean()
+    """Eq 7: mean over tokens of ‖FF(x) − FF̂(x) − x L R‖²₂, on the correction's device (the
+    teacher may store activations elsewhere), in the stored activations' dtype (float32 copies)."""
+    device = correction.L.device
+    x, residual = x.to(device, non_blocking=True), residual.to(device, non_blocking=True)
+    return (residual.to(x.dtype) - correction(x)).float().pow(2).sum(-1).mean()
 
 
 class ResidualCache:

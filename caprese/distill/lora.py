@@ -66,7 +66,8 @@ class LoraPath(nn.Module):
 
 @dataclass
 class SlicedLora:
-    """LoRA factors on the kept neurons: (x A) B[:, E] for the inputs, (ẑ A_2[E, :]) B_2 for the output."""
+    """LoRA factors on the kept neurons: (x A) B[:, E] for the inputs, (ẑ A_2[E, :]) B_2 for the output.
+    Computed in the activations' dtype (the model's); float32 master factors are cast on the fly."""
 
     kept: torch.Tensor
     A_gate: torch.Tensor | None
@@ -77,13 +78,13 @@ class SlicedLora:
     B_down: torch.Tensor  # (r', D)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x.to(self.A_gate.dtype) @ self.A_gate, self.B_gate)
+        return torch.matmul(x @ self.A_gate.to(x.dtype), self.B_gate.to(x.dtype))
 
     def up(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x.to(self.A_up.dtype) @ self.A_up, self.B_up)
+        return torch.matmul(x @ self.A_up.to(x.dtype), self.B_up.to(x.dtype))
 
     def down(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(z.to(self.A_down.dtype), self.A_down) @ self.B_down
+        return torch.matmul(z, self.A_down.to(z.dtype)) @ self.B_down.to(z.dtype)
 
 
 def attach_lora(session, paths: dict[int, LoraPath]) -> None:
@@ -138,7 +139,7 @@ def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[in
                         batch = collate([pairs[i] for i in batches[key][start : start + micro_batch]], pad_token_id).to(device)
                         sums.clear()
                         with session.teacher_forced(batch.prompt_lengths):
-                            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+                            model(**batch.model_inputs(), logits_to_keep=1)
                         n = int(batch.generated_mask.sum())
                         tokens += n
                         sum(sums.values()).backward()  # each layer's sum only reaches its own LoRA

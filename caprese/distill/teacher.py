@@ -56,7 +56,7 @@ class Teacher:
                     chunk = [self.pairs[i] for i in indices[start : start + self.micro_batch]]
                     batch = collate(chunk, self.pad_token_id).to(self.device)
                     with session.teacher_forced(batch.prompt_lengths):
-                        self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+                        self.model(**batch.model_inputs(), logits_to_keep=1)
         residuals = self.collector.take()
         # inference tensors cannot be saved for backward: give training plain copies
         return {layer: (x.clone(), y.clone()) for layer, (x, y) in residuals.items()}

