@@ -75,7 +75,7 @@ def main() -> None:
     for samples in (args.small, args.large):
         cmd = [sys.executable, __file__, "--model", args.model, "--epochs", str(args.epochs), "--layers", args.layers,
                "--threads", str(args.threads), "--samples", str(samples)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"{samples} samples failed:\n{done.stderr[-3000:]}")
         results[samples] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -123,7 +123,7 @@ class ActivationSpill:
     def write(self, layer: int, x: torch.Tensor, residual: torch.Tensor) -> None:
         if self._open is None:
             return
-        key, handle, records = self._open
+        _, handle, records = self._open
         size = x.numel() * x.element_size() + residual.numel() * residual.element_size()
         if self.used + size > self.budget or shutil.disk_usage(self.folder).free < size + 2**30:
             self.full = True  # keep the batches written so far; the rest reruns the teacher
