@@ -47,8 +47,9 @@ class LayerwiseConfig:
     math barely uses, and other text does (measured on toy-math, GRIFFIN 50% first half, r 16: ridge
     1e-6 took the language task from 99.5% to 2%, 1e-2 kept it at 98% and fit math better)."""
     seed: int = field(default=0, metadata={"help": "seed of L's initialisation and the batch order"})
-    cache_gib: float = field(default=2.0, metadata={
-        "help": "keep teacher activations in memory up to this size; beyond it, recompute them per batch"})
+    cache_gib: float = field(default=16.0, metadata={
+        "help": "disk (a temporary folder under $TMPDIR) for teacher activations replayed after the first epoch; "
+                "batches beyond it rerun the teacher; memory does not depend on it; 0 disables the spill"})
 
     def __post_init__(self):
         check_rank(self.rank)

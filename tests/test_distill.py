@@ -79,6 +79,64 @@ def test_layerwise_trains_down_and_closed_form_is_no_worse(setup):
         assert c["loss"] < c["loss_without_path"]
 
 
+def _in_memory_layerwise(teacher, n, layers, hidden, config):
+    """The straightforward eq-7 loop (what train_layerwise computed before it streamed): every batch's
+    (x, residual) gathered in memory, one mean-loss Adam step per layer per batch."""
+    from caprese.distill.correction import LowRankCorrection
+    from caprese.distill.optim import adam_with_linear_schedule
+
+    corrections = {layer: LowRankCorrection(hidden, config.rank, seed=config.seed + layer) for layer in layers}
+    batches = [list(range(s, min(s + config.batch_size, n))) for s in range(0, n, config.batch_size)]
+    optimizers = {layer: adam_with_linear_schedule(c.parameters(), config.lr, len(batches) * config.epochs,
+                                                   config.warmup_fraction) for layer, c in corrections.items()}
+    generator = torch.Generator().manual_seed(config.seed)
+    for _ in range(config.epochs):
+        for key in torch.randperm(len(batches), generator=generator).tolist():
+            residuals = teacher(batches[key])
+            for layer in layers:
+                x, y = residuals[layer]
+                loss = (y - corrections[layer](x)).pow(2).sum(-1).mean()
+                optimizer, scheduler = optimizers[layer]
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+    return corrections
+
+
+def test_streamed_layerwise_equals_the_in_memory_loop_and_replays_from_disk(setup, tmp_path, monkeypatch):
+    """Streaming micro-batches (gradients accumulated) gives the in-memory result to fp tolerance;
+    replaying the first epoch from the disk spill gives exactly what rerunning the teacher gives,
+    with one teacher pass per batch instead of one per batch per epoch; the spill folder is removed."""
+    import tempfile
+
+    from caprese.distill.batches import tokenize_pairs
+    from caprese.distill.layerwise import train_layerwise
+    from caprese.distill.teacher import Teacher
+
+    model, tok, rows = setup
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    teacher = Teacher(model, CHOICE, tokenize_pairs(tok, rows), tok.pad_token_id, micro_batch=4)
+    calls = []
+    stream = teacher.stream
+    monkeypatch.setattr(teacher, "stream", lambda indices, sink: (calls.append(list(indices)), stream(indices, sink)))
+    config = LayerwiseConfig(rank=4, epochs=3, batch_size=10, lr=1e-2)
+    hidden = model.config.hidden_size
+    spilled = train_layerwise(teacher, len(rows), [0, 1, 2], hidden, config, progress=False).corrections
+    assert len(calls) == 3  # 24 samples in batches of 10: each batch through the teacher once
+    assert list(tmp_path.iterdir()) == []
+    calls.clear()
+    config.cache_gib = 0.0
+    rerun = train_layerwise(teacher, len(rows), [0, 1, 2], hidden, config, progress=False).corrections
+    assert len(calls) == 9
+    reference = _in_memory_layerwise(teacher, len(rows), [0, 1, 2], hidden, config)
+    for layer in (0, 1, 2):
+        assert torch.equal(spilled[layer].L, rerun[layer].L) and torch.equal(spilled[layer].R, rerun[layer].R)
+        torch.testing.assert_close(spilled[layer].R, reference[layer].R, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(spilled[layer].L, reference[layer].L, rtol=1e-4, atol=1e-6)
+        assert spilled[layer].R.abs().max() > 0
+
+
 def test_r_starts_at_zero_so_an_untrained_adapter_changes_nothing(setup):
     model, tok, _ = setup
     fresh = CapreseAdapter.new(model, "tiny", CHOICE, [0, 1, 2], rank=4)

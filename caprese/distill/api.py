@@ -24,7 +24,7 @@ from ..registry import check_choice
 from .adapter import CapreseAdapter
 from .batches import rows_hash, tokenize_pairs
 from .e2e import train_end_to_end
-from .layerwise import NonFiniteLoss, evaluate_layerwise_loss, train_layerwise
+from .layerwise import NonFiniteLoss, streamed_layerwise_losses, train_layerwise
 from .lora import attach_lora, lora_methods, lora_rank_for, train_lora_layerwise
 from .teacher import Teacher
 
@@ -35,10 +35,13 @@ def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int],
                         *, ridge: float = LayerwiseConfig.ridge, batch_size: int = 64, progress: bool = True):
     """Per layer, the exact minimiser of eq 7 (reduced-rank regression) from one streamed teacher pass."""
     accumulators = {layer: RegressionAccumulator(hidden_size, hidden_size) for layer in layers}
+
+    def consume(layer, x, residual):
+        if layer in accumulators:
+            accumulators[layer].update(x, residual)
+
     for start in tqdm(range(0, n_samples, batch_size), desc="closed form", disable=not progress, unit="batch"):
-        residuals = teacher(list(range(start, min(start + batch_size, n_samples))))
-        for layer in layers:
-            accumulators[layer].update(*residuals[layer])
+        teacher.stream(list(range(start, min(start + batch_size, n_samples))), consume)
     return {layer: acc.fit(rank, ridge=ridge) for layer, acc in accumulators.items()}
 
 
@@ -166,21 +169,8 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
     return adapter.with_config(final_losses=losses)
 
 
-def _layerwise_losses(teacher: Teacher, adapter: CapreseAdapter, n_samples: int, batch_size: int = 64) -> dict:
-    """Eq-7 loss per layer over all samples, with and without the low-rank path."""
-    batches = [teacher(list(range(s, min(s + batch_size, n_samples)))) for s in range(0, n_samples, batch_size)]
-    with_path = evaluate_layerwise_loss(adapter.corrections, batches)
-    zero = {layer: _ZeroPath(c) for layer, c in adapter.corrections.items()}
-    without = evaluate_layerwise_loss(zero, batches)
-    return {str(layer): {"loss": with_path[layer], "loss_without_path": without[layer]} for layer in with_path}
-
-
-class _ZeroPath(torch.nn.Module):
-    """The efficient block alone (x L R = 0), for the loss the path starts from."""
-
-    def __init__(self, like):
-        super().__init__()
-        self.L = like.L
-
-    def forward(self, x):
-        return torch.zeros(*x.shape[:-1], self.L.shape[0], dtype=self.L.dtype, device=x.device)
+def _layerwise_losses(teacher: Teacher, adapter: CapreseAdapter, n_samples: int) -> dict:
+    """Eq-7 loss per layer over all samples, with and without the low-rank path (one streamed pass)."""
+    losses = streamed_layerwise_losses(teacher, n_samples, adapter.corrections)
+    return {str(layer): {"loss": with_path, "loss_without_path": without}
+            for layer, (with_path, without) in losses.items()}

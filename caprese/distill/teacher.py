@@ -38,25 +38,36 @@ class ResidualCollector:
 
 
 class Teacher:
-    """`teacher(sample_indices) -> ResidualBatch` over tokenized pairs, in micro-batches."""
+    """The teacher pass over tokenized pairs, in micro-batches.
+
+    `teacher.stream(indices, sink)` hands every layer's (x, residual) of each micro-batch to
+    `sink(layer, x, residual)` as the forward produces them, on the model's device and in its dtype
+    (memory: one micro-batch); `teacher(indices)` gathers a whole ResidualBatch in float32 on
+    `store_device` (memory: every sample of `indices`)."""
 
     def __init__(self, model, choice: MethodChoice, pairs: Sequence[TokenizedPair], pad_token_id: int,
                  *, micro_batch: int = 16, store_device="cpu", tokenizer=None):
         self.model, self.choice, self.pairs = model, choice, pairs
         self.pad_token_id, self.micro_batch = pad_token_id, micro_batch
-        self.collector = ResidualCollector(device=store_device)
+        self.store_device = store_device
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
 
-    def __call__(self, indices: Sequence[int]) -> ResidualBatch:
-        with self.choice.apply(self.model, self.tokenizer, teacher_callback=self.collector) as session:
+    def stream(self, indices: Sequence[int], sink) -> None:
+        def callback(layer, x, residual, efficient):
+            sink(layer, x, residual)
+
+        # no_grad rather than inference_mode: a sink may train on what it receives
+        with self.choice.apply(self.model, self.tokenizer, teacher_callback=callback) as session:
             self.layers = session.layers
-            with torch.inference_mode():
+            with torch.no_grad():
                 for start in range(0, len(indices), self.micro_batch):
                     chunk = [self.pairs[i] for i in indices[start : start + self.micro_batch]]
                     batch = collate(chunk, self.pad_token_id).to(self.device)
                     with session.teacher_forced(batch.prompt_lengths):
                         self.model(**batch.model_inputs(), logits_to_keep=1)
-        residuals = self.collector.take()
-        # inference tensors cannot be saved for backward: give training plain copies
-        return {layer: (x.clone(), y.clone()) for layer, (x, y) in residuals.items()}
+
+    def __call__(self, indices: Sequence[int]) -> ResidualBatch:
+        collector = ResidualCollector(device=self.store_device)
+        self.stream(indices, lambda layer, x, residual: collector(layer, x, residual, None))
+        return collector.take()

@@ -305,6 +305,16 @@ class SparsityMeter:
         self.total[name] = self.total.get(name, 0) + total
         self.weight[name] = weight
 
+    def add_fixed(self, name: str, kept_per_token: int, width: int, shape, count: torch.Tensor | None, device,
+                  weight: float = 1.0) -> None:
+        """`add` for a method that keeps exactly `kept_per_token` of `width` entries of every token
+        of `shape` (B, S) (oracle top-k): the same counts without a pass over a mask."""
+        tokens = count.sum(dtype=torch.float64) if count is not None else \
+            torch.tensor(float(math.prod(shape)), dtype=torch.float64, device=device)
+        self.kept[name] = self.kept.get(name, 0) + tokens * kept_per_token
+        self.total[name] = self.total.get(name, 0) + tokens * width
+        self.weight[name] = weight
+
     def reset(self) -> None:
         self.kept.clear()
         self.total.clear()

@@ -22,6 +22,18 @@ def topk_mask(z: torch.Tensor, k: int) -> torch.Tensor:
     return mask.scatter_(-1, z.abs().topk(k, dim=-1).indices, True)
 
 
+def topk_sparsify(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Z with all but each token's k largest |Z| zeroed: `z * topk_mask(z, k)`, in fewer passes
+    (unsorted selection, the kept values scattered into zeros; no mask, no multiply)."""
+    width = z.shape[-1]
+    if k >= width:
+        return z
+    if k <= 0:
+        return torch.zeros_like(z)
+    indices = z.abs().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(z).scatter_(-1, indices, z.gather(-1, indices))
+
+
 @register_method("topk", aliases=("top-k", "oracle"))
 class TopK(Method):
     @classmethod
@@ -35,10 +47,9 @@ class TopK(Method):
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         z = self.block.intermediate(x)
-        keep = topk_mask(z, self.k)
-        if meter is not None:
-            meter.add("intermediate", keep, count)
-        return self.block.output(z * keep)
+        if meter is not None:  # exactly min(k, D_FF) kept per token: no need to count the mask
+            meter.add_fixed("intermediate", min(self.k, z.shape[-1]), z.shape[-1], z.shape[:-1], count, z.device)
+        return self.block.output(topk_sparsify(z, self.k))
 
     def describe(self) -> dict:
         return {"k": self.k}

@@ -92,6 +92,18 @@ def bin_index(values: torch.Tensor) -> torch.Tensor:
     return torch.where(index < 0, index + NUM_BINS, index)
 
 
+def count_values(index: torch.Tensor, size: int) -> torch.Tensor:
+    """int64 (size,): how often each value of the 1-D integer `index` (all in [0, size)) occurs.
+
+    `torch.bincount` gives the same counts but first scans its input for the minimum and the
+    maximum, which on a CPU costs more than the counting itself; adding ones at the indices
+    (`index_add_`, bounds-checked) is one pass (about 10x faster measured on 2 cores, 0.5M values)."""
+    if index.dtype not in (torch.int32, torch.int64):
+        index = index.to(torch.int32)
+    ones = torch.ones((), dtype=torch.int64, device=index.device).expand(index.shape[0])
+    return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, ones)
+
+
 def _check_epsilons(epsilons: Iterable[float]) -> tuple[float, ...]:
     eps = tuple(float(e) for e in epsilons)
     for e in eps:
@@ -111,8 +123,31 @@ class MagnitudeHistogram(StreamingStatistic):
         self.epsilons = _check_epsilons(epsilons)
         self._on_grid = [is_bin_edge(e) for e in self.epsilons]
         self._offgrid = [e for e, on in zip(self.epsilons, self._on_grid) if not on]
+        self._pending: torch.Tensor | None = None
         self.counts = torch.zeros(len(PHASES), NUM_BINS, dtype=torch.int64)
         self.below_offgrid = torch.zeros(len(PHASES), len(self._offgrid), dtype=torch.int64)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """(phases, NUM_BINS) int64 on the CPU; counts of updates on another device are added to a
+        table on that device (no sync per update) and brought over when first read."""
+        if self._pending is not None:
+            self._counts += self._pending.cpu()
+            self._pending = None
+        return self._counts
+
+    @counts.setter
+    def counts(self, value: torch.Tensor) -> None:
+        self._counts, self._pending = value, None
+
+    def _add_counts(self, counts: torch.Tensor) -> None:
+        if counts.device == self._counts.device:
+            self._counts += counts
+        elif self._pending is None or self._pending.device != counts.device:
+            self.counts  # noqa: B018 - flush a table of another device first
+            self._pending = counts
+        else:
+            self._pending += counts
 
     def config(self) -> dict:
         return {"epsilons": list(self.epsilons), "bins": "float32 bits, 8 per octave", "num_bins": NUM_BINS}
@@ -129,16 +164,17 @@ class MagnitudeHistogram(StreamingStatistic):
             if phase_ids == IGNORED:
                 return
             index += NUM_BINS
-            counts = torch.bincount(index.reshape(-1), minlength=halves).view(2, NUM_BINS).sum(0)
-            self.counts[phase_ids] += counts.cpu()
+            counts = torch.zeros(len(PHASES), NUM_BINS, dtype=torch.int64, device=values.device)
+            counts[phase_ids] = count_values(index.reshape(-1), halves).view(2, NUM_BINS).sum(0)
+            self._add_counts(counts)
             phase_ids = torch.full(values.shape[:-1], phase_ids, dtype=torch.long, device=values.device)
         else:
             if phase_ids.shape != values.shape[:-1]:
                 raise CapreseError(f"phase ids of shape {tuple(phase_ids.shape)} do not match values {tuple(values.shape)}")
-            # one bincount for all phases: phase p's half-tables start at p * 2 * NUM_BINS (fits int16 too)
+            # one count for all phases: phase p's half-tables start at p * 2 * NUM_BINS (fits int16 too)
             index += (NUM_BINS + halves * phase_ids).to(index.dtype).unsqueeze(-1)
-            counts = torch.bincount(index.reshape(-1), minlength=halves * (IGNORED + 1))
-            self.counts += counts.view(IGNORED + 1, 2, NUM_BINS)[:IGNORED].sum(1).cpu()
+            counts = count_values(index.reshape(-1), halves * (IGNORED + 1))
+            self._add_counts(counts.view(IGNORED + 1, 2, NUM_BINS)[:IGNORED].sum(1))
         if self._offgrid:
             self._count_offgrid(values, phase_ids, width)
 
