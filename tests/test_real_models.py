@@ -157,9 +157,9 @@ def test_cli_distill_e2e_in_bf16(smol, tmp_path):
 
     out = tmp_path / "run"
     code = main(["distill", "--model", "smollm2-135m", "--dtype", "bfloat16", "--method", "griffin",
-                 "--sparsity", "0.5", "--layers", "0,1", "--rank", "8", "--samples", "4", "--data", "gsm-symbolic",
+                 "--sparsity", "0.5", "--layers", "0,1", "--rank", "8", "--samples", "2", "--data", "toy-math",
                  "--responses", "dataset", "--stage", "e2e", "--epochs", "1", "--batch-size", "4",
-                 "--e2e-batch-size", "4", "--e2e-epochs", "1", "--out", str(out)])
+                 "--e2e-batch-size", "2", "--e2e-epochs", "1", "--out", str(out)])
     assert code == 0
     loaded = CapreseAdapter.load(out / "adapter")
     assert loaded.config.stage == "e2e" and loaded.config.final_losses["e2e_epochs"]
