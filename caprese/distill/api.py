@@ -39,6 +39,36 @@ def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int],
     return {layer: acc.fit(rank, ridge=ridge) for layer, acc in accumulators.items()}
 
 
+KINDS = ("caprese", "lora")
+
+
+def check_distill_inputs(model, choice: MethodChoice, *, rank: int, stage: str = "layerwise", kind: str = "caprese",
+                         start_from: CapreseAdapter | None = None) -> list[int]:
+    """Everything about a distillation that the model decides, checked before any teacher
+    response is generated: stage and kind, a method to correct, rank 1..D, the layers, the LoRA
+    baseline's limits and a `start_from` adapter's layers and rank. Returns the layer indices."""
+    check_choice("stage", stage, STAGES)
+    check_choice("kind", kind, KINDS)
+    if choice.name == "dense":
+        raise CapreseError("method 'dense' has nothing for Caprese to correct (choose from: topk, griffin, cats, teal)")
+    blocks = ffn_blocks(model)
+    check_rank(rank, blocks[0].hidden_size)
+    layers = resolve_layers(choice.layers, len(blocks))
+    if kind == "lora":
+        if choice.name != "griffin":
+            raise CapreseError(f"the LoRA baseline is defined for method 'griffin', not {choice.name!r}")
+        if stage == "closed_form":
+            raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
+        if start_from is not None:
+            raise CapreseError("start_from is for Caprese paths; the LoRA baseline always trains from its own start")
+    if start_from is not None and (start_from.config.layers != layers or start_from.config.rank != rank):
+        raise CapreseError(
+            f"start_from adapter has layers {start_from.config.layers} and rank {start_from.config.rank}, "
+            f"this run wants {layers} and {rank}"
+        )
+    return layers
+
+
 def distill(
     model,
     tokenizer,
@@ -59,16 +89,13 @@ def distill(
 
     kind="lora" trains the eq-11 baseline instead (GRIFFIN only), with `rank` = Caprese's rank:
     its own rank r' is chosen to match Caprese's parameter count."""
-    check_choice("stage", stage, STAGES)
-    blocks = ffn_blocks(model)
-    hidden = blocks[0].hidden_size
-    check_rank(rank, hidden)
+    layers = check_distill_inputs(model, choice, rank=rank, stage=stage, kind=kind, start_from=start_from)
+    hidden = ffn_blocks(model)[0].hidden_size
     if len(rows) < 1:
         raise CapreseError(f"samples {len(rows)!r} must be >= 1")
     layerwise = layerwise or LayerwiseConfig(rank=rank)
     layerwise.rank = rank
     e2e = e2e or E2EConfig()
-    layers = resolve_layers(choice.layers, len(blocks))
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if kind == "lora":
@@ -81,11 +108,6 @@ def distill(
     )
     losses: dict = {}
     if start_from is not None:
-        if start_from.config.layers != layers or start_from.config.rank != rank:
-            raise CapreseError(
-                f"start_from adapter has layers {start_from.config.layers} and rank {start_from.config.rank}, "
-                f"this run wants {layers} and {rank}"
-            )
         adapter.corrections = {layer: c for layer, c in start_from.corrections.items()}
     elif stage == "closed_form" or layerwise.init == "closed_form":
         factors = closed_form_factors(teacher, len(pairs), layers, hidden, rank, ridge=layerwise.ridge, progress=progress)
@@ -117,11 +139,7 @@ def _distill_lora(model, tokenizer, rows, pairs, pad, choice, layers, rank, stag
                   micro_batch, progress) -> CapreseAdapter:
     from .lora import attach_lora, lora_rank_for, train_lora_layerwise
 
-    if choice.name != "griffin":
-        raise CapreseError(f"the LoRA baseline is defined for method 'griffin', not {choice.name!r}")
-    if stage == "closed_form":
-        raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
-    block = ffn_blocks(model)[0]
+    block = ffn_blocks(model)[0]  # the method, stage and rank were checked by check_distill_inputs
     lora_rank = lora_rank_for(block.hidden_size, block.intermediate_size, rank, block.gated)
     adapter = CapreseAdapter.new(
         model, base_model, choice, layers, lora_rank, kind="lora", stage=stage, data_hash=rows_hash(rows),

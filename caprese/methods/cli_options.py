@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CapreseError
+from ..io import read_jsonl
 from .base import METHODS, build_config, check_sparsity
 from .cats import THRESHOLD_SOURCES
 from .teal import ALLOCATIONS
@@ -148,7 +148,7 @@ def load_calibration_texts(source: str, samples: int) -> list:
         if not path.is_file():
             raise CapreseError(f"calibration {source!r} is neither a file nor one of: {', '.join(CALIBRATION_SOURCES)}")
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = read_jsonl(path)
             items = [_row_item(row) for row in rows]
         else:
             items = [line for line in path.read_text().splitlines() if line.strip()]
