@@ -68,8 +68,8 @@ def save_adapter(folder: str | os.PathLike, config: AdapterConfig, tensors: dict
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS}.", suffix=".tmp")
     os.close(fd)
     try:
-        apply_umask(tmp)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        apply_umask(tmp)  # mkstemp's 0600 (safetensors keeps it) -> what open() would have made
         os.replace(tmp, folder / WEIGHTS)
     finally:
         if os.path.exists(tmp):
