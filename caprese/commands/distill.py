@@ -59,8 +59,6 @@ def check_arguments(args) -> None:
 
     check_choice("stage", args.stage, STAGES)
     check_choice("kind", args.kind, ("caprese", "lora"))
-    if args.method == "dense":
-        raise CapreseError("--method dense has nothing for Caprese to correct (choose from: topk, griffin, cats, teal)")
     if args.mix_samples < 0:
         raise CapreseError(f"--mix-samples {args.mix_samples!r} must be >= 0")
     check_choice("init", args.init, ("random", "closed_form"))
@@ -69,6 +67,8 @@ def check_arguments(args) -> None:
     for name in ("samples", "epochs", "batch_size", "e2e_epochs", "e2e_batch_size", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 1")
+    if args.method == "dense":
+        raise CapreseError("--method dense has nothing for Caprese to correct (choose from: topk, griffin, cats, teal)")
 
 
 def run(args) -> int:
