@@ -96,6 +96,25 @@ class ExperimentConfig:
             raise CapreseError(f"stage {self.stage!r} needs rank >= 1")
         if self.stage != "none" and self.method == "dense":  # by name: the registry needs torch
             raise CapreseError("method 'dense' has nothing for Caprese to correct: use stage 'none'")
+        self.check_values()
+
+    def check_values(self) -> None:
+        """The value checks that need no model or file system (a sweep runs them on every point
+        before any kernel starts): method, sparsity, layers, dtype, device, counts."""
+        from .models.loading import parse_device, parse_dtype
+        from .validate import check_finite, check_int_at_least, check_method_values
+
+        check_method_values(self.method, self.sparsity, self.layers)
+        parse_dtype(self.dtype)
+        parse_device(self.device)
+        for name in ("rank", "mix_samples", "coverage_samples", "language_samples", "error_samples", "calibration_samples"):
+            check_int_at_least(name, getattr(self, name), 0)
+        for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
+                     "coverage_prompts", "distill_batch_size", "e2e_batch_size"):
+            check_int_at_least(name, getattr(self, name), 1)
+        check_finite("temperature", self.temperature, low=0.0)
+        for name in ("lr", "e2e_lr"):
+            check_finite(name, getattr(self, name), low=0.0, low_open=True)
 
     def check(self) -> None:
         """Validation runs in __post_init__; kept for callers that changed fields afterwards."""
@@ -174,7 +193,12 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     from .methods.choice import MethodChoice
     from .models.loading import load_model
 
+    from .io import check_output_dir
+    from .models.loading import check_model_options
+
     cfg.check()
+    check_model_options(cfg.model, cfg.dtype, cfg.device)
+    check_output_dir(cfg.out_dir, "out_dir")
     start = time.perf_counter()
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)

@@ -23,10 +23,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..errors import CapreseError
+    from ..io import check_output_file
     from ..sweep.collect import collect_rows, write_results
 
-    rows = collect_rows(args.sweep_dir)
+    if not Path(args.sweep_dir).is_dir():
+        raise CapreseError(f"sweep folder {args.sweep_dir!r} does not exist (run `caprese sweep` first)")
     out = Path(args.out) if args.out else Path(args.sweep_dir) / "results.csv"
+    check_output_file(out)
+    rows = collect_rows(args.sweep_dir)
     paths = write_results(rows, out, parquet=False if args.no_parquet else None)
     counts = Counter(row["status"] for row in rows)
     states = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

@@ -8,6 +8,8 @@ figures (PNG + PDF): sparsity vs ε heatmap, |Z| quantiles per layer, error vs d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .common import add_model_arguments
 
 
@@ -30,12 +32,13 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def config_from_args(args, num_layers: int):
+def config_from_args(args, num_layers: int | None):
+    """The DiagnoseConfig of the flags; num_layers None checks every value but the layer indices."""
     from ..diagnostics import DiagnoseConfig
     from ..methods.base import resolve_layers
 
-    layers = resolve_layers(",".join(args.layers), num_layers)
-    options = dict(samples=args.samples, layers=tuple(layers), max_new_tokens=args.max_new_tokens,
+    layers = None if num_layers is None else tuple(resolve_layers(",".join(args.layers), num_layers))
+    options = dict(samples=args.samples, layers=layers, max_new_tokens=args.max_new_tokens,
                    batch_size=args.batch_size, seed=args.seed)
     for name in ("densities", "ranks", "epsilons", "ridge"):
         value = getattr(args, name)
@@ -48,16 +51,29 @@ def run(args) -> int:
     import torch
 
     from ..arch import ffn_blocks
-    from ..diagnostics import load_prompts, run_diagnostics
-    from ..models.loading import load_model
+    from ..diagnostics import DiagnoseConfig, run_diagnostics
+    from ..diagnostics.pipeline import build_prompts, load_prompt_rows
+    from ..io import check_output_dir, staged_folder
+    from ..models.loading import check_model_options, load_model
+    from ..validate import check_rank_fits
 
+    # everything that needs no weights first: options, data, model source, output folder
+    provisional = config_from_args(args, None)
+    rows = load_prompt_rows(args.data, provisional.samples, provisional.seed)
+    check_model_options(args.model, args.dtype, args.device)
+    check_output_dir(args.out)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    config = config_from_args(args, len(ffn_blocks(model)))
-    prompts = load_prompts(args.data, tokenizer, config.samples, config.seed)
+    blocks = ffn_blocks(model)
+    config = config_from_args(args, len(blocks))
+    for rank in config.ranks or ():
+        check_rank_fits("--ranks", rank, [(f"model {args.model!r}", blocks[0].hidden_size)])
+    prompts = build_prompts(rows, tokenizer)
     result = run_diagnostics(model, tokenizer, prompts, config, model_name=args.model, data_name=args.data,
                              progress=not args.quiet)
-    paths = result.write(args.out)
+    with staged_folder(args.out) as stage:
+        paths = result.write(stage)
+    paths = {name: Path(args.out) / Path(path).relative_to(stage) for name, path in paths.items()}
     print(f"diagnosed {len(result.samples)} samples ({sum(len(s.generated_ids) for s in result.samples)} generated tokens), "
           f"layers {result.layers}, ranks {list(result.ranks)} -> {args.out}")
     for row in result.figure2_rows():

@@ -57,8 +57,11 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
     check_choice("init", args.init, INITS)
     if args.rank < 1:
         raise CapreseError(f"rank {args.rank!r} is out of range (allowed: integers 1..D)")
+    check_int("--mix-samples", args.mix_samples, 0)
     for name in ("samples", "max_new_tokens"):
         check_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.method == "dense":
+        raise CapreseError("--method dense has nothing for Caprese to correct (choose another --method)")
     layerwise = LayerwiseConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
                                 init=args.init, ridge=args.ridge, seed=args.seed)
     e2e = E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
@@ -70,26 +73,53 @@ def run(args) -> int:
     from ..distill.adapter import CapreseAdapter
     from ..distill.api import distill
     from ..distill.data import distillation_rows, mixed_question_rows
-    from ..distill.report import adapter_report
+    from ..distill.api import check_distill_inputs
+    from ..methods.choice import MethodChoice
     from ..evaluate.generation import GenerationSettings
-    from ..io import write_json, write_jsonl
+    from ..io import check_output_dir, staged_folder, write_jsonl
     from ..methods.cli_options import method_from_args
-    from ..models.loading import load_model
+    from ..models.loading import check_model_options, load_model
 
     spec = method_from_args(args)
     layerwise, e2e = check_arguments(args)  # fail before the model loads
+    # everything that needs no weights: the questions (data files), model source, adapter, --out
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed).check()
+    questions = mixed_question_rows(args.data, args.samples, args.mix_data, args.mix_samples, seed=args.seed)
+    choice = MethodChoice.from_spec(spec)
+    choice.calibration_texts()  # reads a --calibration file now
+    check_model_options(args.model, args.dtype, args.device)
+    if args.start_from:
+        CapreseAdapter.load(args.start_from)  # a damaged adapter fails before the model loads
+    check_output_dir(args.out)
     out = Path(args.out)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    start = time.perf_counter()
-    questions = mixed_question_rows(args.data, args.samples, args.mix_data, args.mix_samples, seed=args.seed)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    rows = distillation_rows(model, tokenizer, questions, responses=args.responses, settings=settings)
-    write_jsonl(out / "distill_data.jsonl", rows)
     start_from = CapreseAdapter.load(args.start_from, model) if args.start_from else None
-    adapter = distill(
-        model, tokenizer, rows, spec, rank=args.rank, stage=args.stage, layerwise=layerwise, e2e=e2e,
-        base_model=args.model, start_from=start_from, kind=args.kind,
-    )
+    # rank <= D, layer indices, --start-from's fit: before minutes of teacher generation
+    check_distill_inputs(model, choice, rank=args.rank, stage=args.stage, kind=args.kind, start_from=start_from)
+    start = time.perf_counter()
+    with staged_folder(out) as stage:  # an earlier result in --out stays whole until this one is
+        rows = distillation_rows(model, tokenizer, questions, responses=args.responses, settings=settings)
+        write_jsonl(stage / "distill_data.jsonl", rows)
+        adapter = distill(
+            model, tokenizer, rows, choice, rank=args.rank, stage=args.stage, layerwise=layerwise, e2e=e2e,
+            base_model=args.model, start_from=start_from, kind=args.kind,
+        )
+        report = write_results(stage, model, adapter, args, spec, start)
+    print(f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "
+          f"{report['extra_percent_of_model']:.2f}% of the model, {report['extra_percent_of_ffn']:.2f}% of its FFNs)")
+    for layer, losses in adapter.config.final_losses.get("layerwise", {}).items():
+        print(f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}")
+    if "e2e_epochs" in adapter.config.final_losses:
+        print(f"  end-to-end loss: {adapter.config.final_losses['e2e_initial']:.4g} -> "
+              f"{adapter.config.final_losses['e2e_epochs'][-1]:.4g} (last epoch mean)")
+    return 0
+
+
+def write_results(out: Path, model, adapter, args, spec, start: float) -> dict:
+    """The adapter, spectra.json and metrics.json (last) into `out`; returns the adapter report."""
+    from ..distill.report import adapter_report
+    from ..io import write_json
+
     adapter.save(out / "adapter")
     report = adapter_report(model, adapter)
     write_json(out / "spectra.json", report.pop("singular_values"))
@@ -99,11 +129,4 @@ def run(args) -> int:
                "seconds": round(time.perf_counter() - start, 2), **report,
                "losses": adapter.config.final_losses}
     write_json(out / "metrics.json", metrics)
-    print(f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "
-          f"{report['extra_percent_of_model']:.2f}% of the model, {report['extra_percent_of_ffn']:.2f}% of its FFNs)")
-    for layer, losses in adapter.config.final_losses.get("layerwise", {}).items():
-        print(f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}")
-    if "e2e_epochs" in adapter.config.final_losses:
-        print(f"  end-to-end loss: {adapter.config.final_losses['e2e_initial']:.4g} -> "
-              f"{adapter.config.final_losses['e2e_epochs'][-1]:.4g} (last epoch mean)")
-    return 0
+    return report

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import CapreseError
-from ..io import write_json, write_jsonl
+from ..io import staged_folder, write_json, write_jsonl
 from ..methods.cli_options import add_method_arguments
 from .common import add_model_arguments
 
@@ -112,7 +112,26 @@ def run(args: argparse.Namespace) -> int:
             raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 0")
     if args.coverage_samples and args.coverage_temperature <= 0:
         raise CapreseError(f"--coverage-temperature {args.coverage_temperature!r} must be > 0")
+    from ..io import check_output_dir
+    from ..methods.cli_options import method_from_args
+    from ..models.loading import check_model_options
+    from ..validate import check_int_at_least
+
+    # everything that needs no weights first: options, data, model source, adapter, output folder
+    check_int_at_least("--coverage-prompts", args.coverage_prompts, 1)
+    if args.adapter:
+        from ..distill.adapter import CapreseAdapter
+
+        if args.method != "dense":
+            raise CapreseError(f"--method {args.method!r} conflicts with --adapter, which carries its own method")
+        CapreseAdapter.load(args.adapter)  # a damaged adapter fails here, before the model loads
+    else:
+        if args.merged:
+            raise CapreseError("--merged needs --adapter")
+        method_from_args(args)
     rows = load_task_rows(args.task, args.samples, seed=args.data_seed, levels=parse_levels(args.levels))
+    check_model_options(args.model, args.dtype, args.device)
+    check_output_dir(args.out)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     started = time.time()
     context, adapter = method_context(args, model, tokenizer)
@@ -142,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
                      "torch_threads": torch.get_num_threads()},
     }
     out = Path(args.out)
-    write_jsonl(out / "samples.jsonl", result.samples)
-    write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    with staged_folder(out) as stage:  # an earlier result in --out stays whole until this one is
+        write_jsonl(stage / "samples.jsonl", result.samples)
+        write_json(stage / "metrics.json", metrics)  # moved in last: its presence marks a finished run
     print(format_summary(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'samples.jsonl'}")
     return 0

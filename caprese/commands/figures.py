@@ -28,7 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..figures import render_all
+    from ..io import check_output_dir
 
+    check_output_dir(args.out)
     report = render_all(args.runs, args.out, diagnostics=args.diagnostics, latency=args.latency)
     print(report.summary())
     if report.removed:

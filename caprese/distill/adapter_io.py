@@ -8,17 +8,18 @@ line, a different base model or a shape mismatch.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..arch import adapter_for, ffn_blocks
-from ..errors import CapreseError
-from ..io import read_json, write_json
+from ..errors import CapreseError, one_line
+from ..io import apply_umask, read_json, write_json
 from .fingerprint import ffn_fingerprint, ffn_signature, signatures_match
 
 WEIGHTS = "adapter.safetensors"
@@ -72,6 +73,7 @@ def save_adapter(folder: str | os.PathLike, config: AdapterConfig, tensors: dict
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        apply_umask(tmp)  # mkstemp's 0600 (safetensors keeps it) -> what open() would have made
         os.replace(tmp, folder / WEIGHTS)
     finally:
         if os.path.exists(tmp):
@@ -85,16 +87,51 @@ def load_adapter(folder: str | os.PathLike, model=None) -> tuple[AdapterConfig, 
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise CapreseError(f"adapter folder {str(folder)!r} does not exist")
     if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
         raise CapreseError(f"adapter folder {str(folder)!r} lacks {CONFIG} or {WEIGHTS}")
-    raw = read_json(folder / CONFIG)
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise CapreseError(f"adapter format_version {raw.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-    config = AdapterConfig(**raw)
-    tensors = load_file(str(folder / WEIGHTS))
+    config = adapter_config_from_dict(read_json(folder / CONFIG), folder / CONFIG)
+    try:
+        tensors = load_file(str(folder / WEIGHTS))
+    except Exception as err:  # SafetensorError (truncated, bad header) has no common base to catch by name
+        raise CapreseError(f"adapter weights {str(folder / WEIGHTS)!r} are damaged: {one_line(err)}") from None
     if model is not None:
         check_adapter_fits(config, tensors, model)
     return config, tensors
+
+
+_FIELD_TYPES = {"kind": str, "base_model": str, "base_fingerprint": str, "architecture": str, "hidden_size": int,
+                "intermediate_size": int, "rank": int, "method": str, "method_config": dict, "stage": str,
+                "training": dict, "final_losses": dict, "layers": list}
+
+
+def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> AdapterConfig:
+    """An AdapterConfig from adapter_config.json's content; one line for anything that does not fit."""
+    where = str(where)
+    if not isinstance(raw, dict):
+        raise CapreseError(f"{where!r} holds {type(raw).__name__}, not a JSON object")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise CapreseError(f"adapter format_version {raw.get('format_version')!r} in {where!r} is not supported (expected {FORMAT_VERSION})")
+    known = [f.name for f in fields(AdapterConfig)]
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CapreseError(f"{where!r}: unknown key {key!r}{hint} (allowed: {', '.join(known)})")
+    missing = [f.name for f in fields(AdapterConfig)
+               if f.default is MISSING and f.default_factory is MISSING and f.name not in raw]
+    if missing:
+        raise CapreseError(f"{where!r} lacks {', '.join(map(repr, missing))}")
+    for key, kind in _FIELD_TYPES.items():
+        value = raw.get(key)
+        if key in raw and value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise CapreseError(f"{where!r}: {key} {value!r} is not {'an' if kind is int else 'a'} {kind.__name__}")
+    if raw["rank"] < 1 or raw["hidden_size"] < 1 or raw["intermediate_size"] < 1:
+        raise CapreseError(f"{where!r}: rank, hidden_size and intermediate_size must be >= 1")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in raw["layers"]):
+        raise CapreseError(f"{where!r}: layers {raw['layers']!r} must be a list of integers")
+    return AdapterConfig(**raw)
 
 
 def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], model) -> None:

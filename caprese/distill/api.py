@@ -45,6 +45,38 @@ def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int],
     return {layer: acc.fit(rank, ridge=ridge) for layer, acc in accumulators.items()}
 
 
+KINDS = ("caprese", "lora")
+
+
+def check_distill_inputs(model, choice: MethodChoice, *, rank: int, stage: str = "layerwise", kind: str = "caprese",
+                         start_from: CapreseAdapter | None = None) -> list[int]:
+    """Everything about a distillation that the model decides, checked before any teacher
+    response is generated: stage and kind, a method to correct, rank 1..D, the layers, the LoRA
+    baseline's limits and a `start_from` adapter's layers and rank. Returns the layer indices."""
+    check_choice("stage", stage, STAGES)
+    check_choice("kind", kind, KINDS)
+    if choice.name == "dense":
+        correctable = ", ".join(name for name in METHODS.names() if name != "dense")
+        raise CapreseError(f"method 'dense' has nothing for Caprese to correct (choose from: {correctable})")
+    blocks = ffn_blocks(model)
+    check_rank(rank, blocks[0].hidden_size)
+    layers = resolve_layers(choice.layers, len(blocks))
+    if kind == "lora":
+        if not METHODS.get(choice.name).defines("with_lora"):
+            raise CapreseError(f"the LoRA baseline is not defined for method {choice.name!r} "
+                               f"(choose from: {', '.join(lora_methods())})")
+        if stage == "closed_form":
+            raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
+        if start_from is not None:
+            raise CapreseError("start_from is for Caprese paths; the LoRA baseline always trains from its own start")
+    if start_from is not None and (start_from.config.layers != layers or start_from.config.rank != rank):
+        raise CapreseError(
+            f"start_from adapter has layers {start_from.config.layers} and rank {start_from.config.rank}, "
+            f"this run wants {layers} and {rank}"
+        )
+    return layers
+
+
 def distill(
     model,
     tokenizer,
@@ -66,16 +98,12 @@ def distill(
     kind="lora" trains the eq-11 baseline instead (on a method that defines it, `Method.with_lora`),
     with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count.
     `layerwise` and `e2e` are not modified (the run's rank goes into a copy)."""
-    check_choice("stage", stage, STAGES)
-    check_choice("kind", kind, KINDS)
-    blocks = ffn_blocks(model)
-    hidden = blocks[0].hidden_size
-    check_rank(rank, hidden)
+    layers = check_distill_inputs(model, choice, rank=rank, stage=stage, kind=kind, start_from=start_from)
+    hidden = ffn_blocks(model)[0].hidden_size
     if len(rows) < 1:
         raise CapreseError(f"samples {len(rows)!r} must be >= 1")
     layerwise = replace(layerwise or LayerwiseConfig(), rank=rank)
     e2e = e2e or E2EConfig()
-    layers = resolve_layers(choice.layers, len(blocks))
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if kind == "lora":
@@ -89,11 +117,6 @@ def distill(
     )
     losses: dict = {}
     if start_from is not None:
-        if start_from.config.layers != layers or start_from.config.rank != rank:
-            raise CapreseError(
-                f"start_from adapter has layers {start_from.config.layers} and rank {start_from.config.rank}, "
-                f"this run wants {layers} and {rank}"
-            )
         # copies of the loaded float32 masters on the model's device: start_from itself stays as loaded
         device = next(model.parameters()).device
         adapter.corrections = {layer: copy.deepcopy(c).to(device=device, dtype=torch.float32)
@@ -145,12 +168,7 @@ class _Run:
 
 
 def _distill_lora(run: _Run) -> CapreseAdapter:
-    if not METHODS.get(run.choice.name).defines("with_lora"):
-        raise CapreseError(f"the LoRA baseline is not defined for method {run.choice.name!r} "
-                           f"(choose from: {', '.join(lora_methods())})")
-    if run.stage == "closed_form":
-        raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
-    block = ffn_blocks(run.model)[0]
+    block = ffn_blocks(run.model)[0]  # the method, stage and rank were checked by check_distill_inputs
     lora_rank = lora_rank_for(block.hidden_size, block.intermediate_size, run.rank, block.gated)
     adapter = CapreseAdapter.new(
         run.model, run.base_model, run.choice, run.layers, lora_rank, kind="lora", stage=run.stage,

@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..errors import CapreseError
 from ..io import atomic_write_text
+from ..sweep.layout import DAMAGED
 from .accuracy import ablation_rank, ablation_samples, fig5_accuracy_vs_density
 from .common import Context, Made, MissingData
 from .coverage import fig3_coverage, fig4_7_response_length
@@ -107,6 +108,7 @@ class RenderReport:
     out_dir: Path
     outcomes: list[Outcome] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (sweep/run-id, status, why): not drawn from
 
     @property
     def figures_made(self) -> list[Outcome]:
@@ -118,14 +120,16 @@ class RenderReport:
 
     @property
     def ok(self) -> bool:
-        """At least one figure, and no input that was there but unreadable."""
-        return bool(self.figures_made) and not any(o.error for o in self.outcomes)
+        """At least one figure, and no input that was there but unreadable (a damaged run included)."""
+        return (bool(self.figures_made) and not any(o.error for o in self.outcomes)
+                and not any(status == DAMAGED for _, status, _ in self.skipped))
 
     def pngs(self) -> list[Path]:
         return [p for o in self.figures_made for p in o.made.paths if p.suffix == ".png"]
 
     def lines(self) -> list[str]:
-        return [o.line() for o in self.outcomes]
+        skipped = [f"skipped run {self.runs_dir / name}: {status}: {why}" for name, status, why in self.skipped]
+        return [o.line() for o in self.outcomes] + skipped
 
     def summary(self) -> str:
         made = sum(o.made is not None for o in self.outcomes)
@@ -177,7 +181,7 @@ def render_all(runs_dir: str | Path = "runs", out_dir: str | Path = "figures", *
         raise CapreseError(f"diagnostics folder {str(diagnostics)!r} does not exist (caprese diagnose --out DIR writes one)")
     ctx = Context(load_results(runs_dir), out_dir, Path(diagnostics) if diagnostics is not None else None,
                   Path(latency) if latency is not None else out_dir / "latency.json")
-    report = RenderReport(runs_dir, out_dir)
+    report = RenderReport(runs_dir, out_dir, skipped=list(ctx.results.skipped))
     out_dir.mkdir(parents=True, exist_ok=True)
     with style():
         for item in ITEMS:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import CapreseError
 from ..io import read_json
 from ..sweep.collect import BOOKKEEPING
-from ..sweep.layout import DONE, run_folders
+from ..sweep.layout import DAMAGED, DONE, FAILED, INCOMPLETE, run_folders
 from .style import method_name, stage_name
 
 STAGE_ORDER = ("none", "closed_form", "layerwise", "e2e")
@@ -194,6 +194,8 @@ class Results:
     runs_dir: Path
     sweeps: dict[str, list[Run]]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # sweep -> status -> runs
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    """(sweep/run-id, status, why) of every run folder not drawn from: damaged, failed or incomplete."""
 
     @property
     def runs(self) -> list[Run]:
@@ -273,19 +275,22 @@ def load_results(runs_dir: str | Path) -> Results:
         raise CapreseError(f"runs folder {str(runs_dir)!r} does not exist (run `caprese sweep ablations/<name>.yaml` first)")
     sweeps: dict[str, list[Run]] = {}
     counts: dict[str, dict[str, int]] = {}
+    skipped: list[tuple[str, str, str]] = []
     for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         runs, status = [], {}
         for run in run_folders(folder):
-            state = run.status()
-            status[state] = status.get(state, 0) + 1
+            state, reason = run.state()  # the same decision as the sweep's and collect's
+            metrics = None
             if state == DONE:
                 try:
                     metrics = read_json(run.metrics)
-                except (OSError, ValueError):
-                    status["unreadable"] = status.get("unreadable", 0) + 1
-                    continue
-                if isinstance(metrics, dict):
-                    runs.append(Run(folder.name, run.run_id, metrics))
+                except (OSError, ValueError) as err:  # changed since state() looked
+                    state, reason = DAMAGED, f"metrics.json is unreadable ({type(err).__name__})"
+            status[state] = status.get(state, 0) + 1
+            if state == DONE:
+                runs.append(Run(folder.name, run.run_id, metrics))
+            else:
+                skipped.append((f"{folder.name}/{run.run_id}", state, reason or _why_not_done(run, state)))
         if not status and (folder / "results.csv").is_file():
             # the run folders are gone but the collected table is here (e.g. copied from a cluster)
             runs = _runs_from_csv(folder.name, folder / "results.csv")
@@ -293,4 +298,16 @@ def load_results(runs_dir: str | Path) -> Results:
         if status:
             sweeps[folder.name] = runs
             counts[folder.name] = status
-    return Results(runs_dir, sweeps, counts)
+    return Results(runs_dir, sweeps, counts, skipped)
+
+
+def _why_not_done(run, state: str) -> str:
+    if state == FAILED:
+        try:
+            info = read_json(run.error)
+            return str(info.get("error", "")) if isinstance(info, dict) else "error.json is not a mapping"
+        except (OSError, ValueError):
+            return "error.json is unreadable"
+    if state == INCOMPLETE:
+        return "started but not finished (interrupted or still running)"
+    return state

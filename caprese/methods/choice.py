@@ -12,7 +12,6 @@ notebook from its parameters; calibration statistics are computed on the first `
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from ..data.prompts import plain_prompt, plain_response
 from ..data.toy_language import generate_texts
 from ..data.toy_math import generate_rows
 from ..errors import CapreseError
+from ..io import read_jsonl
 from .session import apply_method
 
 CALIBRATION_SOURCES = ("toy-language", "toy-math")
@@ -92,7 +92,7 @@ def load_calibration_texts(source: str, samples: int) -> list:
         if not path.is_file():
             raise CapreseError(f"calibration {source!r} is neither a file nor one of: {', '.join(CALIBRATION_SOURCES)}")
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = read_jsonl(path)
             items = [_row_item(row) for row in rows]
         else:
             items = [line for line in path.read_text().splitlines() if line.strip()]

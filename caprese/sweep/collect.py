@@ -1,5 +1,6 @@
 """`caprese collect runs/<sweep>`: one tidy table, one row per run: its parameters, its metrics
-(nested keys flattened as `a.b`) and its status (done / failed / incomplete / pending).
+(nested keys flattened as `a.b`) and its status (done / damaged / failed / incomplete / pending;
+`RunFolder.state()` decides, as for the sweep and the figures; a damaged run's error says why).
 
 Parameter columns keep the parameter's name; a metric whose name is already taken (by a
 parameter, `sweep`, `run_id`, `status` or `error`) becomes `metrics.<name>`. Lists are stored as
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..errors import CapreseError
 from ..io import atomic_write_bytes, atomic_write_text, read_json
-from .layout import DONE, FAILED, MANIFEST, PENDING, RunFolder, run_folders
+from .layout import DAMAGED, DONE, FAILED, MANIFEST, PENDING, RunFolder, run_folders
 
 BOOKKEEPING = ("sweep", "run_id", "status", "error")
 
@@ -43,17 +44,16 @@ def _read(path: Path) -> tuple[Any, str]:
 
 
 def _row(sweep: str, run_id: str, run: RunFolder | None, params: dict[str, Any]) -> dict[str, Any]:
-    status = run.status() if run is not None else PENDING
+    status, error = run.state() if run is not None else (PENDING, "")
     row: dict[str, Any] = {"sweep": sweep, "run_id": run_id, "status": status}
     row.update({key: _cell(value) for key, value in params.items()})
-    error = ""
     if status == DONE:
         metrics, error = _read(run.metrics)
         if isinstance(metrics, dict):
             for key, value in flatten(metrics).items():
                 row[f"metrics.{key}" if key in row or key in BOOKKEEPING else key] = value
-        else:
-            row["status"] = FAILED
+        else:  # changed between state() and this read
+            row["status"] = DAMAGED
             error = error or "metrics.json does not hold a mapping"
     elif status == FAILED:
         info, error = _read(run.error)

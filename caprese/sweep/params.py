@@ -85,6 +85,44 @@ def check_values(spec: SweepSpec, parameters: dict[str, NotebookParameter]) -> l
     return lines
 
 
+def check_point_values(spec: SweepSpec, parameters: dict[str, NotebookParameter]) -> list[str]:
+    """The values of every point, checked as the run would check them, before any kernel starts
+    (e.g. `sparsity: 1.0`, `stage: e2e` with `rank: 0`, `device: cuda` without a GPU, a model name
+    with a typo). Applies to notebooks whose parameters are `caprese.experiment.ExperimentConfig`'s;
+    one line per distinct problem, naming the first point that has it."""
+    from dataclasses import fields
+
+    from ..errors import CapreseError
+    from ..experiment import ExperimentConfig
+    from ..models.loading import resolve_source
+
+    known = {f.name for f in fields(ExperimentConfig)}
+    if not set(parameters) <= known:
+        return []  # another notebook: only its parameters' types are known
+    lines: dict[str, str] = {}
+    models: dict[str, str] = {}
+    for point in spec.points():
+        problem = ""
+        try:
+            ExperimentConfig.from_params({k: v for k, v in point.params.items() if k not in RUNNER_PARAMETERS}).check()
+            model = point.params.get("model")
+            if isinstance(model, str):
+                if model not in models:
+                    try:
+                        resolve_source(model)  # built-in names and folders; a hub id is looked up when it runs
+                        models[model] = ""
+                    except CapreseError as err:
+                        models[model] = str(err)
+                problem = models[model]
+        except CapreseError as err:
+            problem = str(err)
+        except (TypeError, ValueError) as err:
+            problem = f"{type(err).__name__}: {err}"
+        if problem and problem not in lines:
+            lines[problem] = f"{spec.label}: point {point.run_id}: {problem}"
+    return list(lines.values())
+
+
 def check_kernel(kernel: str) -> list[str]:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -106,6 +144,8 @@ def check_spec(spec: SweepSpec, *, kernel: str | None = None) -> dict[str, Noteb
         if name not in parameters:
             lines.append(f"notebook {str(spec.notebook)!r} has no parameter {name!r}; the runner passes each run's folder as {name}")
     lines += check_values(spec, parameters)
+    if not lines:  # values of the right types: check them as the runs would
+        lines += check_point_values(spec, parameters)
     if kernel is not None:
         lines += check_kernel(kernel)
     raise_if_any(lines)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..io import read_json, write_json
+from ..io import check_output_dir, read_json, write_json
 from .errors import SweepSpecError, raise_if_any
 from .layout import DONE, FAILED, MANIFEST, RunFolder
 from .params import check_spec
@@ -59,7 +59,7 @@ class SweepReport:
     def ok(self) -> bool:
         """Every selected point is done (read from the files: a point another sweep was running
         while this one found it busy counts once that sweep finished it)."""
-        return all(RunFolder(self.sweep_dir / p.run_id).metrics.exists() for p in self.selected)
+        return all(RunFolder(self.sweep_dir / p.run_id).is_done() for p in self.selected)
 
     def summary(self) -> str:
         if self.dry_run:
@@ -123,7 +123,7 @@ def check_existing_runs(spec: SweepSpec, points: list[Point], sweep_dir: Path) -
                 f"{spec.label}: run {run.path} was made with other parameters ({changed}); "
                 "move it away or give the sweep another name"
             )
-        elif run.metrics.exists() and run.inputs.exists() and inputs[point.run_id]:
+        elif run.inputs.exists() and inputs[point.run_id] and run.is_done():
             made_with = read_json(run.inputs).get("model_fingerprint")
             if made_with and made_with != inputs[point.run_id]["model_fingerprint"]:
                 lines.append(
@@ -241,7 +241,7 @@ def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, ti
             run.set_aside_metrics()
             write_json(run.error, {"error": message, "type": "TimeoutError" if timed_out else "WorkerError", "output": output[-4000:], "duration_s": round(seconds, 3)})
             run.promote_partial_notebook()
-    if run.metrics.exists():
+    if run.is_done():
         return RunOutcome(point, DONE, seconds)
     error = read_json(run.error).get("error", "") if run.error.exists() else "no metrics.json and no error.json"
     return RunOutcome(point, FAILED, seconds, error)
@@ -260,18 +260,22 @@ def run_sweep(
     echo: Callable[[str], None] = print,
 ) -> SweepReport:
     """Check the spec, then run every selected point that is not done; return what happened."""
-    if workers < 1:
-        raise SweepSpecError(f"--workers {workers}: must be at least 1")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SweepSpecError(f"--workers {workers!r}: must be an integer >= 1")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise SweepSpecError(f"--timeout {timeout!r}: must be a number of seconds > 0")
     points, sweep_dir, inputs = plan(spec, only=only, runs_dir=runs_dir, kernel=kernel)
     timeout = timeout if timeout is not None else (spec.timeout or DEFAULT_TIMEOUT_S)
     report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
     todo = []
     for point in points:
-        (report.already_done if RunFolder(sweep_dir / point.run_id).metrics.exists() else todo).append(point)
+        (report.already_done if RunFolder(sweep_dir / point.run_id).is_done() else todo).append(point)
     if dry_run:
         for point in points:
-            echo(f"{RunFolder(sweep_dir / point.run_id).status():<10} {point.run_id}")
+            status, reason = RunFolder(sweep_dir / point.run_id).state()
+            echo(f"{status:<10} {point.run_id}" + (f"  ({reason}; runs again)" if reason else ""))
         return report
+    check_output_dir(sweep_dir, "--runs-dir")  # before any kernel starts
 
     write_json(sweep_dir / MANIFEST, {
         "name": spec.name,

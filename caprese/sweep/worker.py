@@ -7,7 +7,8 @@ the sweep enforce a timeout by killing it. The worker
     notices its parent is gone and exits within a second);
   - executes the notebook with papermill into a hidden partial file, moved to run.ipynb in one
     rename when the run ends: no half-written notebook ever sits at run.ipynb;
-  - on failure sets metrics.json aside (a failed run is never "done") and writes error.json.
+  - on failure sets metrics.json aside (a failed run is never "done") and writes error.json;
+  - on success writes the COMPLETE marker last (checksums of the run's files, see `layout`).
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ def execute(run_dir: Path, notebook: Path, kernel: str, cwd: Path) -> int:
     if lock is None:
         print(f"run {run.run_id} is being executed by another process", file=sys.stderr)
         return EXIT_BUSY
-    if run.metrics.exists():  # finished by another sweep while this one waited to start it
+    if run.is_done():  # finished by another sweep while this one waited to start it
         return EXIT_OK
+    run.set_aside_damaged()  # a damaged metrics.json (truncated, garbage) is run again
     run.error.unlink(missing_ok=True)  # a retry: until it ends, the run is neither done nor failed
     _redirect_output(run.log)
     parameters = {**read_json(run.params), "out_dir": str(run_dir.resolve())}
@@ -115,6 +117,8 @@ def execute(run_dir: Path, notebook: Path, kernel: str, cwd: Path) -> int:
         )
         if not run.metrics.exists():
             raise RuntimeError(f"the notebook finished without writing metrics.json into out_dir ({run_dir})")
+        if run.damage():
+            raise RuntimeError(f"the notebook wrote a damaged result: {run.damage()}")
     except Exception as err:
         run.set_aside_metrics()
         write_json(run.error, {**describe_error(err), "duration_s": round(time.time() - started, 3)})
@@ -122,6 +126,7 @@ def execute(run_dir: Path, notebook: Path, kernel: str, cwd: Path) -> int:
         logging.getLogger("caprese.sweep").error("run %s failed: %s", run.run_id, describe_error(err)["error"])
         return EXIT_FAILED
     run.promote_partial_notebook()
+    run.mark_complete()  # last: the checksums of everything the run wrote
     return EXIT_OK
 
 
