@@ -1,4 +1,9 @@
-"""Caprese adapters on disk: `adapter.safetensors` (per-layer factors) + `adapter_config.json`.
+"""Caprese adapters on disk: `adapter.safetensors` (per-layer factors) + `caprese_adapter.json`.
+
+The config has its own name and a `format` field ("caprese-adapter"), so a caprese folder is never
+taken for a PEFT one (PEFT looks for adapter_config.json and finds none); `caprese export-peft`
+writes the PEFT form. Folders written before the rename (config in adapter_config.json, no
+`format`) still load, and so does a folder `export_peft` wrote.
 
 The config records what the factors are only valid for — the base model (id or path and a
 fingerprint of its FFN weights), the efficient method and its settings, the layers and rank —
@@ -22,7 +27,9 @@ from ..io import read_json, write_json
 from .fingerprint import ffn_fingerprint
 
 WEIGHTS = "adapter.safetensors"
-CONFIG = "adapter_config.json"
+CONFIG = "caprese_adapter.json"
+LEGACY_CONFIG = "adapter_config.json"  # caprese's config name before PEFT export existed
+FORMAT = "caprese-adapter"
 FORMAT_VERSION = 1
 
 
@@ -44,6 +51,8 @@ class AdapterConfig:
     data_hash: str | None = None
     final_losses: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    format: str = FORMAT
+    """Names the file as caprese's own (not PEFT's)."""
 
 
 def describe_base(model, base_model: str) -> dict[str, Any]:
@@ -81,16 +90,33 @@ def load_adapter(folder: str | os.PathLike, model=None) -> tuple[AdapterConfig, 
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
-        raise CapreseError(f"adapter folder {str(folder)!r} lacks {CONFIG} or {WEIGHTS}")
-    raw = read_json(folder / CONFIG)
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise CapreseError(f"adapter format_version {raw.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-    config = AdapterConfig(**raw)
-    tensors = load_file(str(folder / WEIGHTS))
+    config, tensors = _read_folder(folder, load_file)
     if model is not None:
         check_adapter_fits(config, tensors, model)
     return config, tensors
+
+
+def _read_folder(folder: Path, load_file) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
+    from .peft_export import import_peft, is_peft_export
+
+    if is_peft_export(folder):
+        return import_peft(folder)
+    config_file = folder / CONFIG
+    if not config_file.exists() and (folder / LEGACY_CONFIG).exists():
+        legacy = read_json(folder / LEGACY_CONFIG)
+        if "peft_type" in legacy:
+            raise CapreseError(f"{str(folder)!r} is a PEFT adapter without caprese's metadata ({CONFIG} or "
+                               "caprese_export.json); load it with peft, or export one with `caprese export-peft`")
+        config_file = folder / LEGACY_CONFIG
+    if not config_file.exists() or not (folder / WEIGHTS).exists():
+        raise CapreseError(f"adapter folder {str(folder)!r} lacks {CONFIG} or {WEIGHTS}")
+    raw = read_json(config_file)
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise CapreseError(f"adapter format_version {raw.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    raw.setdefault("format", FORMAT)
+    if raw["format"] != FORMAT:
+        raise CapreseError(f"{config_file} has format {raw['format']!r}, not {FORMAT!r}")
+    return AdapterConfig(**raw), load_file(str(folder / WEIGHTS))
 
 
 def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], model) -> None:
