@@ -10,7 +10,7 @@ import sys
 from .errors import CapreseError
 
 # verb module names under caprese.commands, in the order `--help` lists them
-VERBS = ["models", "inspect", "eval", "diagnose", "distill", "bench", "sweep", "collect", "figures"]
+VERBS = ["models", "inspect", "eval", "lm-eval", "diagnose", "distill", "export-peft", "bench", "sweep", "collect", "figures"]
 
 
 def build_parser() -> argparse.ArgumentParser:
