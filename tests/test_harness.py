@@ -112,6 +112,8 @@ def test_model_args_string_and_bad_input(manager):
         CapreseLM(pretrained="toy-math", method="grifin")
     with pytest.raises(CapreseError, match="reselect-every is a griffin option"):
         CapreseLM(pretrained="toy-math", method="cats", reselect_every=4)
+    with pytest.raises(CapreseError, match="did you mean 'sparsity'"):
+        CapreseLM(pretrained="toy-math", method="griffin", sparsty=0.5)
 
 
 def test_lm_eval_verb_writes_results_beside_metrics(tmp_path, capsys):
@@ -122,6 +124,20 @@ def test_lm_eval_verb_writes_results_beside_metrics(tmp_path, capsys):
     assert metrics["method"]["method"] == "topk" and "acc,none" in metrics["results"]["caprese_toy_math"]
     assert json.loads((out / "lm_eval_results.json").read_text())["results"]["caprese_toy_math"]["sample_len"] == 2
     assert len((out / "lm_eval_samples.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
     code = main(["lm-eval", "--model", "toy-math", "--tasks", "caprese_toy_mth", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "did you mean 'caprese_toy_math'" in err[0]
+
+
+def test_offline_tasks_hold_caprese_rows(manager):
+    from caprese.data.prompts import plain_prompt
+    from caprese.data.tasks import load_task_rows
+
+    tasks = lm_eval.tasks.get_task_dict(["caprese_gsm8k_100", "caprese_toy_language", "caprese_toy_math"], manager)
+    for name, caprese_task, n in [("caprese_gsm8k_100", "gsm8k-100", 100), ("caprese_toy_language", "toy-language", 200),
+                                  ("caprese_toy_math", "toy-math", 500)]:
+        docs = list(tasks[name].test_docs())
+        rows = load_task_rows(caprese_task, n)
+        assert len(docs) == n and [d["id"] for d in docs] == [r["id"] for r in rows]
+        assert tasks[name].doc_to_text(docs[3]) == plain_prompt(rows[3]["question"])

@@ -93,6 +93,25 @@ def _truthy(key: str, value: Any) -> bool:
     raise CapreseError(f"model_args {key}={value!r} is not a boolean (allowed: true, false)")
 
 
+OWN_ARGUMENTS = ("pretrained", "tokenizer", "adapter", "merged", "dtype", "device")
+
+
+def _check_hflm_arguments(kwargs: dict[str, Any], method_keys: set[str]) -> None:
+    """HFLM ignores unknown keyword arguments when given a model object: refuse them instead."""
+    import difflib
+    import inspect
+
+    allowed = {name for name, p in inspect.signature(HFLM.__init__).parameters.items()
+               if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"}
+    for key in kwargs:
+        if key not in allowed:
+            known = sorted(allowed | method_keys | set(OWN_ARGUMENTS))
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CapreseError(f"unknown caprese model argument {key!r}{hint} (caprese's: "
+                               f"{', '.join(sorted(set(OWN_ARGUMENTS) | method_keys))}; or any of HFLM's)")
+
+
 @register_model("caprese")
 class CapreseLM(HFLM):
     """HFLM whose requests run under a caprese efficient method or a trained Caprese/LoRA adapter.
@@ -108,6 +127,7 @@ class CapreseLM(HFLM):
                  dtype: str = "float32", device: str = "cpu", **kwargs: Any) -> None:
         method_keys = method_option_names()
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in method_keys}
+        _check_hflm_arguments(kwargs, method_keys)
         for key in ("peft", "delta", "parallelize", "tp_plan", "autogptq", "gptqmodel", "gguf_file"):
             if kwargs.get(key):
                 raise CapreseError(f"model_args {key}={kwargs[key]!r} is not supported by the caprese model "
