@@ -12,11 +12,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import lm_eval  # noqa: E402  (caprese[eval], installed by `make setup`)
+import lm_eval  # caprese[eval], installed by `make setup`
 
-from caprese.cli import main  # noqa: E402
-from caprese.harness import task_manager  # noqa: E402
-from caprese.harness.model import CapreseLM  # noqa: E402
+from caprese.cli import main
+from caprese.harness import task_manager
+from caprese.harness.model import CapreseLM
 
 LIMIT = 8
 MAX_NEW = 72  # the longest toy-math (level 5) answer is about 61 tokens

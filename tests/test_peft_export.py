@@ -5,10 +5,10 @@ import copy
 import json
 import os
 
+import peft  # caprese[eval], installed by `make setup`
 import pytest
 import torch
 
-import peft  # caprese[eval], installed by `make setup`
 from caprese.cli import main
 from caprese.distill import CapreseAdapter, MethodChoice
 from caprese.distill.peft_export import export_peft, load_peft_model

@@ -55,10 +55,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-METHOD_KEYS = ("method", "sparsity", "layers", "reselect_every", "prune", "cats_threshold", "teal_allocation",
-               "calibration", "calibration_samples")
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -70,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise CapreseError("caprese lm-eval needs lm-eval: pip install 'caprese[eval]'") from None
     from ..harness import task_manager
-    from ..harness.model import CapreseLM
+    from ..harness.model import CapreseLM, method_option_names
 
     tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not tasks:
@@ -91,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         ours = task_manager(include_defaults=False).all_tasks
         raise CapreseError(f"unknown lm-eval task {unknown[0]!r}{hint} (caprese's offline tasks: "
                            f"{', '.join(n for n in ours if n.startswith('caprese_'))}; or any lm-eval task)")
-    method = {key: getattr(args, key) for key in METHOD_KEYS}
+    method = {key: getattr(args, key) for key in method_option_names()}  # the very flags add_method_arguments made
     lm = CapreseLM(pretrained=args.model, adapter=args.adapter, merged=args.merged, dtype=args.dtype,
                    device=args.device, batch_size=args.batch_size, **method)
     started = time.time()

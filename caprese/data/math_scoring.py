@@ -13,8 +13,8 @@ finds in the response) and compares it with the reference through math-verify's 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..registry import Registry
 from .scoring import extract_boxed, extract_hashes, score_response

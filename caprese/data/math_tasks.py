@@ -62,8 +62,7 @@ def is_math_file(path: str | Path) -> bool:
 def load_math(source: str | Path, split: str = "test", name: str | None = None) -> list[dict]:
     """MATH-style rows from a local file or a hub dataset id."""
     text = str(source)
-    if text.startswith(PREFIX):
-        text = text[len(PREFIX):]
+    text = text.removeprefix(PREFIX)
     path = Path(text).expanduser()
     if path.suffix in LOCAL_SUFFIXES or path.exists():
         if not path.is_file():

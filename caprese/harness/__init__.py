@@ -35,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["CapreseLM", "TASKS_DIR", "task_manager"]
+__all__ = ["TASKS_DIR", "CapreseLM", "task_manager"]

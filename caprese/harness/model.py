@@ -171,8 +171,7 @@ class CapreseLM(HFLM):
         from ..distill.teacher import MethodChoice
 
         if self.adapter is not None:
-            context = self.adapter.apply(self.model, self.tokenizer, merged=self.merged,
-                                         calibration=getattr(self._choice, "calibration", None))
+            context = self.adapter.apply(self.model, self.tokenizer, merged=self.merged)  # as `caprese eval --adapter`
         else:
             if self._choice is None:  # calibration statistics, when needed, are gathered once and reused
                 self._choice = MethodChoice.from_spec(self.spec)
