@@ -135,7 +135,7 @@ def test_offline_tasks_hold_caprese_rows(manager):
     from caprese.data.tasks import load_task_rows
 
     tasks = lm_eval.tasks.get_task_dict(["caprese_gsm8k_100", "caprese_toy_language", "caprese_toy_math"], manager)
-    for name, caprese_task, n in [("caprese_gsm8k_100", "gsm8k-100", 100), ("caprese_toy_language", "toy-language", 200),
+    for name, caprese_task, n in [("caprese_gsm8k_100", "gsm8k-100", 100), ("caprese_toy_language", "toy-language", 500),
                                   ("caprese_toy_math", "toy-math", 500)]:
         docs = list(tasks[name].test_docs())
         rows = load_task_rows(caprese_task, n)
