@@ -16,7 +16,7 @@ import sys
 from .errors import EXIT_BAD_INPUT, EXIT_DATA, EXIT_INTERRUPTED, EXIT_IO, CapreseError, one_line
 
 # verb module names under caprese.commands, in the order `--help` lists them
-VERBS = ["models", "inspect", "eval", "diagnose", "distill", "bench", "sweep", "collect", "figures"]
+VERBS = ["models", "inspect", "eval", "lm-eval", "diagnose", "distill", "export-peft", "bench", "sweep", "collect", "figures"]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -44,10 +44,10 @@ def world(tmp_path_factory):
     good.save(root / "adapter_other")  # fits the shapes of `tiny`, not its weights
     for name in ("adapter_badjson", "adapter_truncated", "adapter_unknown_key"):
         good.save(root / name)
-    (root / "adapter_badjson" / "adapter_config.json").write_text('{"kind": "caprese", ')
+    (root / "adapter_badjson" / "caprese_adapter.json").write_text('{"kind": "caprese", ')
     weights = root / "adapter_truncated" / "adapter.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    config_path = root / "adapter_unknown_key" / "adapter_config.json"
+    config_path = root / "adapter_unknown_key" / "caprese_adapter.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "rnak": 2}))
 
     (root / "bad.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": oops}\n')
@@ -112,7 +112,7 @@ CASES += [
     # damaged adapters, for eval --adapter and distill --start-from
     *[(base + [flag, "{root}/" + name], needle)
       for base, flag in ((_eval("{tiny}"), "--adapter"), (_distill("{tiny}"), "--start-from"))
-      for name, needle in (("adapter_badjson", "adapter_config.json"), ("adapter_truncated", "adapter.safetensors"),
+      for name, needle in (("adapter_badjson", "caprese_adapter.json"), ("adapter_truncated", "adapter.safetensors"),
                            ("adapter_unknown_key", "'rnak'"), ("no_such_adapter", "no_such_adapter"),
                            ("adapter_other", "fingerprint"))],
     # data files

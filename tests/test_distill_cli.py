@@ -24,7 +24,7 @@ def test_distill_writes_adapter_metrics_and_spectra(tiny_folder, tmp_path):
     assert metrics["losses"]["layerwise"].keys() == {"0"}
     spectra = json.loads((out / "spectra.json").read_text())
     assert len(spectra["0"]["singular_values"]) == 3 and spectra["0"]["normalised"][0] == 1.0
-    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    config = json.loads((out / "adapter" / "caprese_adapter.json").read_text())
     assert config["layers"] == [0] and config["rank"] == 3 and config["method"] == "griffin"
     rows = [json.loads(line) for line in (out / "distill_data.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all("Please reason step by step." in r["prompt"] for r in rows)

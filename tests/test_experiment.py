@@ -56,7 +56,7 @@ def test_a_run_writes_metrics_with_the_documented_keys(tmp_path):
     assert metrics["measured_sparsity"]["overall"] == pytest.approx(0.5)
     assert set(metrics["ffn_error"]["0"]) == {"method", "caprese"}
     assert metrics["coverage"]["pass_at_k"].keys() == {"1", "2"}
-    assert (tmp_path / ".shared").is_dir() and (tmp_path / "runs" / "r" / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / ".shared").is_dir() and (tmp_path / "runs" / "r" / "adapter" / "caprese_adapter.json").exists()
 
 
 def test_teal_runs_take_a_calibration_set(tmp_path):

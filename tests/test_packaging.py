@@ -16,13 +16,19 @@ def _normalise(requirement: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    wanted = {_normalise(r) for r in project["dependencies"] + extras["test"] + extras["eval"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {_normalise(r) for r in pip_section if not r.startswith("-e")}
     assert listed == wanted, f"only in environment.yml: {listed - wanted}; only in pyproject: {wanted - listed}"
     assert "-e ." in pip_section  # conda users get the package itself too
     assert any(str(d).startswith("python=") for d in env["dependencies"])
+
+
+def test_setup_installs_the_extras_the_tests_need():
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-e ".[test,eval]"' in makefile
 
 
 def test_ci_runs_the_readme_test_command():

@@ -3,7 +3,7 @@
     caprese distill --model toy-math --method griffin --sparsity 0.5 --layers first_half \\
         --rank 32 --samples 512 --stage e2e --out runs/distill/griffin
 
-writes OUT/adapter/ (adapter.safetensors + adapter_config.json), OUT/distill_data.jsonl,
+writes OUT/adapter/ (adapter.safetensors + caprese_adapter.json), OUT/distill_data.jsonl,
 OUT/metrics.json (losses per stage, extra parameters) and OUT/spectra.json (singular values of
 each L·R, the paper's figure 8). Evaluate with `caprese eval ... --adapter OUT/adapter`.
 """

@@ -36,7 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=DefaultsOnceFormatter,
     )
     add_model_arguments(parser)
-    parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; or a GSM8K-format .jsonl/.json/.parquet file")
+    parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; a GSM8K-format or MATH-style "
+                        ".jsonl/.json/.parquet file; or math:FILE_OR_HUB_ID")
+    parser.add_argument("--scoring", default="auto",
+                        help="answer scoring: auto (the task's: gsm, or math-verify for MATH-style tasks) | gsm | math-verify")
     parser.add_argument("--samples", type=int, default=200, help="number of problems (fixed sets use their first N)")
     parser.add_argument("--out", required=True, help="output folder for metrics.json and samples.jsonl")
     parser.add_argument("--levels", default=None, help="toy-math only: comma-separated levels, e.g. 1,3,5")
@@ -100,7 +103,8 @@ def method_context(args, model, tokenizer):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.tasks import load_task_rows
+    from ..data.math_scoring import SCORINGS
+    from ..data.tasks import load_task_rows, task_scoring
     from ..evaluate import GenerationSettings, evaluate_accuracy
     from ..evaluate.run import evaluate_model
     from ..models.loading import load_model
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     # everything that needs no weights first: options, data, model source, adapter, output folder
     check_int_at_least("--coverage-prompts", args.coverage_prompts, 1)
+    scoring = SCORINGS.get(args.scoring).name if args.scoring != "auto" else None
     if args.adapter:
         from ..distill.adapter import CapreseAdapter
 
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             raise CapreseError("--merged needs --adapter")
         method_from_args(args)
     rows = load_task_rows(args.task, args.samples, seed=args.data_seed, levels=parse_levels(args.levels))
+    scoring = scoring or task_scoring(args.task)
     check_model_options(args.model, args.dtype, args.device)
     check_output_dir(args.out)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -137,13 +143,14 @@ def run(args: argparse.Namespace) -> int:
     context, adapter = method_context(args, model, tokenizer)
     with context as session:
         session.reset_measurements()
-        result = evaluate_accuracy(model, tokenizer, rows, settings, progress=not args.quiet, desc=f"eval {args.task}")
+        result = evaluate_accuracy(model, tokenizer, rows, settings, progress=not args.quiet, desc=f"eval {args.task}",
+                                   scoring=scoring)
         breadth = evaluate_model(
             model, tokenizer, session, task=args.task, eval_samples=0, max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size, language_samples=args.language_samples, coverage_samples=args.coverage_samples,
             coverage_prompts=args.coverage_prompts, temperature=args.coverage_temperature, top_p=args.top_p,
             seed=args.seed, extra_parameters=adapter.parameter_count() if adapter else 0, progress=not args.quiet,
-            coverage_rows=rows,
+            coverage_rows=rows, scoring=scoring,
         )
     metrics = {
         "model": args.model,

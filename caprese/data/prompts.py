@@ -17,13 +17,14 @@ def plain_response(answer: str) -> str:
     return f" {answer}"
 
 
-def chat_user_message(question: str) -> str:
-    return f"{question}\n{INSTRUCTION} {CHAT_ANSWER_HINT}"
+def chat_user_message(question: str, answer_hint: str = CHAT_ANSWER_HINT) -> str:
+    return f"{question}\n{INSTRUCTION} {answer_hint}"
 
 
-def build_prompt(tokenizer, question: str) -> str:
-    """Chat models get their chat template; raw models (like toy-math) get the plain format."""
+def build_prompt(tokenizer, question: str, answer_hint: str = CHAT_ANSWER_HINT) -> str:
+    """Chat models get their chat template (told where the answer goes: `answer_hint`); raw models
+    (like toy-math) get the plain format."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": chat_user_message(question)}]
+        messages = [{"role": "user", "content": chat_user_message(question, answer_hint)}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return plain_prompt(question)

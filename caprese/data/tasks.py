@@ -1,7 +1,9 @@
 """Evaluation tasks by name: each turns (samples, seed, levels) into GSM8K-style rows.
 
 A row is {"id", "question", "final_answer", ...}; toy-math rows also carry "level".
-A task argument that is an existing file path loads that file (GSM8K format) instead.
+A task argument that is an existing file path loads that file instead (GSM8K format, or MATH-style
+when its rows have `problem`); `math:SOURCE` loads a MATH-style file or hub dataset.
+Each task names the answer scoring it takes (`task_scoring`; see caprese.data.math_scoring).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from ..errors import CapreseError
 from ..registry import Registry
-from . import gsm, toy_language, toy_math
+from . import gsm, math_tasks, toy_language, toy_math
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Task:
     description: str
     load: Callable[[TaskRequest], list[dict]]
     has_levels: bool = False
+    scoring: str = "gsm"
 
 
 TASKS: Registry[Task] = Registry("task")
@@ -71,6 +74,10 @@ def load_task_rows(task: str, samples: int, seed: int = 0, levels=None) -> list[
     """Rows for a registered task name or a local GSM8K-format file."""
     if samples <= 0:
         raise CapreseError(f"--samples {samples!r} must be > 0")
+    if task.startswith(math_tasks.PREFIX) or math_tasks.is_math_file(task):
+        if levels:
+            raise CapreseError(f"--levels applies to toy-math only, not to MATH-style task {task!r}")
+        return first(math_tasks.load_math(task), samples)
     if looks_like_file(task):
         if levels:
             raise CapreseError(f"--levels applies to toy-math only, not to file {task!r}")
@@ -81,6 +88,15 @@ def load_task_rows(task: str, samples: int, seed: int = 0, levels=None) -> list[
     if levels:
         levels = toy_math.check_levels(levels)
     return spec.load(TaskRequest(samples=samples, seed=seed, levels=levels))
+
+
+def task_scoring(task: str) -> str:
+    """The answer scoring a task takes: "math-verify" for MATH-style tasks, else the registered one."""
+    if task.startswith(math_tasks.PREFIX) or math_tasks.is_math_file(task):
+        return math_tasks.SCORING
+    if looks_like_file(task):
+        return "gsm"
+    return TASKS.get(task).scoring
 
 
 def task_names() -> list[str]:

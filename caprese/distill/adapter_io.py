@@ -1,4 +1,9 @@
-"""Caprese adapters on disk: `adapter.safetensors` (per-layer factors) + `adapter_config.json`.
+"""Caprese adapters on disk: `adapter.safetensors` (per-layer factors) + `caprese_adapter.json`.
+
+The config has its own name and a `format` field ("caprese-adapter"), so a caprese folder is never
+taken for a PEFT one (PEFT looks for adapter_config.json and finds none); `caprese export-peft`
+writes the PEFT form. Folders written before the rename (config in adapter_config.json, no
+`format`) still load, and so does a folder `export_peft` wrote.
 
 The config records what the factors are only valid for — the base model (id or path and a
 fingerprint of its FFN weights), the efficient method and its settings, the layers and rank —
@@ -23,7 +28,9 @@ from ..io import apply_umask, read_json, write_json
 from .fingerprint import ffn_fingerprint, ffn_signature, signatures_match
 
 WEIGHTS = "adapter.safetensors"
-CONFIG = "adapter_config.json"
+CONFIG = "caprese_adapter.json"
+LEGACY_CONFIG = "adapter_config.json"  # caprese's config name before PEFT export existed
+FORMAT = "caprese-adapter"
 FORMAT_VERSION = 1
 
 
@@ -48,6 +55,8 @@ class AdapterConfig:
     base_signature: list[float] = field(default_factory=list)
     """Per FFN matrix, mean |w| and RMS of the fingerprint's sample: accepts the same base model in
     another precision (fp16 rounds differently from bf16), which the exact fingerprint cannot."""
+    format: str = FORMAT
+    """Names the file as caprese's own (not PEFT's)."""
 
 
 def describe_base(model, base_model: str) -> dict[str, Any]:
@@ -89,30 +98,49 @@ def load_adapter(folder: str | os.PathLike, model=None) -> tuple[AdapterConfig, 
     folder = Path(folder)
     if not folder.is_dir():
         raise CapreseError(f"adapter folder {str(folder)!r} does not exist")
-    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
-        raise CapreseError(f"adapter folder {str(folder)!r} lacks {CONFIG} or {WEIGHTS}")
-    config = adapter_config_from_dict(read_json(folder / CONFIG), folder / CONFIG)
-    try:
-        tensors = load_file(str(folder / WEIGHTS))
-    except Exception as err:  # SafetensorError (truncated, bad header) has no common base to catch by name
-        raise CapreseError(f"adapter weights {str(folder / WEIGHTS)!r} are damaged: {one_line(err)}") from None
+    config, tensors = _read_folder(folder, load_file)
     if model is not None:
         check_adapter_fits(config, tensors, model)
     return config, tensors
 
 
+def _read_folder(folder: Path, load_file) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
+    from .peft_export import import_peft, is_peft_export
+
+    if is_peft_export(folder):
+        return import_peft(folder)
+    config_file = folder / CONFIG
+    if not config_file.exists() and (folder / LEGACY_CONFIG).exists():
+        legacy = read_json(folder / LEGACY_CONFIG)
+        if isinstance(legacy, dict) and "peft_type" in legacy:
+            raise CapreseError(f"{str(folder)!r} is a PEFT adapter without caprese's metadata ({CONFIG} or "
+                               "caprese_export.json); load it with peft, or export one with `caprese export-peft`")
+        config_file = folder / LEGACY_CONFIG
+    if not config_file.exists() or not (folder / WEIGHTS).exists():
+        raise CapreseError(f"adapter folder {str(folder)!r} lacks {CONFIG} or {WEIGHTS}")
+    config = adapter_config_from_dict(read_json(config_file), config_file)
+    try:
+        tensors = load_file(str(folder / WEIGHTS))
+    except Exception as err:  # SafetensorError (truncated, bad header) has no common base to catch by name
+        raise CapreseError(f"adapter weights {str(folder / WEIGHTS)!r} are damaged: {one_line(err)}") from None
+    return config, tensors
+
+
 _FIELD_TYPES = {"kind": str, "base_model": str, "base_fingerprint": str, "architecture": str, "hidden_size": int,
                 "intermediate_size": int, "rank": int, "method": str, "method_config": dict, "stage": str,
-                "training": dict, "final_losses": dict, "layers": list}
+                "training": dict, "final_losses": dict, "layers": list, "format": str}
 
 
 def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> AdapterConfig:
-    """An AdapterConfig from adapter_config.json's content; one line for anything that does not fit."""
+    """An AdapterConfig from caprese_adapter.json's content; one line for anything that does not fit."""
     where = str(where)
     if not isinstance(raw, dict):
         raise CapreseError(f"{where!r} holds {type(raw).__name__}, not a JSON object")
     if raw.get("format_version") != FORMAT_VERSION:
         raise CapreseError(f"adapter format_version {raw.get('format_version')!r} in {where!r} is not supported (expected {FORMAT_VERSION})")
+    raw = {**raw, "format": raw.get("format", FORMAT)}
+    if raw["format"] != FORMAT:
+        raise CapreseError(f"{where!r} has format {raw['format']!r}, not {FORMAT!r}")
     known = [f.name for f in fields(AdapterConfig)]
     for key in raw:
         if key not in known:

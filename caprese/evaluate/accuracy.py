@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ..data.math_scoring import SCORINGS
 from ..data.prompts import build_prompt
-from ..data.scoring import score_response
 from .generation import GenerationSettings, generate
 
 
@@ -46,13 +46,15 @@ def summarise(samples: list[dict]) -> dict:
 
 
 def evaluate_accuracy(model, tokenizer, rows: list[dict], settings: GenerationSettings = GenerationSettings(),
-                      progress: bool = True, desc: str = "evaluating") -> EvalResult:
-    """Generate a response per row (GSM8K-style: question, final_answer) and score it."""
-    prompts = [build_prompt(tokenizer, row["question"]) for row in rows]
+                      progress: bool = True, desc: str = "evaluating", scoring: str = "gsm") -> EvalResult:
+    """Generate a response per row (question, final_answer) and score it with `scoring`
+    ("gsm": caprese's numeric path; "math-verify": MATH-style answers)."""
+    scorer = SCORINGS.get(scoring)
+    prompts = [build_prompt(tokenizer, row["question"], scorer.answer_hint) for row in rows]
     generations = generate(model, tokenizer, prompts, settings, progress=progress, desc=desc)
     samples = []
     for row, prompt, gen in zip(rows, prompts, generations):
-        scored = score_response(gen.text, row["final_answer"])
+        scored = scorer.score(gen.text, row["final_answer"])
         samples.append({
             "id": row.get("id"),
             "level": row.get("level"),
@@ -65,4 +67,4 @@ def evaluate_accuracy(model, tokenizer, rows: list[dict], settings: GenerationSe
             "response_tokens": gen.n_tokens,
             "finished": gen.finished,
         })
-    return EvalResult(metrics=summarise(samples), samples=samples)
+    return EvalResult(metrics={**summarise(samples), "scoring": scorer.name}, samples=samples)

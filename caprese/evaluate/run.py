@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data.tasks import load_task_rows
+from ..data.tasks import load_task_rows, task_scoring
 from ..data.toy_language import generate_texts
 from ..errors import CapreseError
 from .accuracy import evaluate_accuracy
@@ -29,20 +29,22 @@ def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_sa
                    max_new_tokens: int = 160, batch_size: int = 64, language_samples: int = 50,
                    coverage_samples: int = 0, coverage_prompts: int = 20, temperature: float = 0.7, top_p: float = 1.0,
                    seed: int = 0, extra_parameters: int = 0, progress: bool = True,
-                   coverage_rows: list[dict] | None = None) -> dict[str, Any]:
-    """Every metric of one configuration; eval_samples=0 skips the greedy accuracy (the caller did it)."""
+                   coverage_rows: list[dict] | None = None, scoring: str | None = None) -> dict[str, Any]:
+    """Every metric of one configuration; eval_samples=0 skips the greedy accuracy (the caller did it).
+    `scoring` defaults to the task's (caprese.data.tasks.task_scoring)."""
     if coverage_samples < 0 or (coverage_samples and coverage_prompts < 1):
         raise CapreseError(f"coverage needs samples >= 1 and prompts >= 1, got {coverage_samples} and {coverage_prompts}")
     if coverage_samples and temperature <= 0:
         raise CapreseError(f"coverage sampling needs temperature > 0, got {temperature!r}")
     greedy = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size).check()
     out: dict[str, Any] = {"task": task}
+    scoring = scoring or task_scoring(task)
     rows = coverage_rows or []
     if eval_samples:
         rows = load_task_rows(task, eval_samples, seed=eval_seed)
         if session is not None:
             session.reset_measurements()
-        math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}")
+        math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}", scoring=scoring)
         out.update(math=math.metrics, samples=math.samples)
     if session is not None:
         out["measured_sparsity"] = session.measured_sparsity()
@@ -64,16 +66,17 @@ def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_sa
         if not rows:
             raise CapreseError("coverage needs prompts: give eval_samples > 0 or coverage_rows")
         out["coverage"] = _coverage(model, tokenizer, rows[:coverage_prompts], coverage_samples, temperature, top_p,
-                                    seed, max_new_tokens, batch_size, params, progress)
+                                    seed, max_new_tokens, batch_size, params, progress, scoring)
     return out
 
 
-def _coverage(model, tokenizer, rows, n, temperature, top_p, seed, max_new_tokens, batch_size, params, progress):
+def _coverage(model, tokenizer, rows, n, temperature, top_p, seed, max_new_tokens, batch_size, params, progress,
+              scoring="gsm"):
     """pass@k for k = 1..n from n sampled responses per prompt (figure 3)."""
     repeated = [row for row in rows for _ in range(n)]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
                                   top_p=top_p, seed=seed).check()
-    result = evaluate_accuracy(model, tokenizer, repeated, settings, progress=progress, desc="coverage")
+    result = evaluate_accuracy(model, tokenizer, repeated, settings, progress=progress, desc="coverage", scoring=scoring)
     correct = [[bool(s["correct"]) for s in result.samples[i * n : (i + 1) * n]] for i in range(len(rows))]
     curve = coverage_curve(correct)
     fraction = params.get("model_active_fraction_with_extra", params.get("model_active_fraction", 1.0))
