@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make figures   set up .venv and run the main job on the built-in model (writes figures/)
 #   make test      set up .venv and run the tests
+#   make test-ui   the layer explorer in JupyterLab, driven in Chromium (needs `apt-get install chromium`)
 # TORCH: the torch requirement installed first. The default is the CPU wheel CI uses; give your
 # own (e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128") for a GPU.
 
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.caprese-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test figures diagnostics clean-venv
+.PHONY: setup test test-ui figures diagnostics clean-venv
 
 setup: $(STAMP)
 
@@ -19,12 +20,17 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,ui]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name caprese --display-name "caprese (.venv)" >/dev/null
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Browser test of notebooks/layerwise_diagnostics.ipynb's explorer: JupyterLab from .venv, Chromium
+# from the system ($$CHROMIUM or /usr/bin/chromium) via Playwright; screenshots in tests/ui/artifacts/.
+test-ui: $(STAMP)
+	$(BIN)/python -m pytest -q tests/ui $(PYTEST_ARGS)
 
 # The main job: everything under figures/ regenerated from the built-in toy-math model:
 # layer-wise diagnostics, the default (small) ablation sweeps, the latency benchmark, then every
