@@ -27,7 +27,6 @@ import nbformat
 import pytest
 
 from caprese.diagnostics.notebook import NOTEBOOK
-from caprese.diagnostics.view import DiagnosticsView
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("CAPRESE_UI_ARTIFACTS", Path(__file__).parent / "artifacts"))
@@ -132,7 +131,7 @@ def _panel(page, slot: str) -> dict:
     return {"text": text, "layer": int(layer), "phase": phase, "epsilon": eps, "sparsity": value, **digest}
 
 
-def _expect(view: DiagnosticsView, shown: dict, layer: int, phase: str) -> None:
+def _expect(view, shown: dict, layer: int, phase: str) -> None:
     assert (shown["layer"], shown["phase"]) == (layer, phase), shown["text"]
     expected = view.numbers(layer, phase)["sparsity"]
     assert shown["sparsity"] == f"{expected:.4f}", f"layer {layer} {phase}: page says {shown['sparsity']}, run folder {expected:.4f}"
@@ -211,6 +210,8 @@ def _drive(page, lab) -> None:
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=RUN_TIMEOUT_MS)
     static = page.locator(".jp-OutputArea-output img[src^='data:image/png']")
     assert static.count() >= 3, f"expected the notebook's 3 PNG figures above the explorer, saw {static.count()}"
+
+    from caprese.diagnostics.view import DiagnosticsView
 
     view = DiagnosticsView.load(lab["out"])  # what the page must show, read from the run's folder
     layers = view.layers
