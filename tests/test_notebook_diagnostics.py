@@ -70,7 +70,8 @@ def test_notebook_runs_headless_and_writes_its_figures(tmp_path):
     for o in images:
         assert base64.b64decode(o["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    explorer = [o for o in widgets if "caprese-explorer" in "".join(o["data"].get("text/plain", ""))]
+    # (text/plain of a widget is its truncated repr: the explorer's starts with its header)
+    explorer = [o for o in widgets if "generated tokens, layers" in "".join(o["data"].get("text/plain", ""))]
     assert len(explorer) == 1, [o["data"].get("text/plain", "")[:200] for o in widgets]  # drawn in a browser: tests/ui
     assert nb.metadata.papermill.parameters["samples"] == params["samples"]
 
