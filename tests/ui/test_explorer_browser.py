@@ -40,7 +40,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 SPARSITY = re.compile(r"layer (\d+)\s*, (\w+) tokens:.*?fraction \|Z\| ≤ ε=(\S+): ([0-9.]+|n/a)", re.S)
 
 
-def chromium_path() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """The system's Chromium (checked before any server starts); a missing one fails, never skips."""
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not os.access(path, os.X_OK):
         pytest.fail(f"no Chromium at {path!r}: install Debian's (apt-get install -y chromium) or set CHROMIUM=/path; "
@@ -156,15 +158,14 @@ def _wait_for_panel(page, slot: str, layer: int, phase: str, previous_hash: str 
         page.wait_for_timeout(250)
 
 
-def test_explorer_shows_each_layers_figure_and_numbers_in_jupyterlab(lab):
-    executable = chromium_path()
+def test_explorer_shows_each_layers_figure_and_numbers_in_jupyterlab(chromium, lab):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("Playwright is missing: pip install -e '.[ui]' (make setup does)", pytrace=False)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         try:
             _drive(page, lab)
