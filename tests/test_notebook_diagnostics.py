@@ -1,6 +1,7 @@
 """notebooks/layerwise_diagnostics.ipynb runs headless under papermill (kernel `caprese`) on
 toy-math with small parameters and writes its figures; bad parameters fail with a clear message."""
 
+import base64
 from pathlib import Path
 
 import nbformat
@@ -13,7 +14,8 @@ from caprese.errors import CapreseError
 
 pytestmark = pytest.mark.integration  # executes the diagnostics notebook: make test runs it, make test-fast does not
 
-PARAMETERS = ["model", "data", "samples", "layers", "densities", "ranks", "max_new_tokens", "batch_size", "out"]
+PARAMETERS = ["model", "data", "samples", "layers", "densities", "ranks", "max_new_tokens", "batch_size", "out",
+              "results"]
 TOY_MATH = Path(caprese.__file__).parent / "models" / "toy_math" / "model.safetensors"
 
 
@@ -59,9 +61,33 @@ def test_notebook_runs_headless_and_writes_its_figures(tmp_path):
         assert (tmp_path / "out" / f"{figure}.png").stat().st_size > 0
         assert (tmp_path / "out" / f"{figure}.pdf").stat().st_size > 0
     nb = nbformat.read(executed, as_version=4)
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3
+    # every figure arrives as a PNG: none is shown as a Figure's text repr (what a kernel without
+    # matplotlib's inline backend does with a plain Figure object)
+    for o in outputs:
+        text = "".join(o.get("data", {}).get("text/plain", "")) + "".join(o.get("text", ""))
+        assert "<Figure size" not in text, text
+    for o in images:
+        assert base64.b64decode(o["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    # (text/plain of a widget is its truncated repr: the explorer's starts with its header)
+    explorer = [o for o in widgets if "generated tokens, layers" in "".join(o["data"].get("text/plain", ""))]
+    assert len(explorer) == 1, [o["data"].get("text/plain", "")[:200] for o in widgets]  # drawn in a browser: tests/ui
     assert nb.metadata.papermill.parameters["samples"] == params["samples"]
+
+
+def test_the_explorers_figures_are_pngs_for_any_kernel(tmp_path):
+    """A diagnostics Figure displays as image/png even where no matplotlib backend registered a
+    formatter (IPython's own formatters, as in a fresh kernel), and the explorer sends PNG bytes."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from caprese.diagnostics import plots
+
+    fig = plots.error_vs_density([{"layer": 0, "rank": 0, "density": 0.1, "relative_l2": 0.3}])
+    data, _ = DisplayFormatter().format(fig)
+    assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow

@@ -2,8 +2,10 @@
 
 Generates greedy continuations of N prompts of task D, traces prompt + continuation teacher-forced,
 and writes per-layer statistics (stats.json / stats.csv), reconstruction errors of oracle top-k
-with and without the best rank-r correction (errors.json / errors.csv, figure2.csv) and the
-figures (PNG + PDF): sparsity vs ε heatmap, |Z| quantiles per layer, error vs density per rank.
+with and without the best rank-r correction (errors.json / errors.csv per phase: generated tokens,
+and prompt tokens with the same corrections; figure2.csv: generated) and the figures (PNG + PDF):
+sparsity vs ε heatmap, |Z| quantiles per layer, error vs density per rank. The notebook's layer
+explorer opens the folder: `caprese.diagnostics.widgets.layer_explorer(DIR)`.
 """
 
 from __future__ import annotations

@@ -64,10 +64,19 @@ def _check_list(name: str, value: Any, kinds: tuple[type, ...], what: str, *, al
 
 
 def notebook_config(*, model: Any, data: Any, samples: Any, layers: Any, densities: Any, ranks: Any,
-                    out: Any, max_new_tokens: Any = 96, batch_size: Any = 8) -> DiagnoseConfig:
-    """Type-check the notebook's parameters (JSON-able values) and build the run's config."""
+                    out: Any, max_new_tokens: Any = 96, batch_size: Any = 8, results: Any = None) -> DiagnoseConfig:
+    """Type-check the notebook's parameters (JSON-able values) and build the run's config.
+
+    `results`, when given, must be a finished diagnose folder (checked here, before anything runs)."""
     for name, value in (("model", model), ("data", data), ("out", out)):
         _check_type(name, value, (str,), "a string")
+    if results is not None:
+        from .view import FOLDER_FILES
+
+        _check_type("results", results, (str,), "a diagnose folder (string) or None")
+        missing = [name for name in FOLDER_FILES if not (Path(results).expanduser() / name).is_file()]
+        if missing:
+            raise CapreseError(f"parameter results={results!r} is not a finished diagnose folder (no {', '.join(missing)})")
     for name, value in (("samples", samples), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
         _check_type(name, value, (int,), "an integer")
     layers = _check_list("layers", layers, (int,), "layer indices", allow_none=True)

@@ -5,9 +5,10 @@
 
 "Generated tokens" are the model's own greedy continuations of the prompts; the trace then runs
 teacher-forced over prompt + continuation (`PhaseTracker.teacher_forced`), which equals prefill
-plus token-by-token decode, in one forward per batch. Sparsity statistics cover every sample; the
-reconstruction study fits its rank-r corrections on the even samples and measures on the odd
-ones (`reconstruction.split_of`).
+plus token-by-token decode, in one forward per batch. Sparsity statistics cover every sample and
+both phases; the reconstruction study fits its rank-r corrections on the generated tokens of the
+even samples and measures them on the odd ones (`reconstruction.split_of`), on their generated
+tokens (the paper's figure 2) and, with the same corrections, on their prompt tokens.
 """
 
 from __future__ import annotations
@@ -127,13 +128,21 @@ class DiagnosticsResult:
     stats: FFNStatistics
     study: ResidualStudy
     samples: list[GeneratedSample]
+    prompt_study: ResidualStudy | None = None  # the same errors on the eval split's prompt tokens
 
     @property
     def layers(self) -> list[int]:
         return list(self.stats.layers)
 
-    def error_rows(self) -> list[dict[str, Any]]:
-        return self.study.rows()
+    def error_rows(self, phase: str = "generated") -> list[dict[str, Any]]:
+        """Per (layer, density, rank) errors on the eval split's `phase` tokens (figure 2: generated)."""
+        study = {"generated": self.study, "prompt": self.prompt_study}.get(phase, ...)
+        if study is ...:
+            raise CapreseError(f"phase {phase!r} is unknown (choose from: prompt, generated)")
+        return [] if study is None else [{**row, "phase": phase} for row in study.rows()]
+
+    def all_error_rows(self) -> list[dict[str, Any]]:
+        return self.error_rows("generated") + self.error_rows("prompt")
 
     def figure2_rows(self) -> list[dict[str, Any]]:
         """Relative L2 error per (density, rank), averaged over the traced layers."""
@@ -211,15 +220,18 @@ class DiagnosticsResult:
             "summary": write_json(out / "summary.json", self.summary()),
             "stats_json": write_json(out / "stats.json", self.stats.summary()),
             "stats_csv": write_csv(out / "stats.csv", self.stats.rows()),
-            "errors_json": write_json(out / "errors.json", self.error_rows()),
-            "errors_csv": write_csv(out / "errors.csv", self.error_rows()),
+            "errors_json": write_json(out / "errors.json", self.all_error_rows()),
+            "errors_csv": write_csv(out / "errors.csv", self.all_error_rows()),
             "figure2_csv": write_csv(out / "figure2.csv", self.figure2_rows()),
             "generations": write_jsonl(out / "generations.jsonl", [
                 {"index": s.index, "id": s.id, "split": split_of(s.index), "prompt_tokens": len(s.prompt_ids),
                  "generated_tokens": len(s.generated_ids), "text": s.text} for s in self.samples]),
         }
         buffer = io.BytesIO()
-        torch.save({"stats": self.stats.state_dict(), "study": self.study.state_dict()}, buffer)
+        state = {"stats": self.stats.state_dict(), "study": self.study.state_dict()}
+        if self.prompt_study is not None:
+            state["prompt_study"] = self.prompt_study.state_dict()
+        torch.save(state, buffer)
         paths["state"] = atomic_write_bytes(out / "state.pt", buffer.getvalue())
         paths.update(plots.write_figures(self, out))
         return paths
@@ -271,7 +283,8 @@ def run_diagnostics(model, tokenizer, prompts: Sequence[dict], config: DiagnoseC
     stats = FFNStatistics.for_model(model, layers, StatsConfig(epsilons=config.epsilons, densities=config.densities),
                                     blocks=blocks)
     study = ResidualStudy(hidden, layers, oracle_labels(config.densities), ranks, ridge=config.ridge)
-    probe = OracleTopKProbe(study, blocks, config.densities)
+    prompt_study = study.measurer()
+    probe = OracleTopKProbe(study, blocks, config.densities, prompt_study=prompt_study)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     splits = ("fit", "eval") if ranks else ("eval",)
@@ -291,4 +304,5 @@ def run_diagnostics(model, tokenizer, prompts: Sequence[dict], config: DiagnoseC
             if split == "fit":
                 study.fit()
     bar.close()
-    return DiagnosticsResult(model_name, data_name, config, hidden, width, len(blocks), ranks, stats, study, samples)
+    return DiagnosticsResult(model_name, data_name, config, hidden, width, len(blocks), ranks, stats, study, samples,
+                             prompt_study)

@@ -86,6 +86,18 @@ class ResidualStudy:
                        for rank in (0,) + self.ranks}
         self.factors: dict[tuple[int, str], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.split = "fit" if self.ranks else "eval"
+        self._fitted_by = self  # the study whose fit split produced `factors`
+
+    def measurer(self) -> "ResidualStudy":
+        """A study of the same layers, labels and ranks that scores *this* study's corrections on
+        other tokens (e.g. prompt tokens): no fit moments of its own (no D x D memory), only
+        error meters; it shares `factors`, so it can observe once `fit()` has run here."""
+        other = ResidualStudy(self.hidden_size, self.layers, self.labels, (), ridge=self.ridge)
+        other.ranks = self.ranks
+        other.meters = {key: ErrorMeter() for key in self.meters}
+        other.factors = self.factors  # the same dict: filled by self.fit()
+        other._fitted_by = self
+        return other
 
     # -- streaming -----------------------------------------------------------------------------
     def set_split(self, split: str) -> None:
@@ -103,6 +115,8 @@ class ResidualStudy:
             raise CapreseError(f"approximations {sorted(approximations)} do not match the study's labels {sorted(self.labels)}")
         if x.shape[0] == 0:
             return
+        if self.ranks and not self.fits and not self.factors:
+            raise CapreseError("this study measures another study's corrections: fit that one first")
         if self.split == "fit":
             if self.ranks:
                 residuals = torch.stack([reference - approximations[label] for label in self.labels])
@@ -135,7 +149,8 @@ class ResidualStudy:
         """One row per (layer, label, rank) with the eval-split errors."""
         rows = []
         for (layer, label, rank), meter in self.meters.items():
-            fit_tokens = int(self.fits[layer].count) if self.fits else 0
+            fits = self._fitted_by.fits
+            fit_tokens = int(fits[layer].count) if fits else 0
             rows.append({"layer": layer, "label": label, **self.labels[label], "rank": rank,
                          **meter.result(), "fit_tokens": fit_tokens})
         return rows
@@ -173,7 +188,9 @@ def oracle_labels(densities: Iterable[float]) -> dict[str, dict]:
 
 
 class OracleTopKProbe:
-    """Trace callbacks feeding a `ResidualStudy` with oracle top-k FF̂ on generated tokens.
+    """Trace callbacks feeding a `ResidualStudy` with oracle top-k FF̂ on generated tokens, and
+    optionally a second study (`study.measurer()`) with the same FF̂ on the prompt tokens of the
+    eval split, scored with the corrections fitted on generated tokens.
 
     Needs the points ffn_in, z and ffn_out of the study's layers; per forward and layer, x and Z
     are held until FF(x) arrives, then dropped (memory: one forward's activations of one layer).
@@ -181,8 +198,10 @@ class OracleTopKProbe:
 
     points = ("ffn_in", "z", "ffn_out")
 
-    def __init__(self, study: ResidualStudy, blocks, densities: Iterable[float]):
+    def __init__(self, study: ResidualStudy, blocks, densities: Iterable[float], *,
+                 prompt_study: ResidualStudy | None = None):
         self.study = study
+        self.prompt_study = prompt_study
         self.blocks = blocks
         self.labels = oracle_labels(densities)
         if set(self.labels) != set(study.labels):
@@ -201,7 +220,12 @@ class OracleTopKProbe:
             x, z = self._x.pop(layer, None), self._z.pop(layer, None)
             if x is None or z is None:
                 raise CapreseError(f"layer {layer}: FFN output arrived without its input and Z (is a method wrapper slicing W_2?)")
-            generated = tracker.phase().generated
+            phase = tracker.phase()
+            if self.prompt_study is not None and self.study.split == "eval":
+                prompt = phase.prompt_valid
+                if bool(prompt.any()):
+                    self.prompt_study.observe(layer, x[prompt], out[prompt], self.approximations(layer, z[prompt]))
+            generated = phase.generated
             if not bool(generated.any()):
                 return
             x, z, reference = x[generated], z[generated], out[generated]
