@@ -48,6 +48,11 @@ def add_parser(subparsers) -> None:
     group.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the e2e backward pass")
     group.add_argument("--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--layer-parallel", type=int, default=None, metavar="N",
+                       help="fit the layer-wise stage's layers as Ray tasks, N at once (pip install 'caprese[ray]'); same adapter as serial")
+    group.add_argument("--layer-parallel-gpus", type=float, default=None, metavar="G",
+                       help="GPUs per layer fit under --layer-parallel (fractions share a GPU; default 1 when the model is on a GPU, else 0)")
+    group.add_argument("--ray-address", default=None, metavar="ADDR", help="Ray cluster for --layer-parallel (default: start a local one)")
     group.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
 
@@ -65,6 +70,14 @@ def check_arguments(args) -> None:
     for name in ("samples", "epochs", "batch_size", "e2e_epochs", "e2e_batch_size", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 1")
+    if args.layer_parallel is None and (args.ray_address or args.layer_parallel_gpus is not None):
+        raise CapreseError("--ray-address and --layer-parallel-gpus go with --layer-parallel N")
+    if args.layer_parallel is not None:
+        from ..distill.parallel import LayerParallel
+
+        if args.stage == "closed_form" or args.kind == "lora":
+            raise CapreseError(f"--layer-parallel parallelizes the layer-wise Caprese fit; not for --stage {args.stage} --kind {args.kind}")
+        args.layer_parallel_config = LayerParallel(workers=args.layer_parallel, address=args.ray_address, gpus=args.layer_parallel_gpus)
 
 
 def run(args) -> int:
@@ -97,6 +110,7 @@ def run(args) -> int:
         e2e=E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
                       gradient_checkpointing=args.gradient_checkpointing, seed=args.seed),
         base_model=args.model, start_from=start_from, kind=args.kind,
+        layer_parallel=getattr(args, "layer_parallel_config", None),
     )
     adapter.save(out / "adapter")
     report = adapter_report(model, adapter)

@@ -54,11 +54,13 @@ def distill(
     micro_batch: int = 16,
     progress: bool = True,
     kind: str = "caprese",
+    layer_parallel=None,
 ) -> CapreseAdapter:
     """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts).
 
     kind="lora" trains the eq-11 baseline instead (GRIFFIN only), with `rank` = Caprese's rank:
-    its own rank r' is chosen to match Caprese's parameter count."""
+    its own rank r' is chosen to match Caprese's parameter count. `layer_parallel` (a
+    `parallel.LayerParallel`) fans the layer-wise stage's per-layer fits out across Ray workers."""
     check_choice("stage", stage, STAGES)
     blocks = ffn_blocks(model)
     hidden = blocks[0].hidden_size
@@ -96,9 +98,16 @@ def distill(
     if stage != "closed_form" and start_from is None:
         initial = {layer: (c.L.detach(), c.R.detach()) for layer, c in adapter.corrections.items()} \
             if layerwise.init == "closed_form" else None
+        train = train_layerwise
+        if layer_parallel is not None:
+            from functools import partial
+
+            from .parallel import train_layerwise_parallel
+
+            train = partial(train_layerwise_parallel, parallel=layer_parallel)
         try:
-            result = train_layerwise(teacher, len(pairs), layers, hidden, layerwise,
-                                     device=next(model.parameters()).device, initial=initial, progress=progress)
+            result = train(teacher, len(pairs), layers, hidden, layerwise,
+                           device=next(model.parameters()).device, initial=initial, progress=progress)
         except NonFiniteLoss as err:
             adapter.corrections = err.result.corrections
             raise
