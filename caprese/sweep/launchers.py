@@ -170,7 +170,7 @@ class RayLauncher(Launcher):
                      runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
         resources = ctx.spec.resources
         # a task whose node dies is retried (a preempted spot node); the point itself never raises
-        task = ray.remote(execute_remote).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=2)
+        task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=2)(execute_remote)
         queue, pending = list(todo), {}
         cap = ctx.workers or len(todo)  # default: Ray queues what the cluster cannot fit yet
         try:
