@@ -57,3 +57,16 @@ def test_bad_layer_parallel_settings_fail_with_one_line():
         LayerParallel(workers=0)
     with pytest.raises(CapreseError, match="gpus -1"):
         LayerParallel(gpus=-1)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ray-address", "auto"], "--ray-address and --layer-parallel-gpus go with --layer-parallel N"),
+    (["--layer-parallel", "0"], "layer-parallel workers 0 must be an integer >= 1"),
+    (["--layer-parallel", "2", "--stage", "closed_form"], "--layer-parallel parallelizes the layer-wise Caprese fit"),
+])
+def test_bad_layer_parallel_flags_fail_before_the_model_loads(tmp_path, capsys, flags, message):
+    from caprese.cli import main
+
+    code = main(["distill", "--model", str(tmp_path / "no-model-here"), "--method", "griffin", "--sparsity", "0.5",
+                 "--rank", "4", "--out", str(tmp_path / "x"), *flags])
+    assert code == 2 and message in capsys.readouterr().err

@@ -104,7 +104,8 @@ def train_layerwise_parallel(
 
         root = str(Path(list(caprese.__path__)[0]).resolve().parent)
         pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address=parallel.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        address = parallel.address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
     gpus = parallel.gpus if parallel.gpus is not None else (1.0 if device.type == "cuda" else 0.0)
     # where each fit runs: a GPU task on its GPU, a CPU task on the CPU (the serial path's device

@@ -49,7 +49,7 @@ class LauncherOptions:
     """The launcher-specific flags of `caprese sweep` (each belongs to one launcher)."""
 
     address: str | None = None
-    """ray: the cluster to join (`auto`, `ray://host:10001`, `host:6379`); default: start a local one."""
+    """ray: the cluster to join (`auto`, `ray://host:10001`, `host:6379`); default: $RAY_ADDRESS, else start a local one."""
     partition: str | None = None
     """slurm: the partition (`--partition` of sbatch)."""
     time_limit_min: float | None = None
@@ -166,7 +166,9 @@ class RayLauncher(Launcher):
         started_here = not ray.is_initialized()
         if started_here:
             pythonpath = os.pathsep.join(p for p in (_code_root(), os.environ.get("PYTHONPATH", "")) if p)
-            ray.init(address=ctx.options.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+            # no --address: RAY_ADDRESS if set (Ray's own convention), else a new local cluster
+            address = ctx.options.address or os.environ.get("RAY_ADDRESS") or "local"
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})  # fmt: skip
         resources = ctx.spec.resources
         # a task whose node dies is retried (a preempted spot node); the point itself never raises

@@ -7,6 +7,8 @@
     runs/<sweep>/<run-id>/log.txt         papermill's log and the cells' output, streamed
     runs/<sweep>/<run-id>/metrics.json    written by the notebook itself: the run is done iff it exists
     runs/<sweep>/<run-id>/error.json      written when the run failed (exception, timeout, crash)
+    runs/<sweep>/<run-id>/job.json        --launcher slurm: the job running it (a restarted driver re-attaches)
+    runs/<sweep>/.submitit/               --launcher slurm: submitit's job scripts, pickles and logs
 
 The state is read from files only, so an interrupted sweep, a second sweep or `caprese collect`
 all agree on it without any database.
