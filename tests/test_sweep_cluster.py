@@ -44,8 +44,13 @@ def numbers(run: RunFolder) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("started", "finished")}
 
 
-def test_local_ray_and_slurm_make_the_same_runs_and_isolate_a_failing_point(tmp_path, ray_cluster):
-    spec = write_spec(tmp_path, {"base": {"scale": 2}, "zip": {"x": [1, 2, 3], "fail": ["no", "after", "no"]}}, "same")
+def test_local_ray_and_slurm_make_the_same_runs_and_isolate_a_failing_point(tmp_path, ray_cluster, monkeypatch):
+    # relative paths, as `caprese sweep ablations/x.yaml` gives: Ray tasks run in another directory
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path, {"base": {"scale": 2}, "zip": {"x": [1, 2, 3], "fail": ["no", "after", "no"]}}, "same")
+    spec = Path("same.yaml")
+    spec.write_text(spec.read_text().replace(str(TOY), os.path.relpath(TOY, tmp_path)))
+    assert not load_spec(spec).notebook.is_absolute()
     launchers = {
         "local": dict(launcher="local", workers=2),
         "ray": dict(launcher="ray"),

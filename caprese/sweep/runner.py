@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -310,8 +310,8 @@ def run_sweep(
     """Check the spec, then run every selected point that is not done; return what happened.
 
     `launcher`: where points run (`caprese.sweep.launchers.LAUNCHERS`: local, ray, slurm), with
-    its `LauncherOptions`; `workers`: how many at once (local: default 1; ray: default what the
-    cluster's resources fit; slurm: the array's concurrency cap)."""
+    its `LauncherOptions`; `workers`: how many at once (local: default 1; ray: default all, Ray
+    runs what the cluster's resources fit and queues the rest; slurm: the array's concurrency cap)."""
     from .launchers import LauncherOptions, SweepContext, get_launcher
 
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -337,7 +337,9 @@ def run_sweep(
         "full": spec.full,
         "points": [{"run_id": p.run_id, "params": p.params} for p in spec.points()],
     })  # fmt: skip
-    context = SweepContext(spec, sweep_dir.resolve(), kernel, timeout, Path.cwd(), inputs, workers, options)
+    # absolute paths: a Ray task or Slurm job runs in another working directory, maybe on another node
+    shared = replace(spec, notebook=spec.notebook.resolve())
+    context = SweepContext(shared, sweep_dir.resolve(), kernel, timeout, Path.cwd(), inputs, workers, options)
     bar = tqdm(total=len(todo), desc=f"sweep {spec.name} ({strategy.name})", unit="run", disable=not progress or not todo)
 
     def finished(outcome: RunOutcome) -> None:  # called on the driver as each point ends, in any order
