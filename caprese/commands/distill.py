@@ -46,6 +46,11 @@ def add_parser(subparsers) -> None:
                                             "gradient_checkpointing": "gradient-checkpointing"})
     group.add_argument("--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--layer-parallel", type=int, default=None, metavar="N",
+                       help="fit the layer-wise stage's layers as Ray tasks, N at once (pip install 'caprese[ray]'); same adapter as serial")
+    group.add_argument("--layer-parallel-gpus", type=float, default=None, metavar="G",
+                       help="GPUs per layer fit under --layer-parallel (fractions share a GPU; default 1 when the model is on a GPU, else 0)")
+    group.add_argument("--ray-address", default=None, metavar="ADDR", help="Ray cluster for --layer-parallel (default: start a local one)")
     group.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
 
@@ -62,6 +67,14 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
         check_int(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.method == "dense":
         raise CapreseError("--method dense has nothing for Caprese to correct (choose another --method)")
+    if args.layer_parallel is None and (args.ray_address or args.layer_parallel_gpus is not None):
+        raise CapreseError("--ray-address and --layer-parallel-gpus go with --layer-parallel N")
+    if args.layer_parallel is not None:
+        from ..distill.parallel import LayerParallel
+
+        if args.stage == "closed_form" or args.kind == "lora":
+            raise CapreseError(f"--layer-parallel parallelizes the layer-wise Caprese fit; not for --stage {args.stage} --kind {args.kind}")
+        args.layer_parallel_config = LayerParallel(workers=args.layer_parallel, address=args.ray_address, gpus=args.layer_parallel_gpus)
     layerwise = LayerwiseConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
                                 init=args.init, ridge=args.ridge, seed=args.seed)
     e2e = E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
@@ -103,6 +116,7 @@ def run(args) -> int:
         adapter = distill(
             model, tokenizer, rows, choice, rank=args.rank, stage=args.stage, layerwise=layerwise, e2e=e2e,
             base_model=args.model, start_from=start_from, kind=args.kind,
+            layer_parallel=getattr(args, "layer_parallel_config", None),
         )
         report = write_results(stage, model, adapter, args, spec, start)
     print(f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "

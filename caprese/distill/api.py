@@ -92,12 +92,14 @@ def distill(
     micro_batch: int = 16,
     progress: bool = True,
     kind: str = "caprese",
+    layer_parallel=None,
 ) -> CapreseAdapter:
     """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts).
 
     kind="lora" trains the eq-11 baseline instead (on a method that defines it, `Method.with_lora`),
     with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count.
-    `layerwise` and `e2e` are not modified (the run's rank goes into a copy)."""
+    `layerwise` and `e2e` are not modified (the run's rank goes into a copy). `layer_parallel` (a
+    `parallel.LayerParallel`) fans the layer-wise stage's per-layer fits out across Ray workers."""
     layers = check_distill_inputs(model, choice, rank=rank, stage=stage, kind=kind, start_from=start_from)
     hidden = ffn_blocks(model)[0].hidden_size
     if len(rows) < 1:
@@ -130,9 +132,16 @@ def distill(
     if stage != "closed_form" and start_from is None:
         initial = {layer: (c.L.detach(), c.R.detach()) for layer, c in adapter.corrections.items()} \
             if layerwise.init == "closed_form" else None
+        train = train_layerwise
+        if layer_parallel is not None:
+            from functools import partial
+
+            from .parallel import train_layerwise_parallel
+
+            train = partial(train_layerwise_parallel, parallel=layer_parallel)
         try:
-            result = train_layerwise(teacher, len(pairs), layers, hidden, layerwise,
-                                     device=next(model.parameters()).device, initial=initial, progress=progress)
+            result = train(teacher, len(pairs), layers, hidden, layerwise,
+                           device=next(model.parameters()).device, initial=initial, progress=progress)
         except NonFiniteLoss as err:
             adapter.corrections = err.result.corrections
             raise

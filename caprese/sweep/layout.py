@@ -8,6 +8,8 @@
     runs/<sweep>/<run-id>/metrics.json    written by the notebook itself (a JSON object)
     runs/<sweep>/<run-id>/COMPLETE        written last by the worker: the sha256 of every result file
     runs/<sweep>/<run-id>/error.json      written when the run failed (exception, timeout, crash)
+    runs/<sweep>/<run-id>/job.json        --launcher slurm: the job running it (a restarted driver re-attaches)
+    runs/<sweep>/.submitit/               --launcher slurm: submitit's job scripts, pickles and logs
 
 The state is read from files only, so an interrupted sweep, a second sweep, `caprese collect`
 and `caprese figures` all agree on it without any database: they all ask `RunFolder.state()`.

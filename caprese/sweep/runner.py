@@ -1,9 +1,11 @@
 """Run a sweep: check everything first, then execute the points that are not done yet.
 
 Each point runs in its own worker process (`caprese.sweep.worker`, which calls papermill) with
-a timeout; `workers` of them at once. The state of every run is in its folder (see `layout`),
-so a sweep that was interrupted or killed resumes where it stopped when started again, and a
-failing point is recorded in its error.json while the other points go on.
+a timeout. A launcher (`launchers`: local processes, Ray tasks, Slurm jobs) decides where and
+how many at once; on every one of them the point goes through `run_point`, on the machine that
+runs it. The state of every run is in its folder (see `layout`), so a sweep that was interrupted
+or killed resumes where it stopped when started again, and a failing point is recorded in its
+error.json while the other points go on.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -198,14 +200,47 @@ def _tail(text: str, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, timeout: float | None, cwd: Path,
-              workers: _Workers | None = None, inputs: dict | None = None) -> RunOutcome:
-    """Execute one point in a worker process and record its outcome in its folder."""
-    workers = workers or _Workers()
+def prepare_run(point: Point, sweep_dir: Path, inputs: dict | None = None) -> RunFolder:
+    """Create the point's folder with its params.json and inputs.json (just before it starts)."""
     run = RunFolder(sweep_dir / point.run_id)
     run.path.mkdir(parents=True, exist_ok=True)
     write_json(run.params, point.params)
     write_json(run.inputs, inputs if inputs is not None else model_inputs(point, {}))
+    return run
+
+
+def not_visible(run: RunFolder, notebook: Path, cwd: Path) -> str | None:
+    """On a remote node: the one line saying which shared path this machine cannot see, if any."""
+    for what, path, ok in (
+        ("run folder", run.path, run.params.is_file()),
+        ("notebook", notebook, notebook.is_file()),
+        ("working directory", cwd, cwd.is_dir()),
+    ):
+        if not ok:
+            return (
+                f"RunsDirNotVisible: node {socket.gethostname()} cannot see the {what} {path}; the runs dir, "
+                "the spec's notebook and the sweep's working directory must be on a filesystem every node mounts "
+                "at the same path"
+            )
+    return None
+
+
+def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, timeout: float | None, cwd: Path,
+              workers: _Workers | None = None, inputs: dict | None = None, remote: bool = False) -> RunOutcome:
+    """Execute one point in a worker process and record its outcome in its folder.
+
+    Called on the machine that runs the point. The worker's watchdog follows the process calling
+    this (the sweep for local points, the Ray task or Slurm job on another node), never the
+    sweep's driver across machines. `remote`: the driver has prepared the folder
+    (`prepare_run`); check that this machine sees it instead of writing it."""
+    workers = workers or _Workers()
+    if remote:
+        run = RunFolder(sweep_dir / point.run_id)
+        problem = not_visible(run, spec.notebook.resolve(), cwd)
+        if problem:
+            return RunOutcome(point, FAILED, 0.0, problem)
+    else:
+        run = prepare_run(point, sweep_dir, inputs)
     cmd = [
         sys.executable, "-m", "caprese.sweep.worker", str(run.path),
         "--notebook", str(spec.notebook.resolve()), "--kernel", kernel,
@@ -247,10 +282,21 @@ def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, ti
     return RunOutcome(point, FAILED, seconds, error)
 
 
+def record_failure(outcome: RunOutcome, sweep_dir: Path, since: float) -> None:
+    """On the driver: write error.json for a point that failed where nothing could record it (a
+    node that cannot see the runs dir, a Ray worker or Slurm job that died)."""
+    run = RunFolder(sweep_dir / outcome.point.run_id)
+    if outcome.status != FAILED or (run.error.exists() and run.error.stat().st_mtime >= since - 1):
+        return
+    run.set_aside_metrics()
+    kind = outcome.error.split(":", 1)[0] if ":" in outcome.error else "WorkerError"
+    write_json(run.error, {"error": outcome.error, "type": kind, "duration_s": round(outcome.seconds, 3)})
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     only=(),
     runs_dir: str | Path = "runs",
     kernel: str = DEFAULT_KERNEL,
@@ -258,12 +304,23 @@ def run_sweep(
     dry_run: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    launcher: str = "local",
+    launcher_options=None,
 ) -> SweepReport:
-    """Check the spec, then run every selected point that is not done; return what happened."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    """Check the spec, then run every selected point that is not done; return what happened.
+
+    `launcher`: where points run (`caprese.sweep.launchers.LAUNCHERS`: local, ray, slurm), with
+    its `LauncherOptions`; `workers`: how many at once (local: default 1; ray: default all, Ray
+    runs what the cluster's resources fit and queues the rest; slurm: the array's concurrency cap)."""
+    from .launchers import LauncherOptions, SweepContext, get_launcher
+
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SweepSpecError(f"--workers {workers!r}: must be an integer >= 1")
     if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
         raise SweepSpecError(f"--timeout {timeout!r}: must be a number of seconds > 0")
+    strategy = get_launcher(launcher)
+    options = launcher_options or LauncherOptions()
+    raise_if_any(strategy.check(spec, options))
     points, sweep_dir, inputs = plan(spec, only=only, runs_dir=runs_dir, kernel=kernel)
     timeout = timeout if timeout is not None else (spec.timeout or DEFAULT_TIMEOUT_S)
     report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
@@ -284,25 +341,21 @@ def run_sweep(
         "full": spec.full,
         "points": [{"run_id": p.run_id, "params": p.params} for p in spec.points()],
     })  # fmt: skip
-    live = _Workers(workers)
-    cwd = Path.cwd()
-    bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=not progress or not todo)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
+    # absolute paths: a Ray task or Slurm job runs in another working directory, maybe on another node
+    shared = replace(spec, notebook=spec.notebook.resolve())
+    context = SweepContext(shared, sweep_dir.resolve(), kernel, timeout, Path.cwd(), inputs, workers, options)
+    bar = tqdm(total=len(todo), desc=f"sweep {spec.name} ({strategy.name})", unit="run", disable=not progress or not todo)
+
+    def finished(outcome: RunOutcome) -> None:  # called on the driver as each point ends, in any order
+        report.outcomes.append(outcome)
+        bar.update(1)
+        bar.set_postfix(failed=report.count(FAILED), refresh=False)
+
     try:
-        futures = [pool.submit(run_point, p, sweep_dir, spec, kernel=kernel, timeout=timeout, cwd=cwd, workers=live,
-                               inputs=inputs[p.run_id]) for p in todo]
-        for future in as_completed(futures):
-            outcome = future.result()
-            report.outcomes.append(outcome)
-            bar.update(1)
-            bar.set_postfix(failed=report.count(FAILED), refresh=False)
-    except BaseException:
-        live.kill_all()  # Ctrl-C: stop the workers, their runs stay unfinished and resume later
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
+        if todo:
+            strategy.run(todo, context, finished)
     finally:
         bar.close()
-    pool.shutdown(wait=True)
     order = {p.run_id: i for i, p in enumerate(todo)}
     report.outcomes.sort(key=lambda o: order[o.point.run_id])
     return report

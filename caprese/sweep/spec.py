@@ -6,11 +6,14 @@
     grid:   {rank: [8, 32], seed: [0, 1]}     # cartesian product: 4 points
     zip:    {method: [griffin, cats], layers: [first_half, all]}  # vary together: one axis
     full:   {grid: {rank: [8, 16, 32, 64]}}   # the paper-sized variant, chosen with --full
+    resources: {cpus: 4, gpus: 1}             # per point, for --launcher ray|slurm (optional)
 
 Grid and zip values override base. `zip:` is one mapping (one group of lists that vary
 together) or a list of such mappings. `full:` may hold `base` (merged into base), `grid` and
 `zip` (each replaces its small counterpart) and `timeout`; a full sweep runs into
-`runs/<name>-full/` so its results never mix with the small sweep's.
+`runs/<name>-full/` so its results never mix with the small sweep's. `resources:` is what one
+point needs on a cluster (`cpus`, `gpus`; Ray accepts fractional GPUs, Slurm whole ones); the
+local launcher runs `--workers` points at once and ignores it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import yaml
 
 from .errors import SweepSpecError, raise_if_any
 
-SPEC_KEYS = ("name", "description", "notebook", "timeout", "base", "grid", "zip", "full")
-FULL_KEYS = ("base", "grid", "zip", "timeout")
+SPEC_KEYS = ("name", "description", "notebook", "timeout", "resources", "base", "grid", "zip", "full")
+FULL_KEYS = ("base", "grid", "zip", "timeout", "resources")
+RESOURCE_KEYS = ("cpus", "gpus")
 RUNNER_PARAMETERS = ("out_dir",)  # set by the runner for every run, never by a spec
 
 MAX_RUN_ID = 80
@@ -47,6 +51,14 @@ class Point:
     varying: dict[str, Any]  # this point's grid/zip values: what its run id spells
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one point needs on a cluster (Ray task / Slurm job): CPU cores and GPUs."""
+
+    cpus: float = 1
+    gpus: float = 0
+
+
 @dataclass
 class SweepSpec:
     name: str
@@ -58,6 +70,7 @@ class SweepSpec:
     path: Path | None = None
     description: str = ""
     full: bool = False
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def label(self) -> str:
@@ -169,6 +182,7 @@ def spec_from_dict(data: Any, *, path: Path | None = None, full: bool = False) -
     grid = _grid(label, "grid", data.get("grid"), problems)
     zips = _zips(label, "zip", data.get("zip"), problems)
     timeout = _timeout(label, "timeout", data.get("timeout"), problems)
+    resources = _resources(label, "resources", data.get("resources"), Resources(), problems)
 
     if full:
         variant = data.get("full")
@@ -183,6 +197,8 @@ def spec_from_dict(data: Any, *, path: Path | None = None, full: bool = False) -
             zips = _zips(label, "full.zip", variant["zip"], problems)
         if "timeout" in variant:
             timeout = _timeout(label, "full.timeout", variant["timeout"], problems)
+        if "resources" in variant:
+            resources = _resources(label, "full.resources", variant["resources"], resources, problems)
         name = f"{name}-full"
     elif "full" in data and not isinstance(data["full"], dict):
         problems.append(f"{label}: full: must be a mapping with keys {', '.join(FULL_KEYS)}")
@@ -202,6 +218,7 @@ def spec_from_dict(data: Any, *, path: Path | None = None, full: bool = False) -
         path=path,
         description=str(data.get("description") or ""),
         full=full,
+        resources=resources,
     )
 
 
@@ -266,6 +283,26 @@ def _timeout(label: str, section: str, value: Any, problems: list[str]) -> float
         problems.append(f"{label}: {section}: must be a positive number of seconds, got {value!r}")
         return None
     return float(value)
+
+
+def _resources(label: str, section: str, value: Any, default: Resources, problems: list[str]) -> Resources:
+    if value is None:
+        return default
+    if not isinstance(value, dict):
+        problems.append(f"{label}: {section}: must be a mapping like {{cpus: 4, gpus: 1}}, got {value!r}")
+        return default
+    problems += _unknown_keys(label, f"{section}.", value, RESOURCE_KEYS)
+    amounts = {}
+    for key, low in (("cpus", 0.0), ("gpus", -1e-12)):
+        if key not in value:
+            continue
+        amount = value[key]
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount > low:
+            wanted = "a positive number" if key == "cpus" else "a number >= 0 (fractions share a GPU under Ray)"
+            problems.append(f"{label}: {section}.{key}: must be {wanted}, got {amount!r}")
+            continue
+        amounts[key] = amount
+    return Resources(**{**default.__dict__, **amounts})
 
 
 def _overlaps(label: str, grid: dict, zips: list[dict]) -> list[str]:
