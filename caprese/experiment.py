@@ -53,6 +53,14 @@ class ExperimentConfig:
     temperature: float = 0.7
     language_samples: int = 50
     """Short-answer language questions and held-out texts for perplexity / KL (0: skip)."""
+    text_sets: str = ""
+    """Comma-separated held-out text sets scored teacher-forced (perplexity, KL(dense ‖ method) per
+    text, bootstrap intervals): e.g. math-text,kjv-prose (caprese.data.texts; empty: skip)."""
+    text_samples: int = 200
+    text_prefix_tokens: int = 32
+    """Context tokens of each plain (prose) text; math texts' context is their question's prompt."""
+    text_tokens: int = 64
+    """Continuation tokens scored per text at most (the same cap for every set)."""
     error_samples: int = 32
     """Held-out worked solutions, teacher-forced, for per-layer FFN error with and without the path (0: skip)."""
     init: str = "random"
@@ -73,15 +81,28 @@ class ExperimentConfig:
         check_choice("stage", self.stage, STAGES)
         check_choice("kind", self.kind, ("caprese", "lora"))
         check_choice("init", self.init, ("random", "closed_form"))
-        for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs"):
+        for name in ("samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs", "text_samples",
+                     "text_prefix_tokens"):
             if int(getattr(self, name)) < 1:
                 raise CapreseError(f"{name} {getattr(self, name)!r} must be >= 1")
+        if self.eval_samples < 0:
+            raise CapreseError(f"eval_samples {self.eval_samples!r} must be >= 0 (0: no task accuracy)")
+        if self.text_tokens < 2:
+            raise CapreseError(f"text_tokens {self.text_tokens!r} must be >= 2 (the first continuation token is not scored)")
+        if self.text_sets:
+            from .data.texts import TEXT_SETS
+
+            for name in self.text_set_names():
+                TEXT_SETS.get(name)  # unknown names fail here, with did-you-mean
         if self.rank < 0:
             raise CapreseError(f"rank {self.rank!r} must be >= 0 (0: no Caprese path)")
         if self.stage != "none" and self.rank == 0:
             raise CapreseError(f"stage {self.stage!r} needs rank >= 1")
         if self.stage != "none" and self.method == "dense":
             raise CapreseError("method 'dense' has nothing for Caprese to correct: use stage 'none'")
+
+    def text_set_names(self) -> list[str]:
+        return [name.strip() for name in self.text_sets.split(",") if name.strip()]
 
     @classmethod
     def from_params(cls, params: dict) -> "ExperimentConfig":
@@ -137,6 +158,21 @@ def _ffn_errors(cfg: ExperimentConfig, model, tokenizer, choice, adapter) -> dic
     return ffn_errors(model, choice, tokenize_pairs(tokenizer, rows), pad, adapter, tokenizer=tokenizer)
 
 
+def _teacher_forced(cfg: ExperimentConfig, model, tokenizer, session) -> dict:
+    """Per text set: perplexity and KL(dense ‖ method) of held-out texts, teacher-forced, with
+    95% bootstrap intervals over texts and the per-text sums (for paired comparisons)."""
+    from .data.texts import load_text_rows, texts_as_items
+    from .evaluate.perplexity import perplexity
+
+    out = {}
+    for name in cfg.text_set_names():
+        items = texts_as_items(tokenizer, load_text_rows(name, cfg.text_samples, seed=cfg.eval_seed))
+        result = perplexity(model, tokenizer, items, session, prefix_tokens=cfg.text_prefix_tokens,
+                            max_continuation_tokens=cfg.text_tokens, batch_size=cfg.batch_size, progress=True, desc=name)
+        out[name] = result.as_dict(per_text=True)
+    return out
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     import contextlib
 
@@ -177,6 +213,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             temperature=cfg.temperature, seed=cfg.seed,
             extra_parameters=adapter.parameter_count() if adapter is not None else 0,
         )
+        if cfg.text_sets:
+            results["teacher_forced"] = _teacher_forced(cfg, model, tokenizer, session)
     if cfg.error_samples:
         results["ffn_error"] = _ffn_errors(cfg, model, tokenizer, choice, adapter)
     samples = results.pop("samples")
@@ -202,12 +240,15 @@ def summary_table(metrics: dict):
     row = {
         "method": metrics["config"]["method"], "sparsity": metrics["config"]["sparsity"],
         "stage": metrics["config"]["stage"], "rank": metrics["config"]["rank"],
-        "accuracy": metrics["math"]["accuracy"], "mean_response_tokens": metrics["math"]["mean_response_tokens"],
     }
+    if "math" in metrics:
+        row.update(accuracy=metrics["math"]["accuracy"], mean_response_tokens=metrics["math"]["mean_response_tokens"])
     if "language" in metrics:
         row.update(language_accuracy=metrics["language"]["short_answer_accuracy"],
                    perplexity=metrics["language"]["perplexity"], kl=metrics["language"]["kl_dense_to_method"])
     if "coverage" in metrics:
         row["pass@N"] = metrics["coverage"]["pass_at_k"][str(metrics["coverage"]["n"])]
+    for name, scores in metrics.get("teacher_forced", {}).items():
+        row[f"{name}_kl"], row[f"{name}_perplexity"] = scores["kl_dense_to_method"], scores["perplexity"]
     row["model_active_fraction"] = metrics["params"].get("model_active_fraction_with_extra")
     return pd.DataFrame([row])

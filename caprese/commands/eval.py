@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; or a GSM8K-format .jsonl/.json/.parquet file")
     parser.add_argument("--samples", type=int, default=200, help="number of problems (fixed sets use their first N)")
     parser.add_argument("--out", required=True, help="output folder for metrics.json and samples.jsonl")
-    parser.add_argument("--levels", default=None, help="toy-math only: comma-separated levels, e.g. 1,3,5")
+    parser.add_argument("--levels", default=None, help="tasks with levels (toy-math, arithmetic): comma-separated levels, e.g. 1,3,5")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of generated tasks (toy-math, toy-language, gsm-symbolic)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=256)

@@ -22,6 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(default: the fig2 sweep, else OUT/diagnostics or RUNS/diagnostics if they hold one)")
     parser.add_argument("--latency", default=None, metavar="PATH.json",
                         help="latency benchmark results for table 5 (default OUT/latency.json)")
+    parser.add_argument("--only", default=None, metavar="KEYS",
+                        help="comma-separated figure/table keys to draw (e.g. real_tf,real_tf_table,real_task,real_task_table "
+                        "for figures/real/); default: all")
     parser.set_defaults(run=run)
     return parser
 
@@ -29,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..figures import render_all
 
-    report = render_all(args.runs, args.out, diagnostics=args.diagnostics, latency=args.latency)
+    report = render_all(args.runs, args.out, diagnostics=args.diagnostics, latency=args.latency, only=args.only)
     print(report.summary())
     if report.removed:
         print(f"removed {len(report.removed)} stale file(s) of figures not made this time", file=sys.stderr)

@@ -48,7 +48,7 @@ def summarise(samples: list[dict]) -> dict:
 def evaluate_accuracy(model, tokenizer, rows: list[dict], settings: GenerationSettings = GenerationSettings(),
                       progress: bool = True, desc: str = "evaluating") -> EvalResult:
     """Generate a response per row (GSM8K-style: question, final_answer) and score it."""
-    prompts = [build_prompt(tokenizer, row["question"]) for row in rows]
+    prompts = [build_prompt(tokenizer, row["question"], row.get("few_shot")) for row in rows]
     generations = generate(model, tokenizer, prompts, settings, progress=progress, desc=desc)
     samples = []
     for row, prompt, gen in zip(rows, prompts, generations):
