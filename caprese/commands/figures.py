@@ -23,8 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--latency", default=None, metavar="PATH.json",
                         help="latency benchmark results for table 5 (default OUT/latency.json)")
     parser.add_argument("--only", default=None, metavar="KEYS",
-                        help="comma-separated figure/table keys to draw (e.g. real_tf,real_tf_table,real_task,real_task_table "
-                        "for figures/real/); default: all")
+                        help="comma-separated figure/table keys or groups to draw: 'real' for the real-model panels "
+                        "(figures/real/), 'paper' for the paper's figures (the default)")
     parser.set_defaults(run=run)
     return parser
 

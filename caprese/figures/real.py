@@ -75,7 +75,7 @@ def _paired(run: Run, partner: Run | None, name: str) -> dict[str, Any]:
 
 def teacher_forced_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
     """One row per (run, text set): KL, perplexity and perplexity / dense with 95% intervals."""
-    sweep, runs = _find(results, lambda run: _teacher_forced(run) is not None, "real_teacher_forced")
+    sweep, runs = _find(results, lambda run: _teacher_forced(run) is not None, "real_tf")
     runs = _ordered(runs)
     by_config = {run.configuration: run for run in runs}
     names = labels([run.configuration for run in runs])
@@ -125,7 +125,7 @@ def real_teacher_forced(ctx: Context) -> Made:
     _bars(kl, methods, "kl", sets, [c for c in configs if c in set(methods["label"])])
     kl.set_ylabel("KL(dense ‖ method), nats / token")
     kl.set_title("teacher-forced KL to the dense model")
-    kl.legend(title="text set (hatched: 2nd)")
+    kl.legend(title="text set")
     _bars(ppl, frame, "perplexity_ratio", sets, configs)
     ppl.axhline(1.0, color="black", linestyle=":", linewidth=1.0)
     ppl.set_ylabel("perplexity / dense perplexity")
@@ -156,7 +156,7 @@ def task_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
         levels = run.get("math.per_level")
         return isinstance(levels, dict) and bool(levels)
 
-    sweep, runs = _find(results, has_levels, "real_task_levels")
+    sweep, runs = _find(results, has_levels, "real_task")
     runs = _ordered(runs)
     names = labels([run.configuration for run in runs])
     rows = []

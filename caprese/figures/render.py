@@ -30,6 +30,7 @@ class Item:
     shows: str
     data_from: str  # the command that makes its data
     draw: Callable[[Context], Made]
+    group: str = "paper"  # paper: drawn by default into figures/; real: the real-model panels (figures/real/)
 
 
 def _table(name: str, title: str, build) -> Callable[[Context], Made]:
@@ -82,16 +83,18 @@ ITEMS: tuple[Item, ...] = (
          _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency))),
     Item("real_tf", "real_teacher_forced", "figure",
          "real model: teacher-forced KL(dense ‖ method) and perplexity / dense on math reasoning text vs prose, per "
-         "configuration, 95% bootstrap intervals over texts", "`caprese sweep ablations/real.yaml`", real_teacher_forced),
+         "configuration, 95% bootstrap intervals over texts", "`caprese sweep ablations/real.yaml`", real_teacher_forced, group="real"),
     Item("real_tf_table", "real_teacher_forced_table", "table",
          "real model: the teacher-forced numbers, with each Caprese/LoRA run's paired change against its method alone",
-         "`caprese sweep ablations/real.yaml`", real_teacher_forced_table),
+         "`caprese sweep ablations/real.yaml`", real_teacher_forced_table, group="real"),
     Item("real_task", "real_task_levels", "figure", "real model: task accuracy by difficulty level, Wilson 95% intervals",
-         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_levels),
+         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_levels, group="real"),
     Item("real_task_table", "real_task_table", "table", "real model: task accuracy by level with Wilson 95% intervals",
-         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_table),
+         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_table, group="real"),
 )
 ITEM_KEYS = tuple(item.key for item in ITEMS)
+GROUPS = tuple(dict.fromkeys(item.group for item in ITEMS))
+DEFAULT_GROUP = "paper"
 
 
 def outputs(item: Item, out_dir: Path) -> list[Path]:
@@ -120,7 +123,7 @@ class RenderReport:
     out_dir: Path
     outcomes: list[Outcome] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
-    only: tuple[str, ...] = ()  # the item keys asked for (empty: every item)
+    only: tuple[str, ...] = ()  # the item keys or groups asked for (empty: the default group)
 
     @property
     def figures_made(self) -> list[Outcome]:
@@ -185,13 +188,14 @@ def readme(report: RenderReport) -> str:
 
 
 def select_items(only: str | Sequence[str] | None) -> tuple[Item, ...]:
-    """The items named in `only` (keys, comma-separated or a list; None or empty: every item)."""
+    """The items named in `only`: keys or group names (paper, real), comma-separated or a list;
+    None or empty: the paper's figures and tables (group paper)."""
     if not only:
-        return ITEMS
+        return tuple(item for item in ITEMS if item.group == DEFAULT_GROUP)
     keys = [k.strip() for k in (only.split(",") if isinstance(only, str) else only) if k.strip()]
     for key in keys:
-        check_choice("figure", key, ITEM_KEYS)
-    return tuple(item for item in ITEMS if item.key in keys)
+        check_choice("figure", key, ITEM_KEYS + GROUPS)
+    return tuple(item for item in ITEMS if item.key in keys or item.group in keys)
 
 
 def render_all(runs_dir: str | Path = "runs", out_dir: str | Path = "figures", *, diagnostics: str | Path | None = None,
@@ -204,7 +208,8 @@ def render_all(runs_dir: str | Path = "runs", out_dir: str | Path = "figures", *
         raise CapreseError(f"diagnostics folder {str(diagnostics)!r} does not exist (caprese diagnose --out DIR writes one)")
     ctx = Context(load_results(runs_dir), out_dir, Path(diagnostics) if diagnostics is not None else None,
                   Path(latency) if latency is not None else out_dir / "latency.json")
-    report = RenderReport(runs_dir, out_dir, only=tuple(item.key for item in items) if only else ())
+    asked = only.split(",") if isinstance(only, str) else list(only or ())
+    report = RenderReport(runs_dir, out_dir, only=tuple(k.strip() for k in asked if k.strip()))
     out_dir.mkdir(parents=True, exist_ok=True)
     with style():
         for item in items:
