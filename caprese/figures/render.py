@@ -30,7 +30,7 @@ class Item:
     shows: str
     data_from: str  # the command that makes its data
     draw: Callable[[Context], Made]
-    group: str = "paper"  # paper: drawn by default into figures/; real: the real-model panels (figures/real/)
+    group: str = "paper"  # paper (ITEMS, drawn by default into figures/) | real (REAL_ITEMS, figures/real/)
 
 
 def _table(name: str, title: str, build) -> Callable[[Context], Made]:
@@ -81,6 +81,9 @@ ITEMS: tuple[Item, ...] = (
     Item("table5", "table5_latency", "table", "time per generated token per configuration; paper table 5",
          "`caprese bench --out figures/latency.json`",
          _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency))),
+)
+# the real-model panels (ablations/real.yaml), drawn on request: caprese figures --out figures/real --only real
+REAL_ITEMS: tuple[Item, ...] = (
     Item("real_tf", "real_teacher_forced", "figure",
          "real model: teacher-forced KL(dense ‖ method) and perplexity / dense on math reasoning text vs prose, per "
          "configuration, 95% bootstrap intervals over texts", "`caprese sweep ablations/real.yaml`", real_teacher_forced, group="real"),
@@ -92,9 +95,9 @@ ITEMS: tuple[Item, ...] = (
     Item("real_task_table", "real_task_table", "table", "real model: task accuracy by level with Wilson 95% intervals",
          "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_table, group="real"),
 )
-ITEM_KEYS = tuple(item.key for item in ITEMS)
-GROUPS = tuple(dict.fromkeys(item.group for item in ITEMS))
-DEFAULT_GROUP = "paper"
+ALL_ITEMS = ITEMS + REAL_ITEMS
+ITEM_KEYS = tuple(item.key for item in ALL_ITEMS)
+GROUPS = tuple(dict.fromkeys(item.group for item in ALL_ITEMS))
 
 
 def outputs(item: Item, out_dir: Path) -> list[Path]:
@@ -191,11 +194,11 @@ def select_items(only: str | Sequence[str] | None) -> tuple[Item, ...]:
     """The items named in `only`: keys or group names (paper, real), comma-separated or a list;
     None or empty: the paper's figures and tables (group paper)."""
     if not only:
-        return tuple(item for item in ITEMS if item.group == DEFAULT_GROUP)
+        return ITEMS
     keys = [k.strip() for k in (only.split(",") if isinstance(only, str) else only) if k.strip()]
     for key in keys:
         check_choice("figure", key, ITEM_KEYS + GROUPS)
-    return tuple(item for item in ITEMS if item.key in keys or item.group in keys)
+    return tuple(item for item in ALL_ITEMS if item.key in keys or item.group in keys)
 
 
 def render_all(runs_dir: str | Path = "runs", out_dir: str | Path = "figures", *, diagnostics: str | Path | None = None,
