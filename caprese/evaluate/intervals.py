@@ -23,7 +23,9 @@ def wilson_interval(correct: int, count: int, confidence: float = 0.95) -> tuple
     denominator = 1 + z * z / count
     centre = (p + z * z / (2 * count)) / denominator
     half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if correct == 0 else max(0.0, centre - half)  # exact ends: no 1e-17 from rounding
+    high = 1.0 if correct == count else min(1.0, centre + half)
+    return low, high
 
 
 def bootstrap_indices(n: int, resamples: int = 2000, seed: int = 0) -> np.ndarray:

@@ -108,7 +108,7 @@ def _bars(ax, frame: pd.DataFrame, column: str, sets: list[str], configs: list[s
         values = part[column].astype(float).to_numpy()
         low = part.get(f"{column}_lo", pd.Series(index=part.index, dtype=float)).astype(float).to_numpy()
         high = part.get(f"{column}_hi", pd.Series(index=part.index, dtype=float)).astype(float).to_numpy()
-        errors = np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)])
+        errors = np.clip(np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)]), 0, None)
         colours = [shade(method_colour(m), SET_SHADES[j % len(SET_SHADES)]) for m in part["method"].fillna("dense")]
         hatch = "//" if j else None
         ax.bar(x, values, width, color=colours, edgecolor="0.2", linewidth=0.5, hatch=hatch, label=name,
@@ -122,7 +122,10 @@ def real_teacher_forced(ctx: Context) -> Made:
     configs = list(dict.fromkeys(frame["label"]))
     fig, (kl, ppl) = new_figure(2, panel=(max(4.2, 0.55 * len(configs) + 1.5), 3.6))
     methods = frame[frame["method"] != "dense"]
-    _bars(kl, methods, "kl", sets, [c for c in configs if c in set(methods["label"])])
+    if methods.empty:  # only the dense run has finished: its KL is 0 by construction
+        kl.text(0.5, 0.5, "no efficient-method run finished yet", ha="center", va="center", transform=kl.transAxes)
+    else:
+        _bars(kl, methods, "kl", sets, [c for c in configs if c in set(methods["label"])])
     kl.set_ylabel("KL(dense ‖ method), nats / token")
     kl.set_title("teacher-forced KL to the dense model")
     kl.legend(title="text set")
@@ -178,7 +181,7 @@ def real_task_levels(ctx: Context) -> Made:
     for i, label in enumerate(configs):
         part = frame[frame["label"] == label]
         offset = (i - (len(configs) - 1) / 2) * 0.08
-        errors = [part["accuracy"] - part["accuracy_lo"], part["accuracy_hi"] - part["accuracy"]]
+        errors = np.clip([part["accuracy"] - part["accuracy_lo"], part["accuracy_hi"] - part["accuracy"]], 0, None)
         ax.errorbar(part["level"] + offset, part["accuracy"], yerr=errors, marker="o", capsize=2,
                     color=method_colour(part["method"].iloc[0]), label=label,
                     linestyle="-" if part["stage"].iloc[0] != "none" or part["method"].iloc[0] == "dense" else "--")
