@@ -217,7 +217,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             results["teacher_forced"] = _teacher_forced(cfg, model, tokenizer, session)
     if cfg.error_samples:
         results["ffn_error"] = _ffn_errors(cfg, model, tokenizer, choice, adapter)
-    samples = results.pop("samples")
+    samples = results.pop("samples", [])  # none when eval_samples = 0 (teacher-forced texts only)
     write_jsonl(out / "samples.jsonl", samples)
     metrics = {"config": asdict(cfg), **results}
     if adapter is not None:

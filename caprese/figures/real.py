@@ -1,7 +1,7 @@
 """The real-model reproduction (ablations/real.yaml): math text vs prose, teacher-forced, and task
 accuracy by level, with 95% intervals.
 
-    real_teacher_forced        KL(dense ‖ method) and perplexity / dense perplexity per configuration,
+    real_teacher_forced        KL(dense ‖ method) and % perplexity increase over dense per configuration,
                                one bar per text set (math reasoning text, prose), bootstrap 95% intervals
     real_teacher_forced_table  the same numbers, plus each Caprese/LoRA run's change against its method
                                alone on the same texts (paired bootstrap)
@@ -96,6 +96,9 @@ def teacher_forced_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame
             if per:  # perplexity / dense on the same texts: exp of the paired NLL difference per token
                 low, high = paired_difference_interval(per["nll"], per["dense_nll"], per["tokens"])
                 row["perplexity_ratio_lo"], row["perplexity_ratio_hi"] = math.exp(low), math.exp(high)
+            for suffix in ("", "_lo", "_hi"):
+                if f"perplexity_ratio{suffix}" in row:
+                    row[f"perplexity_increase_pct{suffix}"] = 100 * (row[f"perplexity_ratio{suffix}"] - 1)
             rows.append({**row, **_paired(run, partner, name)})
     return sweep, runs, pd.DataFrame(rows)
 
@@ -129,10 +132,10 @@ def real_teacher_forced(ctx: Context) -> Made:
     kl.set_ylabel("KL(dense ‖ method), nats / token")
     kl.set_title("teacher-forced KL to the dense model")
     kl.legend(title="text set")
-    _bars(ppl, frame, "perplexity_ratio", sets, configs)
-    ppl.axhline(1.0, color="black", linestyle=":", linewidth=1.0)
-    ppl.set_ylabel("perplexity / dense perplexity")
-    ppl.set_title("perplexity of the continuation")
+    _bars(ppl, frame, "perplexity_increase_pct", sets, configs)
+    ppl.axhline(0.0, color="black", linewidth=0.8)
+    ppl.set_ylabel("perplexity increase over dense, %")
+    ppl.set_title("perplexity of the continuation (same texts)")
     texts = ", ".join(f"{name}: {int(frame[frame['text_set'] == name]['texts'].iloc[0])} texts" for name in sets)
     source = ctx.results.source(sweep, runs)
     note(fig, f"{runs[0].configuration.model} · teacher-forced (context dense, continuation as generated) · {texts} · "
