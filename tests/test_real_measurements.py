@@ -223,3 +223,21 @@ def test_real_panels_drawn_from_a_fake_results_csv(tmp_path):
     with pytest.raises(CapreseError, match="figure 'real_x' is not allowed"):
         render_all(tmp_path / "runs", out, only="real_x")
     assert json.loads(json.dumps(report.lines()))  # every outcome reads as one line
+
+
+def test_a_teacher_forced_only_run_writes_per_text_scores(tmp_path):
+    from caprese.experiment import ExperimentConfig, run_experiment
+    from caprese.testing import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "model")
+    cfg = ExperimentConfig(model=str(folder), method="topk", sparsity=0.5, eval_samples=0, language_samples=0,
+                           error_samples=0, text_sets="gsm8k-100-solutions,kjv-prose", text_samples=3,
+                           text_prefix_tokens=8, text_tokens=12, batch_size=2, out_dir=str(tmp_path / "runs" / "r"))
+    run_experiment(cfg)
+    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert "math" not in metrics and set(metrics["teacher_forced"]) == {"gsm8k-100-solutions", "kjv-prose"}
+    prose = metrics["teacher_forced"]["kjv-prose"]
+    assert prose["texts"] == 3 and prose["scored_tokens"] == 3 * 11 and prose["kl_dense_to_method"] > 0
+    assert len(prose["per_text"]["kl"]) == 3
+    with pytest.raises(CapreseError, match="text set"):
+        ExperimentConfig(text_sets="math-text,prose").check()
