@@ -65,6 +65,14 @@ class ExperimentConfig:
     temperature: float = 0.7
     language_samples: int = 50
     """Short-answer language questions and held-out texts for perplexity / KL (0: skip)."""
+    text_sets: str = ""
+    """Comma-separated held-out text sets scored teacher-forced (perplexity, KL(dense ‖ method) per
+    text, bootstrap intervals): e.g. math-text,kjv-prose (caprese.data.texts; empty: skip)."""
+    text_samples: int = 200
+    text_prefix_tokens: int = 32
+    """Context tokens of each plain (prose) text; math texts' context is their question's prompt."""
+    text_tokens: int = 64
+    """Continuation tokens scored per text at most (the same cap for every set)."""
     error_samples: int = 32
     """Held-out worked solutions, teacher-forced, for per-layer FFN error with and without the path (0: skip)."""
     init: str = _same_as(LayerwiseConfig, "init")
@@ -86,12 +94,18 @@ class ExperimentConfig:
         check_choice("kind", self.kind, KINDS)
         check_choice("init", self.init, INITS)
         check_choice("dtype", str(self.dtype).lower(), DTYPE_NAMES)  # before any model loads
-        for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
-                     "distill_batch_size", "e2e_batch_size", "calibration_samples"):
+        for name in ("samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
+                     "distill_batch_size", "e2e_batch_size", "calibration_samples", "text_samples", "text_prefix_tokens"):
             check_int(name, getattr(self, name))
-        for name in ("mix_samples", "coverage_samples", "language_samples", "error_samples"):
-            check_int(name, getattr(self, name), 0)
+        for name in ("mix_samples", "coverage_samples", "language_samples", "error_samples", "eval_samples"):
+            check_int(name, getattr(self, name), 0)  # eval_samples 0: no task accuracy
         check_int("rank", self.rank, 0)
+        check_int("text_tokens", self.text_tokens, 2)  # the first continuation token is not scored
+        if self.text_sets:
+            from .data.texts import TEXT_SETS
+
+            for name in self.text_set_names():
+                TEXT_SETS.get(name)  # unknown names fail here, with did-you-mean
         if self.stage != "none" and self.rank == 0:
             raise CapreseError(f"stage {self.stage!r} needs rank >= 1")
         if self.stage != "none" and self.method == "dense":  # by name: the registry needs torch
@@ -107,9 +121,10 @@ class ExperimentConfig:
         check_method_values(self.method, self.sparsity, self.layers)
         parse_dtype(self.dtype)
         parse_device(self.device)
-        for name in ("rank", "mix_samples", "coverage_samples", "language_samples", "error_samples", "calibration_samples"):
+        for name in ("rank", "mix_samples", "coverage_samples", "language_samples", "error_samples", "calibration_samples",
+                     "eval_samples"):
             check_int_at_least(name, getattr(self, name), 0)
-        for name in ("samples", "eval_samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
+        for name in ("samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
                      "coverage_prompts", "distill_batch_size", "e2e_batch_size"):
             check_int_at_least(name, getattr(self, name), 1)
         check_finite("temperature", self.temperature, low=0.0)
@@ -126,6 +141,9 @@ class ExperimentConfig:
 
     def e2e_config(self) -> E2EConfig:
         return E2EConfig(lr=self.e2e_lr, batch_size=self.e2e_batch_size, epochs=self.e2e_epochs, seed=self.seed)
+
+    def text_set_names(self) -> list[str]:
+        return [name.strip() for name in self.text_sets.split(",") if name.strip()]
 
     @classmethod
     def from_params(cls, params: dict) -> ExperimentConfig:
@@ -182,6 +200,21 @@ def _ffn_errors(cfg: ExperimentConfig, model, tokenizer, choice, adapter) -> dic
     return ffn_errors(model, choice, tokenize_pairs(tokenizer, rows), pad, adapter, tokenizer=tokenizer)
 
 
+def _teacher_forced(cfg: ExperimentConfig, model, tokenizer, session) -> dict:
+    """Per text set: perplexity and KL(dense ‖ method) of held-out texts, teacher-forced, with
+    95% bootstrap intervals over texts and the per-text sums (for paired comparisons)."""
+    from .data.texts import load_text_rows, texts_as_items
+    from .evaluate.perplexity import perplexity
+
+    out = {}
+    for name in cfg.text_set_names():
+        items = texts_as_items(tokenizer, load_text_rows(name, cfg.text_samples, seed=cfg.eval_seed))
+        result = perplexity(model, tokenizer, items, session, prefix_tokens=cfg.text_prefix_tokens,
+                            max_continuation_tokens=cfg.text_tokens, batch_size=cfg.batch_size, progress=True, desc=name)
+        out[name] = result.as_dict(per_text=True)
+    return out
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 
     import torch
@@ -224,9 +257,11 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             temperature=cfg.temperature, seed=cfg.seed,
             extra_parameters=adapter.parameter_count() if adapter is not None else 0,
         )
+        if cfg.text_sets:
+            results["teacher_forced"] = _teacher_forced(cfg, model, tokenizer, session)
     if cfg.error_samples:
         results["ffn_error"] = _ffn_errors(cfg, model, tokenizer, choice, adapter)
-    samples = results.pop("samples")
+    samples = results.pop("samples", [])  # none when eval_samples = 0 (teacher-forced texts only)
     write_jsonl(out / "samples.jsonl", samples)
     metrics = {"config": asdict(cfg), **results}
     if adapter is not None:
@@ -249,12 +284,15 @@ def summary_table(metrics: dict):
     row = {
         "method": metrics["config"]["method"], "sparsity": metrics["config"]["sparsity"],
         "stage": metrics["config"]["stage"], "rank": metrics["config"]["rank"],
-        "accuracy": metrics["math"]["accuracy"], "mean_response_tokens": metrics["math"]["mean_response_tokens"],
     }
+    if "math" in metrics:
+        row.update(accuracy=metrics["math"]["accuracy"], mean_response_tokens=metrics["math"]["mean_response_tokens"])
     if "language" in metrics:
         row.update(language_accuracy=metrics["language"]["short_answer_accuracy"],
                    perplexity=metrics["language"]["perplexity"], kl=metrics["language"]["kl_dense_to_method"])
     if "coverage" in metrics:
         row["pass@N"] = metrics["coverage"]["pass_at_k"][str(metrics["coverage"]["n"])]
+    for name, scores in metrics.get("teacher_forced", {}).items():
+        row[f"{name}_kl"], row[f"{name}_perplexity"] = scores["kl_dense_to_method"], scores["perplexity"]
     row["model_active_fraction"] = metrics["params"].get("model_active_fraction_with_extra")
     return pd.DataFrame([row])

@@ -42,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="answer scoring: auto (the task's: gsm, or math-verify for MATH-style tasks) | gsm | math-verify")
     parser.add_argument("--samples", type=int, default=200, help="number of problems (fixed sets use their first N)")
     parser.add_argument("--out", required=True, help="output folder for metrics.json and samples.jsonl")
-    parser.add_argument("--levels", default=None, help="toy-math only: comma-separated levels, e.g. 1,3,5")
+    parser.add_argument("--levels", default=None, help="tasks with levels (toy-math, arithmetic): comma-separated levels, e.g. 1,3,5")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of generated tasks (toy-math, toy-language, gsm-symbolic)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=256)

@@ -22,6 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(default: the fig2 sweep, else OUT/diagnostics or RUNS/diagnostics if they hold one)")
     parser.add_argument("--latency", default=None, metavar="PATH.json",
                         help="latency benchmark results for table 5 (default OUT/latency.json)")
+    parser.add_argument("--only", default=None, metavar="KEYS",
+                        help="comma-separated figure/table keys or groups to draw: 'real' for the real-model panels "
+                        "(figures/real/), 'paper' for the paper's figures (the default)")
     parser.set_defaults(run=run)
     return parser
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_output_dir
 
     check_output_dir(args.out)
-    report = render_all(args.runs, args.out, diagnostics=args.diagnostics, latency=args.latency)
+    report = render_all(args.runs, args.out, diagnostics=args.diagnostics, latency=args.latency, only=args.only)
     print(report.summary())
     if report.removed:
         print(f"removed {len(report.removed)} stale file(s) of figures not made this time", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import CapreseError
 from ..registry import Registry
-from . import gsm, math_tasks, toy_language, toy_math
+from . import arithmetic, gsm, math_tasks, toy_language, toy_math
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Task:
     load: Callable[[TaskRequest], list[dict]]
     has_levels: bool = False
     scoring: str = "gsm"
+    check_levels: Callable[[tuple], tuple[int, ...]] | None = None  # tasks with levels: validates them
 
 
 TASKS: Registry[Task] = Registry("task")
@@ -50,11 +51,19 @@ def load_toy_math(request: TaskRequest) -> list[dict]:
     return toy_math.generate_rows(request.samples, split="test", seed=request.seed, levels=levels)
 
 
+def load_arithmetic(request: TaskRequest) -> list[dict]:
+    return arithmetic.generate_rows(request.samples, split="test", seed=request.seed,
+                                    levels=request.levels or arithmetic.LEVELS)
+
+
 def load_toy_language(request: TaskRequest) -> list[dict]:
     return toy_language.generate_rows(request.samples, split="test", seed=request.seed)
 
 
-register_task(Task("toy-math", "held-out toy arithmetic word problems, levels 1-5 mixed evenly", load_toy_math, has_levels=True))
+register_task(Task("toy-math", "held-out toy arithmetic word problems, levels 1-5 mixed evenly", load_toy_math, has_levels=True,
+                   check_levels=toy_math.check_levels))
+register_task(Task("arithmetic", "few-shot chat arithmetic, levels 1-5 (1: a + b one digit ... 5: a + b - c + d two digits)",
+                   load_arithmetic, has_levels=True, check_levels=arithmetic.check_levels))
 register_task(Task("toy-language", "held-out toy story questions (short answers, no arithmetic)", load_toy_language))
 register_task(
     Task("gsm8k-100", "the 100 original GSM8K test problems behind GSM-Symbolic (offline)", lambda r: first(gsm.load_gsm8k_100(), r.samples)),
@@ -84,9 +93,10 @@ def load_task_rows(task: str, samples: int, seed: int = 0, levels=None) -> list[
         return first(gsm.load_gsm_file(task), samples)
     spec = TASKS.get(task)
     if levels and not spec.has_levels:
-        raise CapreseError(f"--levels applies to toy-math only, not to task {spec.name!r}")
+        with_levels = ", ".join(name for name in TASKS.names() if TASKS.get(name).has_levels)
+        raise CapreseError(f"--levels applies to {with_levels} only, not to task {spec.name!r}")
     if levels:
-        levels = toy_math.check_levels(levels)
+        levels = spec.check_levels(levels)
     return spec.load(TaskRequest(samples=samples, seed=seed, levels=levels))
 
 

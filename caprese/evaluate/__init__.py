@@ -2,6 +2,6 @@
 
 from .accuracy import EvalResult, evaluate_accuracy, summarise
 from .generation import Generation, GenerationSettings, generate
-from .perplexity import perplexity
+from .perplexity import PerplexityResult, perplexity
 
-__all__ = ["EvalResult", "Generation", "GenerationSettings", "evaluate_accuracy", "generate", "perplexity", "summarise"]
+__all__ = ["EvalResult", "Generation", "GenerationSettings", "evaluate_accuracy", "generate", "perplexity", "PerplexityResult", "summarise"]

@@ -47,10 +47,10 @@ def summarise(samples: list[dict]) -> dict:
 
 def evaluate_accuracy(model, tokenizer, rows: list[dict], settings: GenerationSettings = GenerationSettings(),
                       progress: bool = True, desc: str = "evaluating", scoring: str = "gsm") -> EvalResult:
-    """Generate a response per row (question, final_answer) and score it with `scoring`
-    ("gsm": caprese's numeric path; "math-verify": MATH-style answers)."""
+    """Generate a response per row (question, final_answer; optional few_shot pairs) and score it
+    with `scoring` ("gsm": caprese's numeric path; "math-verify": MATH-style answers)."""
     scorer = SCORINGS.get(scoring)
-    prompts = [build_prompt(tokenizer, row["question"], scorer.answer_hint) for row in rows]
+    prompts = [build_prompt(tokenizer, row["question"], scorer.answer_hint, row.get("few_shot")) for row in rows]
     generations = generate(model, tokenizer, prompts, settings, progress=progress, desc=desc)
     samples = []
     for row, prompt, gen in zip(rows, prompts, generations):

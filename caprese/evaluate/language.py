@@ -8,16 +8,12 @@ KL(original ‖ efficient) need no second copy of the model.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from ..errors import CapreseError
+from .perplexity import PREFIX_TOKENS, perplexity, token_kl, tokenize_items
 
-PREFIX_TOKENS = 16
-"""Tokens of each text (with <bos>) run densely as its prompt; the rest is scored."""
+__all__ = ["PREFIX_TOKENS", "LanguageScores", "language_scores", "token_kl"]
 
 
 @dataclass
@@ -33,20 +29,6 @@ class LanguageScores:
                 "kl_dense_to_method": self.kl, "scored_tokens": self.tokens}
 
 
-def token_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(p_ref ‖ p) per position, from logits (…, V)."""
-    ref = F.log_softmax(reference_logits.float(), dim=-1)
-    cur = F.log_softmax(logits.float(), dim=-1)
-    return (ref.exp() * (ref - cur)).sum(-1)
-
-
-def _teacher_forced_logits(model, session, input_ids, attention_mask, prompt_lengths):
-    if session is None:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-    with session.teacher_forced(prompt_lengths):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
 def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_tokens: int = PREFIX_TOKENS,
                     batch_size: int = 16) -> LanguageScores:
     """Perplexity of the continuation after `prefix_tokens` (efficient and original) and KL between them.
@@ -55,28 +37,8 @@ def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_
     """
     if prefix_tokens < 1:
         raise CapreseError(f"prefix_tokens {prefix_tokens!r} must be >= 1")
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"  # teacher-forced lengths count from the start of each row
-    nll, dense_nll, kl, count = 0.0, 0.0, 0.0, 0
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
-                ids, mask = batch["input_ids"], batch["attention_mask"]
-                prompt = torch.full((ids.shape[0],), prefix_tokens, device=ids.device)
-                every = torch.full_like(prompt, ids.shape[1])
-                logits = _teacher_forced_logits(model, session, ids, mask, prompt)[:, :-1]
-                dense = _teacher_forced_logits(model, session, ids, mask, every)[:, :-1] if session else logits
-                targets = ids[:, 1:]
-                # score the tokens predicted from a generated position: position t >= prefix predicts t+1
-                positions = torch.arange(ids.shape[1] - 1, device=ids.device)
-                scored = mask[:, 1:].bool() & (positions[None, :] >= prefix_tokens)
-                nll += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")[scored].sum().item()
-                dense_nll += F.cross_entropy(dense.float().transpose(1, 2), targets, reduction="none")[scored].sum().item()
-                kl += token_kl(dense, logits)[scored].sum().item()
-                count += int(scored.sum())
-    finally:
-        tokenizer.padding_side = side
-    if count == 0:
+    items = tokenize_items(tokenizer, texts, prefix_tokens)
+    if all(len(continuation) < 2 for _, _, continuation in items):
         raise CapreseError(f"no token after prefix_tokens={prefix_tokens} to score: use longer texts or a shorter prefix")
-    return LanguageScores(math.exp(nll / count), math.exp(dense_nll / count), kl / count, count)
+    result = perplexity(model, tokenizer, texts, session, prefix_tokens=prefix_tokens, batch_size=batch_size)
+    return LanguageScores(result.perplexity, result.dense_perplexity, result.kl, result.tokens)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import CapreseError
 from ..io import atomic_write_text
 from ..sweep.layout import DAMAGED
+from ..registry import check_choice
 from .accuracy import ablation_rank, ablation_samples, fig5_accuracy_vs_density
 from .common import Context, Made, MissingData
 from .coverage import fig3_coverage, fig4_7_response_length
 from .error import fig2_error_vs_density
 from .parameters import fig6_parameters
+from .real import real_task_levels, real_task_table, real_teacher_forced, real_teacher_forced_table
 from .results import load_results
 from .spectra import fig8_singular_values
 from .style import style
@@ -29,6 +31,7 @@ class Item:
     shows: str
     data_from: str  # the command that makes its data
     draw: Callable[[Context], Made]
+    group: str = "paper"  # paper (ITEMS, drawn by default into figures/) | real (REAL_ITEMS, figures/real/)
 
 
 def _table(name: str, title: str, build) -> Callable[[Context], Made]:
@@ -80,6 +83,22 @@ ITEMS: tuple[Item, ...] = (
          "`caprese bench --out figures/latency.json`",
          _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency))),
 )
+# the real-model panels (ablations/real.yaml), drawn on request: caprese figures --out figures/real --only real
+REAL_ITEMS: tuple[Item, ...] = (
+    Item("real_tf", "real_teacher_forced", "figure",
+         "real model: teacher-forced KL(dense ‖ method) and perplexity / dense on math reasoning text vs prose, per "
+         "configuration, 95% bootstrap intervals over texts", "`caprese sweep ablations/real.yaml`", real_teacher_forced, group="real"),
+    Item("real_tf_table", "real_teacher_forced_table", "table",
+         "real model: the teacher-forced numbers, with each Caprese/LoRA run's paired change against its method alone",
+         "`caprese sweep ablations/real.yaml`", real_teacher_forced_table, group="real"),
+    Item("real_task", "real_task_levels", "figure", "real model: task accuracy by difficulty level, Wilson 95% intervals",
+         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_levels, group="real"),
+    Item("real_task_table", "real_task_table", "table", "real model: task accuracy by level with Wilson 95% intervals",
+         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_table, group="real"),
+)
+ALL_ITEMS = ITEMS + REAL_ITEMS
+ITEM_KEYS = tuple(item.key for item in ALL_ITEMS)
+GROUPS = tuple(dict.fromkeys(item.group for item in ALL_ITEMS))
 
 
 def outputs(item: Item, out_dir: Path) -> list[Path]:
@@ -109,6 +128,7 @@ class RenderReport:
     outcomes: list[Outcome] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (sweep/run-id, status, why): not drawn from
+    only: tuple[str, ...] = ()  # the item keys or groups asked for (empty: the default group)
 
     @property
     def figures_made(self) -> list[Outcome]:
@@ -151,7 +171,8 @@ def readme(report: RenderReport) -> str:
     lines = [
         "# figures/",
         "",
-        f"Written by `caprese figures --runs {report.runs_dir} --out {report.out_dir}` (or `notebooks/figures.ipynb`,",
+        f"Written by `caprese figures --runs {report.runs_dir} --out {report.out_dir}"
+        + (f" --only {','.join(report.only)}" if report.only else "") + "` (or `notebooks/figures.ipynb`,",
         "which calls the same `caprese.figures.render_all`) from the finished runs under "
         f"`{report.runs_dir}/`; regenerated in full each time.",
         "Each figure is a PNG and a PDF with the same name; the numbers it plots are in `data/<name>.csv`.",
@@ -173,18 +194,32 @@ def readme(report: RenderReport) -> str:
     return "\n".join(lines)
 
 
+def select_items(only: str | Sequence[str] | None) -> tuple[Item, ...]:
+    """The items named in `only`: keys or group names (paper, real), comma-separated or a list;
+    None or empty: the paper's figures and tables (group paper)."""
+    if not only:
+        return ITEMS
+    keys = [k.strip() for k in (only.split(",") if isinstance(only, str) else only) if k.strip()]
+    for key in keys:
+        check_choice("figure", key, ITEM_KEYS + GROUPS)
+    return tuple(item for item in ALL_ITEMS if item.key in keys or item.group in keys)
+
+
 def render_all(runs_dir: str | Path = "runs", out_dir: str | Path = "figures", *, diagnostics: str | Path | None = None,
-               latency: str | Path | None = None) -> RenderReport:
-    """Render every figure and table the finished runs allow into `out_dir`; see `RenderReport`."""
+               latency: str | Path | None = None, only: str | Sequence[str] | None = None) -> RenderReport:
+    """Render every figure and table the finished runs allow into `out_dir` (only those named in
+    `only`, when given); see `RenderReport`."""
+    items = select_items(only)
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if diagnostics is not None and not Path(diagnostics).is_dir():
         raise CapreseError(f"diagnostics folder {str(diagnostics)!r} does not exist (caprese diagnose --out DIR writes one)")
     ctx = Context(load_results(runs_dir), out_dir, Path(diagnostics) if diagnostics is not None else None,
                   Path(latency) if latency is not None else out_dir / "latency.json")
-    report = RenderReport(runs_dir, out_dir, skipped=list(ctx.results.skipped))
+    asked = only.split(",") if isinstance(only, str) else list(only or ())
+    report = RenderReport(runs_dir, out_dir, skipped=list(ctx.results.skipped), only=tuple(k.strip() for k in asked if k.strip()))
     out_dir.mkdir(parents=True, exist_ok=True)
     with style():
-        for item in ITEMS:
+        for item in items:
             try:
                 report.outcomes.append(Outcome(item, made=item.draw(ctx)))
             except MissingData as missing:

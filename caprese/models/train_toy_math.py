@@ -226,7 +226,7 @@ def measure(folder: Path, per_level: int) -> dict:
     return {
         "math": math_result.metrics,
         "language": language_result.metrics,
-        "perplexity": perplexity(model, tokenizer, texts),
+        "perplexity": perplexity(model, tokenizer, texts, prefix_tokens=1).perplexity,
         "eval_seconds": time.time() - started,
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": model.config,

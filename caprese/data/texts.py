@@ -1,0 +1,104 @@
+"""Held-out text sets for teacher-forced perplexity / KL: math reasoning text vs general prose.
+
+Each set turns (samples, seed) into rows that `texts_as_items` makes into what
+`caprese.evaluate.perplexity` scores: a math row becomes the chat prompt of its question plus its
+worked solution as the continuation (what a model asked the question would generate); a prose
+row is a plain passage whose first `prefix_tokens` tokens are the context.
+
+    gsm8k-100-solutions     the 100 GSM8K test problems' reference solutions (offline)
+    gsm-symbolic-solutions  reasoning-gym gsm_symbolic worked solutions, seeds far from the
+                            distillation questions' (no overlap with Caprese's training data)
+    math-text               both of the above: GSM8K-100 first, then gsm-symbolic
+    kjv-prose               narrative passages of Genesis, King James Version (public domain;
+                            caprese/data/DATA_SOURCES.md)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from ..errors import CapreseError
+from ..registry import Registry
+
+KJV_FILE = Path(__file__).with_name("kjv_genesis.txt")
+SYMBOLIC_SEED_OFFSET = 10_000
+"""gsm-symbolic evaluation texts use seed + this (distillation draws its questions at `seed`)."""
+_CALCULATOR = re.compile(r"<<[^>]*>>")
+
+
+@dataclass(frozen=True)
+class TextSet:
+    name: str
+    description: str
+    load: Callable[[int, int], list[dict]]  # (samples, seed) -> rows
+    kind: str  # math | prose
+
+
+TEXT_SETS: Registry[TextSet] = Registry("text set")
+
+
+def _solution(answer: str) -> str:
+    """A worked solution as a model would write it: GSM8K's <<a*b=c>> calculator notes removed."""
+    return _CALCULATOR.sub("", answer).strip()
+
+
+def _gsm8k_100(samples: int, seed: int) -> list[dict]:
+    from .gsm import load_gsm8k_100
+
+    return [{"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])} for r in load_gsm8k_100()[:samples]]
+
+
+def _gsm_symbolic(samples: int, seed: int) -> list[dict]:
+    from .gsm import gsm_symbolic_rows
+
+    return [{"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])}
+            for r in gsm_symbolic_rows(samples, seed=seed + SYMBOLIC_SEED_OFFSET)]
+
+
+def _math_text(samples: int, seed: int) -> list[dict]:
+    rows = _gsm8k_100(samples, seed)
+    return rows + (_gsm_symbolic(samples - len(rows), seed) if samples > len(rows) else [])
+
+
+@lru_cache(maxsize=1)
+def kjv_passages() -> tuple[str, ...]:
+    return tuple(line.strip() for line in KJV_FILE.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def _kjv(samples: int, seed: int) -> list[dict]:
+    passages = kjv_passages()
+    if samples > len(passages):
+        raise CapreseError(f"kjv-prose has {len(passages)} passages, {samples} were asked for")
+    return [{"id": f"kjv-genesis-{i}", "text": text} for i, text in enumerate(passages[:samples])]
+
+
+TEXT_SETS.register("gsm8k-100-solutions", TextSet("gsm8k-100-solutions", "GSM8K-100 reference solutions", _gsm8k_100, "math"))
+TEXT_SETS.register("gsm-symbolic-solutions",
+                   TextSet("gsm-symbolic-solutions", "reasoning-gym gsm_symbolic worked solutions", _gsm_symbolic, "math"))
+TEXT_SETS.register("math-text", TextSet("math-text", "GSM8K-100 then gsm-symbolic worked solutions", _math_text, "math"))
+TEXT_SETS.register("kjv-prose", TextSet("kjv-prose", "King James Version Genesis passages (public domain)", _kjv, "prose"))
+
+
+def load_text_rows(name: str, samples: int, seed: int = 0) -> list[dict]:
+    if samples < 1:
+        raise CapreseError(f"text samples {samples!r} must be >= 1")
+    return TEXT_SETS.get(name).load(samples, seed)
+
+
+def texts_as_items(tokenizer, rows: list[dict]) -> list:
+    """Rows of a text set -> items for `caprese.evaluate.perplexity` (prompt/response pairs or plain texts)."""
+    from .prompts import build_prompt
+
+    items = []
+    for row in rows:
+        if "text" in row:
+            items.append(row["text"])
+        else:
+            chat = bool(getattr(tokenizer, "chat_template", None))
+            items.append({"id": row["id"], "prompt": build_prompt(tokenizer, row["question"]),
+                          "response": row["solution"] if chat else f" {row['solution']}"})
+    return items
