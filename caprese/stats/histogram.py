@@ -95,13 +95,10 @@ def bin_index(values: torch.Tensor) -> torch.Tensor:
 def count_values(index: torch.Tensor, size: int) -> torch.Tensor:
     """int64 (size,): how often each value of the 1-D integer `index` (all in [0, size)) occurs.
 
-    `torch.bincount` gives the same counts but first scans its input for the minimum and the
-    maximum, which on a CPU costs more than the counting itself; adding ones at the indices
-    (`index_add_`, bounds-checked) is one pass (about 10x faster measured on 2 cores, 0.5M values)."""
-    if index.dtype not in (torch.int32, torch.int64):
-        index = index.to(torch.int32)
-    ones = torch.ones((), dtype=torch.int64, device=index.device).expand(index.shape[0])
-    return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, ones)
+    `torch.bincount`. Tried instead: `index_add_` of ones (no min/max scan first): faster when the
+    2 cores were shared by many processes (p10 109 vs 245 ms for 0.5M values), slower undisturbed
+    (min 1.60 vs 1.02 ms), so bincount stays."""
+    return torch.bincount(index, minlength=size)
 
 
 def _check_epsilons(epsilons: Iterable[float]) -> tuple[float, ...]:

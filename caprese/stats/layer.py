@@ -44,7 +44,7 @@ class StatsConfig:
     @classmethod
     def sparsity_only(cls, **overrides) -> StatsConfig:
         """The cheap set meant to stay on during every forward: fractions |Z| ≤ ε and the |Z|
-        histogram (one integer pass pair and one counting pass per Z; no sort, no gate)."""
+        histogram (one integer pass pair and one bincount per Z; no sort, no gate)."""
         return cls(**{"gate": False, "topk_energy": False, "flocking": False, **overrides})
 
 
