@@ -19,7 +19,7 @@ import torch
 from ..arch import adapter_for, ffn_blocks
 from ..errors import CapreseError
 from ..io import read_json, write_json
-from .fingerprint import ffn_fingerprint
+from .fingerprint import fingerprint_of
 
 WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter_config.json"
@@ -46,12 +46,13 @@ class AdapterConfig:
     format_version: int = FORMAT_VERSION
 
 
-def describe_base(model, base_model: str) -> dict[str, Any]:
-    """The AdapterConfig fields that pin an adapter to `model`."""
+def describe_base(model, base_model: str, fingerprint_like: str | None = None) -> dict[str, Any]:
+    """The AdapterConfig fields that pin an adapter to `model` (the fingerprint in the scheme of
+    `fingerprint_like`, a stored fingerprint, when checking an adapter against the model)."""
     block = ffn_blocks(model)[0]
     return dict(
         base_model=str(base_model),
-        base_fingerprint=ffn_fingerprint(model),
+        base_fingerprint=fingerprint_of(model, like=fingerprint_like),
         architecture=adapter_for(model).architecture,
         hidden_size=block.hidden_size,
         intermediate_size=block.intermediate_size,
@@ -94,7 +95,7 @@ def load_adapter(folder: str | os.PathLike, model=None) -> tuple[AdapterConfig, 
 
 
 def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], model) -> None:
-    base = describe_base(model, config.base_model)
+    base = describe_base(model, config.base_model, config.base_fingerprint)
     for key in ("architecture", "hidden_size", "intermediate_size"):
         if base[key] != getattr(config, key):
             raise CapreseError(
@@ -106,6 +107,6 @@ def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], 
         raise CapreseError(f"adapter layers {bad_layers} do not exist in a {n_layers}-layer model")
     if base["base_fingerprint"] != config.base_fingerprint:
         raise CapreseError(
-            f"adapter was made for base model {config.base_model!r} (FFN fingerprint {config.base_fingerprint[:12]}), "
-            f"not this one (fingerprint {base['base_fingerprint'][:12]})"
+            f"adapter was made for base model {config.base_model!r} (fingerprint {config.base_fingerprint[:20]}), "
+            f"not this one (fingerprint {base['base_fingerprint'][:20]})"
         )

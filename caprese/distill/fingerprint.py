@@ -1,22 +1,69 @@
-"""A dtype-independent fingerprint of a model's FFN weights, so an adapter refuses another base model."""
+"""A dtype-independent fingerprint of a base model, so an adapter refuses any other base model.
+
+`model_fingerprint` hashes every weight of the original model (attention, embeddings, norms, FFNs:
+inside an FFN wrapper only its `base_layer`, so an attached Caprese path never counts), each
+rounded to bfloat16 so that an fp32 model and the same model loaded in bf16 agree. It streams one
+tensor at a time (an 8B model is hashed in seconds, never copied whole). Its value carries the
+scheme as a prefix ("all-bf16:..."). Adapters written before it held `ffn_fingerprint`, a strided
+sample of the FFN matrices only (64 hex digits, no prefix); `fingerprint_of(model, like=stored)`
+recomputes whichever scheme a stored value used, so those adapters still load.
+"""
 
 from __future__ import annotations
 
 import hashlib
 
 import torch
+from torch import nn
 
 from ..arch import ffn_blocks
+from ..arch.ffn import FFNWrapper
 
+SCHEME = "all-bf16"
 _SAMPLES_PER_MATRIX = 4096
 
 
-def ffn_fingerprint(model) -> str:
-    """sha256 over every FFN matrix's shape and a fixed strided sample of its values in bfloat16.
+def base_named_tensors(model: nn.Module):
+    """(name, tensor) for every parameter and persistent buffer of the original model, each once
+    (tied weights under their first name); wrapper levels are left out of the names."""
+    seen: set[int] = set()
 
-    bfloat16 rounding makes an fp32 model and the same model loaded in bf16 agree; the strided
-    sample keeps this fast for 8B-parameter models while any retraining or other checkpoint changes it.
-    """
+    def visit(module: nn.Module, prefix: str):
+        if isinstance(module, FFNWrapper):
+            module = module.get_base_layer()
+        persistent = {name for name in module._buffers if name not in module._non_persistent_buffers_set}
+        tensors = [*module._parameters.items(), *((n, b) for n, b in module._buffers.items() if n in persistent)]
+        for name, tensor in tensors:
+            if tensor is None or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            yield prefix + name, tensor
+        for name, child in module.named_children():
+            yield from visit(child, f"{prefix}{name}.")
+
+    yield from visit(model, "")
+
+
+def _rounded_bytes(tensor: torch.Tensor) -> bytes:
+    value = tensor.detach()
+    if value.is_floating_point():
+        value = value.to(torch.bfloat16).view(torch.int16)
+    return value.contiguous().cpu().numpy().tobytes()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the name, shape and bfloat16-rounded values of every base-model weight."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in base_named_tensors(model):
+            digest.update(f"{name}:{tuple(tensor.shape)}\0".encode())
+            digest.update(_rounded_bytes(tensor))
+    return f"{SCHEME}:{digest.hexdigest()}"
+
+
+def ffn_fingerprint(model) -> str:
+    """The earlier scheme (kept to check adapters saved with it): sha256 over every FFN matrix's
+    shape and a fixed strided sample of its values in bfloat16."""
     digest = hashlib.sha256()
     for block in ffn_blocks(model):
         for name in ("gate", "up", "gate_up", "down"):
@@ -30,3 +77,10 @@ def ffn_fingerprint(model) -> str:
             digest.update(f"{block.index}.{name}:{tuple(weight.shape)}".encode())
             digest.update(sample.numpy().tobytes())
     return digest.hexdigest()
+
+
+def fingerprint_of(model: nn.Module, like: str | None = None) -> str:
+    """The model's fingerprint in the scheme `like` was made with (the current one by default)."""
+    if like is not None and ":" not in like:
+        return ffn_fingerprint(model)
+    return model_fingerprint(model)
