@@ -9,7 +9,7 @@ KL(original ‖ efficient) need no second copy of the model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,13 @@ class LanguageScores:
     kl: float
     """Mean per-token KL(original ‖ efficient) in nats over scored tokens."""
     tokens: int
+    per_text: dict = field(default_factory=dict)
+    """Per text, in order: summed NLL (`nll`, `dense_nll`), summed KL (`kl`) and scored `tokens`,
+    so intervals can resample texts (caprese.stats.intervals)."""
 
     def as_dict(self) -> dict:
         return {"perplexity": self.perplexity, "dense_perplexity": self.dense_perplexity,
-                "kl_dense_to_method": self.kl, "scored_tokens": self.tokens}
+                "kl_dense_to_method": self.kl, "scored_tokens": self.tokens, "per_text": self.per_text}
 
 
 def token_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -57,7 +60,7 @@ def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_
         raise CapreseError(f"prefix_tokens {prefix_tokens!r} must be >= 1")
     side = tokenizer.padding_side
     tokenizer.padding_side = "right"  # teacher-forced lengths count from the start of each row
-    nll, dense_nll, kl, count = 0.0, 0.0, 0.0, 0
+    per_text: dict[str, list] = {"nll": [], "dense_nll": [], "kl": [], "tokens": []}
     try:
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
@@ -71,12 +74,18 @@ def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_
                 # score the tokens predicted from a generated position: position t >= prefix predicts t+1
                 positions = torch.arange(ids.shape[1] - 1, device=ids.device)
                 scored = mask[:, 1:].bool() & (positions[None, :] >= prefix_tokens)
-                nll += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")[scored].sum().item()
-                dense_nll += F.cross_entropy(dense.float().transpose(1, 2), targets, reduction="none")[scored].sum().item()
-                kl += token_kl(dense, logits)[scored].sum().item()
-                count += int(scored.sum())
+                weight = scored.to(torch.float64)
+                for key, values in (
+                    ("nll", F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")),
+                    ("dense_nll", F.cross_entropy(dense.float().transpose(1, 2), targets, reduction="none")),
+                    ("kl", token_kl(dense, logits)),
+                ):
+                    per_text[key].extend((values.double() * weight).sum(-1).tolist())
+                per_text["tokens"].extend(scored.sum(-1).tolist())
     finally:
         tokenizer.padding_side = side
+    count = sum(per_text["tokens"])
     if count == 0:
         raise CapreseError(f"no token after prefix_tokens={prefix_tokens} to score: use longer texts or a shorter prefix")
-    return LanguageScores(math.exp(nll / count), math.exp(dense_nll / count), kl / count, count)
+    nll, dense_nll, kl = (sum(per_text[key]) for key in ("nll", "dense_nll", "kl"))
+    return LanguageScores(math.exp(nll / count), math.exp(dense_nll / count), kl / count, count, per_text)

@@ -75,6 +75,29 @@ def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray]
     return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
 
 
+def ratio_bootstrap_interval(numerators: Sequence[float], denominators: Sequence[float], *,
+                             transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                             resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                             confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap over units (texts) of sum(numerators) / sum(denominators), then
+    `transform` (e.g. np.exp: perplexity from per-text summed NLL and token counts), seeded."""
+    _z(confidence)
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise CapreseError(f"numerators and denominators must be equal-length lists (got {num.shape} and {den.shape})")
+    if num.size == 0 or den.sum() <= 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, num.size, size=(resamples, num.size))
+    totals = den[picks].sum(axis=1)
+    ratios = num[picks].sum(axis=1)[totals > 0] / totals[totals > 0]
+    if transform is not None:
+        ratios = transform(ratios)
+    alpha = (1.0 - confidence) / 2.0
+    return (float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1.0 - alpha)))
+
+
 def recovered_interval(caprese: tuple[int, int], method_alone: tuple[int, int], dense: tuple[int, int], *,
                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
                        confidence: float = CONFIDENCE) -> tuple[float, float]:
