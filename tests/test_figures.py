@@ -405,3 +405,21 @@ def test_figures_notebook_runs_headless_and_shows_the_pngs(tmp_path):
               if "image/png" in o.get("data", {})]
     assert len(images) == len(list((tmp_path / "figures").glob("*.png"))) >= 4
     assert json.loads(json.dumps(executed.metadata.papermill.parameters))["runs_dir"] == str(runs)
+
+
+def test_accuracies_carry_95_percent_intervals_in_tables_and_figure_data(rendered):
+    from caprese.stats.intervals import wilson_interval
+
+    _, out, _ = rendered
+    table1 = pd.read_csv(out / "table1_math_accuracy.csv")
+    for _, row in table1.iterrows():  # pooled over the configuration's runs (50 problems each)
+        assert row["accuracy_n"] == 50 * row["runs"]
+        low, high = wilson_interval(round(row["accuracy"] * row["accuracy_n"]), int(row["accuracy_n"]))
+        assert row["accuracy_ci_low"] == pytest.approx(low, abs=0.03) and row["accuracy_ci_low"] <= row["accuracy"]
+        assert row["accuracy_ci_high"] == pytest.approx(high, abs=0.03) and row["accuracy_ci_high"] >= row["accuracy"]
+    caprese = table1[table1["stage"] == "e2e"].dropna(subset=["recovered"])
+    assert not caprese.empty and (caprese["recovered_ci_low"] < caprese["recovered_ci_high"]).all()
+    for name in ("fig5_accuracy_vs_density", "ablation_rank", "ablation_samples"):
+        data = pd.read_csv(out / "data" / f"{name}.csv")
+        assert {"accuracy_ci_low", "accuracy_ci_high", "accuracy_n"} <= set(data.columns), name
+        assert (data["accuracy_ci_low"] <= data["accuracy"]).all() and (data["accuracy"] <= data["accuracy_ci_high"]).all()

@@ -134,4 +134,33 @@ def test_prompt_response_pairs_count_only_the_response_tokens():
             model(input_ids=torch.tensor([prompt + response]))
     handle.remove()
     expected = torch.cat([captured[0][0, 4:], captured[1][0, 2:]])
-    torch.testing.assert_close(stats.layers[1].sample, expected, rtol=0, atol=1e-5)
+    sample = stats.layers[1].sample  # every counted row (fewer than the sample size), in random order
+    order = [int(torch.cdist(row[None], expected).argmin()) for row in sample]
+    assert sorted(order) == list(range(5))
+    torch.testing.assert_close(sample, expected[order], rtol=0, atol=1e-5)
+
+
+def test_teal_sample_is_uniform_over_tokens_and_seeded():
+    """The sample for TEAL's down threshold and greedy search is drawn from every counted token,
+    not the first ones in batch order: with far more tokens than sample rows it reaches the last texts."""
+    import torch
+
+    from caprese.methods.calibration import LayerCalibration, _reservoir
+
+    def draw(seed, batches):
+        stats = LayerCalibration(generator=torch.Generator().manual_seed(seed))
+        for batch in batches:
+            _reservoir(stats, batch, 64)
+        return stats.sample
+
+    tokens = torch.arange(4000, dtype=torch.float32)[:, None]  # row i holds token i
+    one = draw(0, tokens.split(500))
+    assert one.shape == (64, 1) and torch.equal(one, draw(0, tokens.split(500)))
+    assert not torch.equal(one, draw(1, tokens.split(500)))
+    assert len(set(one[:, 0].tolist())) == 64  # without replacement
+    assert one[:, 0].max() > 3000 and one[:, 0].min() < 1000  # spread over the whole stream
+    # uniform: each quarter of the stream gets about a quarter of the draws, over seeds
+    counts = torch.zeros(4)
+    for seed in range(50):
+        counts += torch.bincount((draw(seed, tokens.split(700))[:, 0] // 1000).long(), minlength=4)
+    assert ((counts / counts.sum()) - 0.25).abs().max() < 0.04

@@ -25,7 +25,7 @@ import torch
 from ..arch import adapter_for, ffn_blocks
 from ..errors import CapreseError, one_line
 from ..io import apply_umask, read_json, write_json
-from .fingerprint import ffn_fingerprint, ffn_signature, signatures_match
+from .fingerprint import fingerprint_of, signature_of, signatures_match
 
 WEIGHTS = "adapter.safetensors"
 CONFIG = "caprese_adapter.json"
@@ -53,19 +53,20 @@ class AdapterConfig:
     final_losses: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     base_signature: list[float] = field(default_factory=list)
-    """Per FFN matrix, mean |w| and RMS of the fingerprint's sample: accepts the same base model in
-    another precision (fp16 rounds differently from bf16), which the exact fingerprint cannot."""
+    """Per base-model weight, mean |w| and RMS: accepts the same base model in another precision
+    (fp16 rounds differently from bf16), which the exact fingerprint cannot."""
     format: str = FORMAT
     """Names the file as caprese's own (not PEFT's)."""
 
 
-def describe_base(model, base_model: str) -> dict[str, Any]:
-    """The AdapterConfig fields that pin an adapter to `model`."""
+def describe_base(model, base_model: str, fingerprint_like: str | None = None) -> dict[str, Any]:
+    """The AdapterConfig fields that pin an adapter to `model` (the fingerprint in the scheme of
+    `fingerprint_like`, a stored fingerprint, when checking an adapter against the model)."""
     block = ffn_blocks(model)[0]
     return dict(
         base_model=str(base_model),
-        base_fingerprint=ffn_fingerprint(model),
-        base_signature=ffn_signature(model),
+        base_fingerprint=fingerprint_of(model, like=fingerprint_like),
+        base_signature=signature_of(model, like=fingerprint_like),
         architecture=adapter_for(model).architecture,
         hidden_size=block.hidden_size,
         intermediate_size=block.intermediate_size,
@@ -163,7 +164,7 @@ def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> Ada
 
 
 def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], model) -> None:
-    base = describe_base(model, config.base_model)
+    base = describe_base(model, config.base_model, config.base_fingerprint)
     for key in ("architecture", "hidden_size", "intermediate_size"):
         if base[key] != getattr(config, key):
             raise CapreseError(
@@ -176,6 +177,6 @@ def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], 
     if base["base_fingerprint"] != config.base_fingerprint and not signatures_match(base["base_signature"],
                                                                                    config.base_signature):
         raise CapreseError(
-            f"adapter was made for base model {config.base_model!r} (FFN fingerprint {config.base_fingerprint[:12]}), "
-            f"not this one (fingerprint {base['base_fingerprint'][:12]})"
+            f"adapter was made for base model {config.base_model!r} (fingerprint {config.base_fingerprint[:20]}), "
+            f"not this one (fingerprint {base['base_fingerprint'][:20]})"
         )

@@ -8,7 +8,7 @@ KL(original ‖ efficient) need no second copy of the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import CapreseError
 from .perplexity import PREFIX_TOKENS, perplexity, token_kl, tokenize_items
@@ -23,10 +23,13 @@ class LanguageScores:
     kl: float
     """Mean per-token KL(original ‖ efficient) in nats over scored tokens."""
     tokens: int
+    per_text: dict = field(default_factory=dict)
+    """Per text, in order: summed NLL (`nll`, `dense_nll`), summed KL (`kl`) and scored `tokens`,
+    so intervals can resample texts (caprese.stats.intervals)."""
 
     def as_dict(self) -> dict:
         return {"perplexity": self.perplexity, "dense_perplexity": self.dense_perplexity,
-                "kl_dense_to_method": self.kl, "scored_tokens": self.tokens}
+                "kl_dense_to_method": self.kl, "scored_tokens": self.tokens, "per_text": self.per_text}
 
 
 def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_tokens: int = PREFIX_TOKENS,
@@ -41,4 +44,5 @@ def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_
     if all(len(continuation) < 2 for _, _, continuation in items):
         raise CapreseError(f"no token after prefix_tokens={prefix_tokens} to score: use longer texts or a shorter prefix")
     result = perplexity(model, tokenizer, texts, session, prefix_tokens=prefix_tokens, batch_size=batch_size)
-    return LanguageScores(result.perplexity, result.dense_perplexity, result.kl, result.tokens)
+    per_text = {key: [getattr(t, key) for t in result.texts] for key in ("nll", "dense_nll", "kl", "tokens")}
+    return LanguageScores(result.perplexity, result.dense_perplexity, result.kl, result.tokens, per_text)

@@ -61,7 +61,9 @@ def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_sa
                                      greedy, progress=progress, desc="toy-language")
         texts = [row["text"] for row in generate_texts(language_samples, split="test", seed=eval_seed)]
         scores = language_scores(model, tokenizer, texts, session, batch_size=batch_size)
-        out["language"] = {"short_answer_accuracy": language.metrics["accuracy"], **scores.as_dict()}
+        out["language"] = {"short_answer_accuracy": language.metrics["accuracy"],
+                           "short_answer_correct": language.metrics["correct"],
+                           "short_answer_count": language.metrics["count"], **scores.as_dict()}
     if coverage_samples:
         if not rows:
             raise CapreseError("coverage needs prompts: give eval_samples > 0 or coverage_rows")
@@ -82,6 +84,7 @@ def _coverage(model, tokenizer, rows, n, temperature, top_p, seed, max_new_token
     fraction = params.get("model_active_fraction_with_extra", params.get("model_active_fraction", 1.0))
     return {
         "n": n, "prompts": len(rows), "temperature": temperature, "top_p": top_p,
+        "correct_per_prompt": [sum(outcomes) for outcomes in correct],  # for intervals over prompts
         "pass_at_k": {str(k): v for k, v in curve.items()},
         "relative_compute": {str(k): relative_compute(k, fraction) for k in curve},
         "mean_response_tokens": result.metrics["mean_response_tokens"],

@@ -13,11 +13,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from .common import Context, Made, MissingData, errorbars, full_first, log2_axis, reference_line, sweep_hint
+from .common import (Context, Made, MissingData, errorbars, full_first, interval_caption, log2_axis, reference_line,
+                     sweep_hint)
 from .results import Configuration, Results, Run, common_description, labels
 from .style import (BASELINE_LINE, CAPRESE_LINE, method_colour, method_name, new_figure, note, rank_colour, save_figure,
                     stage_marker)
-from .tables import configuration_columns, group_runs, summarise, write_data
+from .tables import accuracy_summary, configuration_columns, group_runs, summarise, write_data
 
 FIG5 = "fig5_accuracy_vs_density"
 RANK = "ablation_rank"
@@ -41,7 +42,7 @@ def _curve_rows(runs: Sequence[Run], x: str, series_labels: dict[Configuration, 
         for value, at_x in sorted(group_runs(members, lambda run: _x_value(run.configuration, x)).items()):
             rows.append({"series": series_labels[config], **configuration_columns(at_x[0].configuration),
                          "x": value,
-                         **summarise([run.accuracy for run in at_x], "accuracy"),
+                         **accuracy_summary(at_x),
                          **summarise([run.mean_ffn_error("caprese" if config.is_caprese else "method") for run in at_x],
                                      "ffn_error", count=None)})
     return rows
@@ -60,7 +61,7 @@ def _reference_rows(results: Results, series: list[tuple[Configuration, list[Run
                 continue  # the series is itself the method alone
             seen.add((role, reference[0].configuration, like.evaluation))
             rows.append({"series": role, **configuration_columns(reference[0].configuration), "x": None,
-                         **summarise([run.accuracy for run in reference], "accuracy"),
+                         **accuracy_summary(reference),
                          **summarise([run.mean_ffn_error("method") for run in reference], "ffn_error", count=None)})
     return rows
 
@@ -117,7 +118,7 @@ def fig5_accuracy_vs_density(ctx: Context) -> Made:
         ax.set_title(f"{method_name(method)} vs {method_name(method)} + Caprese")
         ax.legend()
     source = results.source(sweep, runs)
-    note(fig, f"{common_description([run.configuration for run in methods_runs])} · {source}")
+    note(fig, f"{common_description([run.configuration for run in methods_runs])} · {interval_caption(frame)} · {source}")
     paths = save_figure(fig, ctx.out_dir, FIG5) + [write_data(frame, ctx.out_dir, FIG5)]
     return Made(paths, source, frame)
 
@@ -158,7 +159,7 @@ def _ablation(ctx: Context, *, sweep_name: str, x: str, name: str, xlabel: str, 
     acc.set_title(f"accuracy vs {xlabel}")
     err.set_title(f"FFN error vs {xlabel}")
     source = results.source(sweep, runs)
-    note(fig, f"{common_description([run.configuration for run in caprese])} · {source}")
+    note(fig, f"{common_description([run.configuration for run in caprese])} · {interval_caption(frame)} · {source}")
     frame = frame.drop(columns=["x"])  # the swept value is the configuration column `x` itself
     paths = save_figure(fig, ctx.out_dir, name) + [write_data(frame, ctx.out_dir, name)]
     return Made(paths, source, frame)

@@ -43,10 +43,37 @@ def sweep_hint(name: str) -> str:
 
 
 def errorbars(values: pd.DataFrame, column: str) -> list[list[float]] | None:
-    """matplotlib's yerr (min to max over seeds) for `column`; None when no point has more than one run."""
-    if "runs" not in values or values.empty or int(values["runs"].max()) <= 1:
+    """matplotlib's yerr for `column`: its 95% interval (`{column}_ci_low/_ci_high`, widened to the
+    spread over seeds where that is larger), else min to max over seeds; None when there is neither."""
+    if values.empty:
         return None
-    return [(values[column] - values[f"{column}_min"]).tolist(), (values[f"{column}_max"] - values[column]).tolist()]
+    low = values[f"{column}_ci_low"] if f"{column}_ci_low" in values else None
+    high = values[f"{column}_ci_high"] if f"{column}_ci_high" in values else None
+    if f"{column}_min" in values and "runs" in values and int(values["runs"].max()) > 1:
+        low = values[f"{column}_min"] if low is None else pd.concat([low, values[f"{column}_min"]], axis=1).min(axis=1)
+        high = values[f"{column}_max"] if high is None else pd.concat([high, values[f"{column}_max"]], axis=1).max(axis=1)
+    if low is None or high is None or (low.isna().all() and high.isna().all()):
+        return None
+    below = (values[column] - low).clip(lower=0).fillna(0.0)
+    above = (high - values[column]).clip(lower=0).fillna(0.0)
+    return [below.tolist(), above.tolist()]
+
+
+def interval_caption(frame: pd.DataFrame, column: str = "accuracy", *, what: str = "problems",
+                     kind: str = "Wilson") -> str:
+    """What the error bars are and how much data each point has: 'bars: 95% Wilson intervals ·
+    n = 50–200 problems per point · 1 seed' (the spread over seeds is drawn where it is wider)."""
+    parts = []
+    n_column = f"{column}_n" if f"{column}_n" in frame else ("prompts" if "prompts" in frame else None)
+    if f"{column}_ci_low" in frame and frame[f"{column}_ci_low"].notna().any():
+        parts.append(f"bars: 95% {kind} intervals")
+    if n_column and frame[n_column].notna().any():
+        low, high = int(frame[n_column].min()), int(frame[n_column].max())
+        parts.append(f"n = {low}{'' if low == high else f'–{high}'} {what} per point")
+    if "runs" in frame and frame["runs"].notna().any():
+        low, high = int(frame["runs"].min()), int(frame["runs"].max())
+        parts.append(f"{low}{'' if low == high else f'–{high}'} seed{'s' if high > 1 else ''}")
+    return " · ".join(parts)
 
 
 def reference_line(ax, value: float | None, label: str, *, colour: str | None = None, line: str = DENSE_LINE) -> None:

@@ -13,7 +13,9 @@ from typing import Sequence
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from .common import Context, Made, MissingData, errorbars, full_first, sweep_hint
+from ..evaluate.passk import pass_at_k
+from ..stats.intervals import bootstrap_interval
+from .common import Context, Made, MissingData, errorbars, full_first, interval_caption, sweep_hint
 from .results import Configuration, Run, common_description, labels
 from .style import (BASELINE_LINE, CAPRESE_LINE, DENSE_LINE, LORA_LINE, LORA_MARKER, method_colour, method_name, new_figure,
                     note, rank_colour, save_figure, stage_marker)
@@ -41,6 +43,19 @@ def _has_coverage(run: Run) -> bool:
     return isinstance(run.get("coverage.pass_at_k"), dict) and bool(run.get("coverage.pass_at_k"))
 
 
+def _pass_at_k_interval(runs, k: int) -> dict:
+    """95% bootstrap interval of pass@k over prompts (pooled over seeds), from each prompt's number of
+    correct samples; empty when the runs did not record them."""
+    per_prompt = []
+    for run in runs:
+        n, correct = run.number("coverage.n"), run.get("coverage.correct_per_prompt")
+        if not n or not isinstance(correct, list):
+            return {"pass_at_k_ci_low": None, "pass_at_k_ci_high": None}
+        per_prompt += [pass_at_k(int(n), int(c), k) for c in correct]
+    low, high = bootstrap_interval(per_prompt) if per_prompt else (None, None)
+    return {"pass_at_k_ci_low": low, "pass_at_k_ci_high": high, "prompts": len(per_prompt)}
+
+
 def fig3_coverage(ctx: Context) -> Made:
     results = ctx.results
     found = results.first_sweep(full_first("coverage"), _has_coverage) or results.largest_sweep(_has_coverage)
@@ -56,7 +71,8 @@ def fig3_coverage(ctx: Context) -> Made:
             rows.append({"series": names[config], **configuration_columns(config), "k": k,
                          "relative_compute": summarise([run.number(f"coverage.relative_compute.{k}") for run in members],
                                                        count=None)["mean"],
-                         **summarise([run.number(f"coverage.pass_at_k.{k}") for run in members], "pass_at_k")})
+                         **summarise([run.number(f"coverage.pass_at_k.{k}") for run in members], "pass_at_k"),
+                         **_pass_at_k_interval(members, k)})
     frame = pd.DataFrame(rows)
     ranks = [config.rank for config, _ in groups]
     fig, (ax,) = new_figure(1, panel=(5.4, 3.8))
@@ -74,7 +90,8 @@ def fig3_coverage(ctx: Context) -> Made:
     first = runs[0]
     settings = f"{first.get('coverage.prompts')} prompts, temperature {first.get('coverage.temperature')}"
     source = results.source(sweep, runs)
-    note(fig, f"{common_description([c for c, _ in groups])} · {settings} · {source}")
+    caption = interval_caption(frame, "pass_at_k", what="prompts", kind="bootstrap")
+    note(fig, f"{common_description([c for c, _ in groups])} · {settings} · {caption} · {source}")
     paths = save_figure(fig, ctx.out_dir, FIG3) + [write_data(frame, ctx.out_dir, FIG3)]
     return Made(paths, source, frame)
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..errors import CapreseError
 from ..io import atomic_write_text, read_json
+from ..stats.intervals import ratio_bootstrap_interval, recovered_interval, wilson_interval
 from .common import MissingData
 from .results import Configuration, Results, Run
 
@@ -58,6 +59,25 @@ def summarise(values: Sequence[float | None], name: str = "mean", *, count: str 
     return out
 
 
+def counts(runs: Sequence[Run], prefix: str = "math.") -> tuple[int, int] | None:
+    """(correct, problems) pooled over runs (the seeds of one configuration); None when a run lacks them."""
+    correct = [run.number(f"{prefix}correct") for run in runs]
+    problems = [run.number(f"{prefix}count") for run in runs]
+    if not runs or None in correct or None in problems:
+        return None
+    return int(sum(correct)), int(sum(problems))
+
+
+def accuracy_summary(runs: Sequence[Run], name: str = "accuracy", prefix: str = "math.") -> dict[str, Any]:
+    """`summarise` of the runs' accuracies (mean, min/max over seeds, runs) plus the 95% Wilson
+    interval on the pooled problems ({name}_ci_low/_ci_high) and their number ({name}_n)."""
+    out = summarise([run.number(f"{prefix}accuracy") for run in runs], name)
+    pooled = counts(runs, prefix)
+    low, high = wilson_interval(*pooled) if pooled else (None, None)
+    out.update({f"{name}_ci_low": low, f"{name}_ci_high": high, f"{name}_n": pooled[1] if pooled else None})
+    return out
+
+
 def group_runs(runs: Sequence[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
     groups: dict[Any, list[Run]] = {}
     for run in runs:
@@ -98,17 +118,22 @@ def table1_math_accuracy(results: Results) -> pd.DataFrame:
         raise MissingData("table1: no finished runs with math accuracy; run caprese sweep ablations/rank.yaml")
     rows = []
     for config, _, members in _by_configuration(runs):
-        accuracy = summarise([run.accuracy for run in members], "accuracy")
-        recovered = None
+        accuracy = accuracy_summary(members)
+        recovered, recovered_ci = None, (None, None)
         if config.is_caprese:
             alone = results.reference(members[0], config.without_caprese())
             dense = results.dense_reference(members[0])
             recovered = recovered_fraction(accuracy["accuracy"], _mean(alone, "math.accuracy") if alone else None,
                                            _mean(dense, "math.accuracy") if dense else None)
+            pooled = [counts(members), counts(alone) if alone else None, counts(dense) if dense else None]
+            if recovered is not None and None not in pooled:
+                recovered_ci = recovered_interval(*pooled)
         rows.append({**configuration_columns(config),
                      "eval_samples": members[0].config.get("eval_samples"),
                      **accuracy,
                      "recovered": recovered,
+                     "recovered_ci_low": recovered_ci[0],
+                     "recovered_ci_high": recovered_ci[1],
                      "mean_response_tokens": _mean(members, "math.mean_response_tokens"),
                      "extra_percent_of_model": _mean(members, "caprese.extra_percent_of_model"),
                      "active_fraction": _mean(members, "params.model_active_fraction_with_extra"),
@@ -126,14 +151,33 @@ def table4_language(results: Results) -> pd.DataFrame:
                           "run caprese sweep ablations/coverage.yaml")
     rows = []
     for config, _, members in _by_configuration(runs):
+        short = accuracy_summary(members, "short_answer_accuracy", prefix="language.short_answer_")
         rows.append({**configuration_columns(config), "runs": len(members),
                      "short_answer_accuracy": _mean(members, "language.short_answer_accuracy"),
+                     "short_answer_ci_low": short["short_answer_accuracy_ci_low"],
+                     "short_answer_ci_high": short["short_answer_accuracy_ci_high"],
                      "perplexity": _mean(members, "language.perplexity"),
                      "dense_perplexity": _mean(members, "language.dense_perplexity"),
                      "kl_dense_to_method": _mean(members, "language.kl_dense_to_method"),
-                     "math_accuracy": _mean(members, "math.accuracy"),
+                     **_text_interval(members, "nll", "perplexity"),
+                     **_text_interval(members, "kl", "kl_dense_to_method"),
+                     **{k.replace("accuracy", "math_accuracy", 1): v for k, v in accuracy_summary(members).items()
+                        if k.startswith("accuracy_ci") or k == "accuracy"},
                      "sweeps": " ".join(sorted({run.sweep for run in members}))})
     return pd.DataFrame(rows)
+
+
+def _text_interval(runs: Sequence[Run], key: str, name: str) -> dict[str, float | None]:
+    """Bootstrap 95% interval over texts (pooled over seeds) from the runs' per-text sums
+    (`language.per_text`); empty when the runs did not record them."""
+    import numpy as np
+
+    values = [v for run in runs for v in (run.get(f"language.per_text.{key}") or [])]
+    tokens = [v for run in runs for v in (run.get("language.per_text.tokens") or [])]
+    if not values or len(values) != len(tokens):
+        return {f"{name}_ci_low": None, f"{name}_ci_high": None}
+    low, high = ratio_bootstrap_interval(values, tokens, transform=np.exp if key == "nll" else None)
+    return {f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 def _latency_rows(data: Any) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ Per chosen layer, only what the method asks for (`Method.calibration_needs`):
   gate_abs      histogram of |σ(x W_g)| (|σ(x W_1)| without a gate): CATS's calibrated τ
   inputs        histogram of the signed FFN inputs x: TEAL's gate/up thresholds
   intermediate  histogram of the signed Z: TEAL's down threshold
-  sample        up to `max_sample_tokens` rows of x: TEAL's greedy search scores on them
+  sample        `max_sample_tokens` rows of x drawn uniformly at random (seeded) from all counted
+                tokens, in random order, so any prefix is a uniform sample too: TEAL's down
+                threshold and greedy search score on them
 Pads never count; for prompt/response pairs only response tokens count. A `caprese.trace.Trace` on
 each chosen layer's FFN input reads x (its hooks are removed on exit, also after an exception); the
 forward stops after the last needed layer (`stop=True`), so the LM head and later layers never run.
@@ -33,6 +35,9 @@ class LayerCalibration:
     inputs: StreamingHistogram | None = None
     intermediate: StreamingHistogram | None = None
     sample: torch.Tensor | None = None
+    sample_keys: torch.Tensor | None = field(default=None, repr=False)
+    """The sampled rows' random keys (ascending): bottom-k sampling keeps the rows with the smallest."""
+    generator: torch.Generator | None = field(default=None, repr=False)
     tokens: int = 0
 
 
@@ -144,11 +149,18 @@ def _observe(block: FFNBlock, stats: LayerCalibration, x: torch.Tensor, counted:
             stats.gate_abs.update(block.act(gate_pre if block.gated else up).abs())
         if "intermediate" in needs:
             stats.intermediate.update(block.combine(gate_pre, up))
-    if "sample" in needs:
-        have = 0 if stats.sample is None else stats.sample.shape[0]
-        if have < max_sample:
-            take = rows[: max_sample - have].detach().cpu()
-            stats.sample = take if stats.sample is None else torch.cat([stats.sample, take])
+    if "sample" in needs and rows.shape[0]:
+        _reservoir(stats, rows.detach().cpu(), max_sample)
+
+
+def _reservoir(stats: LayerCalibration, rows: torch.Tensor, max_sample: int) -> None:
+    """Uniform sample without replacement over every token seen so far (bottom-k of i.i.d. keys),
+    independent of batch order and of how the tokens were split into batches' lengths."""
+    keys = torch.rand(rows.shape[0], generator=stats.generator, dtype=torch.float64)
+    if stats.sample is not None:
+        rows, keys = torch.cat([stats.sample, rows]), torch.cat([stats.sample_keys, keys])
+    order = torch.argsort(keys)[:max_sample]
+    stats.sample, stats.sample_keys = rows[order], keys[order]
 
 
 def collect_calibration(
@@ -163,6 +175,7 @@ def collect_calibration(
     max_sample_tokens: int = 2048,
     bins: int = 1 << 14,
     progress: bool = True,
+    seed: int = 0,
 ) -> CalibrationStats:
     """One pass of the dense model over `data`, collecting `needs` at `layers` (default: all)."""
     needs = frozenset(needs)
@@ -178,6 +191,7 @@ def collect_calibration(
             gate_abs=StreamingHistogram(bins, nonnegative=True) if "gate_abs" in needs else None,
             inputs=StreamingHistogram(bins) if "inputs" in needs else None,
             intermediate=StreamingHistogram(bins) if "intermediate" in needs else None,
+            generator=torch.Generator().manual_seed(seed * 100003 + index) if "sample" in needs else None,
         )
     if not needs:
         return stats
