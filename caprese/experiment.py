@@ -222,12 +222,10 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     from .distill.api import distill
     from .distill.report import parameter_share
     from .evaluate.run import evaluate_model
+    from .io import check_output_dir
     from .methods import METHODS
     from .methods.choice import MethodChoice
-    from .models.loading import load_model
-
-    from .io import check_output_dir
-    from .models.loading import check_model_options
+    from .models.loading import check_model_options, load_model
 
     cfg.check()
     check_model_options(cfg.model, cfg.dtype, cfg.device)

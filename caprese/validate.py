@@ -10,7 +10,8 @@ model source / dtype / device in `caprese.models.loading` (`check_model_options`
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import CapreseError
 

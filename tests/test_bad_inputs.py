@@ -32,7 +32,7 @@ def world(tmp_path_factory):
     from caprese.testing import save_tiny_model
 
     root = tmp_path_factory.mktemp("world")
-    tiny = save_tiny_model(root / "tiny")
+    save_tiny_model(root / "tiny")
     other = save_tiny_model(root / "other", seed=1)  # same shapes, other weights
     (root / "empty").mkdir()
     (root / "garbage").mkdir()

@@ -1,7 +1,6 @@
 """Layer-parallel layer-wise distillation (per-layer fits as Ray tasks) gives the serial adapter."""
 
 import pytest
-import torch
 
 from caprese.distill.api import distill
 from caprese.distill.layerwise import LayerwiseConfig

@@ -247,7 +247,7 @@ def test_e2e_trains_on_low_precision_models(fp32_model, tokenizer, dtype):
     ref = _distill(fp32_model, tokenizer, "e2e", init="closed_form").config.final_losses
     model = low(fp32_model, dtype)
     got = _distill(model, tokenizer, "e2e", init="closed_form")
-    for layer, c in got.corrections.items():
+    for c in got.corrections.values():
         assert c.L.dtype == c.R.dtype == torch.float32 and torch.isfinite(c.R).all()
     losses = got.config.final_losses
     assert losses["e2e_epochs"][-1] < losses["e2e_initial"]
@@ -273,7 +273,7 @@ def test_e2e_updates_are_not_lost_to_bf16_rounding(tokenizer):
         train_end_to_end(m, rows_choice, pairs, tokenizer.pad_token_id, corrections,
                          E2EConfig(lr=1e-5, batch_size=3, epochs=2, warmup_fraction=0.0), tokenizer=tokenizer,
                          progress=False)
-        moved[key] = torch.cat([(corrections[l].R - start.corrections[l].R).flatten() for l in corrections])
+        moved[key] = torch.cat([(corrections[i].R - start.corrections[i].R).flatten() for i in corrections])
     assert moved["bf16"].norm() > 0.5 * moved["fp32"].norm() > 0
     bf16_factors = {layer: copy.deepcopy(c).to(torch.bfloat16) for layer, c in start.corrections.items()}
     with pytest.raises(Exception, match="float32 master"):
@@ -285,7 +285,7 @@ def test_lora_baseline_in_bf16(llama, tokenizer):
     ref = _distill(llama, tokenizer, "e2e", kind="lora")
     model = low(llama, torch.bfloat16)
     got = _distill(model, tokenizer, "e2e", kind="lora")
-    for layer, path in got.corrections.items():
+    for path in got.corrections.values():
         for name, p in path.named_parameters():
             assert p.dtype == torch.float32 and torch.isfinite(p).all(), name
     ref_logits = None

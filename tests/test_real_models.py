@@ -122,7 +122,7 @@ def test_closed_form_then_one_e2e_step_in_bf16(smol_bf16):
     losses = adapter.config.final_losses
     assert losses["e2e_initial"] == losses["e2e_initial"] and losses["e2e_epochs"][0] == losses["e2e_epochs"][0]
     assert all(c.R.dtype == torch.float32 for c in adapter.corrections.values())
-    changed = [not torch.equal(adapter.corrections[l].R, start.corrections[l].R) for l in adapter.corrections]
+    changed = [not torch.equal(adapter.corrections[i].R, start.corrections[i].R) for i in adapter.corrections]
     assert all(changed)
     with adapter.apply(model, tokenizer) as session:
         logits = forced_logits(model, tokenizer, session)

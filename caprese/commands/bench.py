@@ -48,9 +48,8 @@ def run(args) -> int:
     import torch
 
     from ..bench import ffn_decode_latency, generation_latency
-    from ..io import write_json
     from ..errors import CapreseError
-    from ..io import check_output_file
+    from ..io import check_output_file, write_json
     from ..models.loading import check_model_options, load_model, parse_device, parse_dtype
     from ..registry import check_range
     from ..validate import check_int_at_least, check_rank_fits

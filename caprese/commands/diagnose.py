@@ -53,7 +53,7 @@ def run(args) -> int:
     import torch
 
     from ..arch import ffn_blocks
-    from ..diagnostics import DiagnoseConfig, run_diagnostics
+    from ..diagnostics import run_diagnostics
     from ..diagnostics.pipeline import build_prompts, load_prompt_rows
     from ..io import check_output_dir, staged_folder
     from ..models.loading import check_model_options, load_model

@@ -84,12 +84,11 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
 
 def run(args) -> int:
     from ..distill.adapter import CapreseAdapter
-    from ..distill.api import distill
+    from ..distill.api import check_distill_inputs, distill
     from ..distill.data import distillation_rows, mixed_question_rows
-    from ..distill.api import check_distill_inputs
-    from ..methods.choice import MethodChoice
     from ..evaluate.generation import GenerationSettings
     from ..io import check_output_dir, staged_folder, write_jsonl
+    from ..methods.choice import MethodChoice
     from ..methods.cli_options import method_from_args
     from ..models.loading import check_model_options, load_model
 

@@ -16,10 +16,10 @@ row is a plain passage whose first `prefix_tokens` tokens are the context.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CapreseError
 from ..registry import Registry

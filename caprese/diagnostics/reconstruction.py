@@ -88,7 +88,7 @@ class ResidualStudy:
         self.split = "fit" if self.ranks else "eval"
         self._fitted_by = self  # the study whose fit split produced `factors`
 
-    def measurer(self) -> "ResidualStudy":
+    def measurer(self) -> ResidualStudy:
         """A study of the same layers, labels and ranks that scores *this* study's corrections on
         other tokens (e.g. prompt tokens): no fit moments of its own (no D x D memory), only
         error meters; it shares `factors`, so it can observe once `fit()` has run here."""

@@ -34,11 +34,11 @@ class DiagnosticsView:
     folder: Path | None = None
 
     @classmethod
-    def from_result(cls, result, folder: str | Path | None = None) -> "DiagnosticsView":
+    def from_result(cls, result, folder: str | Path | None = None) -> DiagnosticsView:
         return cls(result.stats, result.all_error_rows(), result.summary(), Path(folder) if folder else None)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "DiagnosticsView":
+    def load(cls, folder: str | Path) -> DiagnosticsView:
         """Read a finished `caprese diagnose` folder (summary.json, state.pt, errors.json)."""
         import torch
 

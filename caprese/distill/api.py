@@ -45,8 +45,6 @@ def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int],
     return {layer: acc.fit(rank, ridge=ridge) for layer, acc in accumulators.items()}
 
 
-KINDS = ("caprese", "lora")
-
 
 def check_distill_inputs(model, choice: MethodChoice, *, rank: int, stage: str = "layerwise", kind: str = "caprese",
                          start_from: CapreseAdapter | None = None) -> list[int]:

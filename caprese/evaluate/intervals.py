@@ -4,8 +4,8 @@ percentile bootstrap over texts)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 

@@ -15,8 +15,8 @@ Items are plain strings (their first `prefix_tokens` tokens are the context) or 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -12,8 +12,8 @@ Every interval is two-sided at `confidence` (default 0.95); bootstraps are repro
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
-from typing import Callable, Sequence
 
 import numpy as np
 

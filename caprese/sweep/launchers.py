@@ -26,10 +26,10 @@ import importlib.util
 import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CapreseError
 from ..io import read_json, write_json
