@@ -14,7 +14,8 @@ from caprese.data.tasks import load_task_rows
 from caprese.data.texts import SYMBOLIC_SEED_OFFSET, kjv_passages, load_text_rows, texts_as_items
 from caprese.errors import CapreseError
 from caprese.evaluate import perplexity
-from caprese.evaluate.intervals import paired_difference_interval, ratio_interval, wilson_interval
+from caprese.stats.intervals import paired_difference_interval, wilson_interval
+from caprese.stats.intervals import ratio_bootstrap_interval as ratio_interval
 from caprese.methods import apply_method
 from caprese.testing import tiny_model, tiny_tokenizer
 

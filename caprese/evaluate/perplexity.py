@@ -67,7 +67,7 @@ class PerplexityResult:
     def intervals(self, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, list[float]]:
         """Percentile bootstrap intervals over texts (texts drawn with replacement; each statistic
         stays token-weighted) for perplexity, dense perplexity and KL."""
-        from .intervals import ratio_interval
+        from ..stats.intervals import ratio_bootstrap_interval as ratio_interval
 
         tokens = [t.tokens for t in self.texts]
         options = {"confidence": confidence, "resamples": resamples, "seed": seed}

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluate.intervals import paired_difference_interval, wilson_interval
+from ..stats.intervals import paired_difference_interval, wilson_interval
 from .common import Context, Made, MissingData, full_first
 from .results import Results, Run, labels
 from .style import method_colour, new_figure, note, save_figure, shade

@@ -4,6 +4,8 @@ share of a method's accuracy loss that a correction recovers.
 
     wilson_interval(183, 200)                  # (0.866, 0.946): 183 of 200 problems solved
     bootstrap_interval(per_text_kl, seed=0)    # (low, high) of the mean, resampling texts
+    ratio_bootstrap_interval(nll, tokens, transform=np.exp)   # perplexity, resampling texts
+    paired_difference_interval(kl_caprese, kl_alone, tokens)  # ΔKL on the same texts
     recovered_interval((160, 200), (66, 200), (183, 200))
 
 Every interval is two-sided at `confidence` (default 0.95); bootstraps are reproducible for a seed.
@@ -96,6 +98,18 @@ def ratio_bootstrap_interval(numerators: Sequence[float], denominators: Sequence
         ratios = transform(ratios)
     alpha = (1.0 - confidence) / 2.0
     return (float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1.0 - alpha)))
+
+
+def paired_difference_interval(numerators_a: Sequence[float], numerators_b: Sequence[float],
+                               denominators: Sequence[float], *, confidence: float = CONFIDENCE,
+                               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Interval of (sum a - sum b) / sum(denominators) over the same texts resampled together:
+    e.g. KL with Caprese minus KL of the method alone, per token (paired, so the texts' own
+    difficulty cancels)."""
+    a, b = np.asarray(numerators_a, dtype=float), np.asarray(numerators_b, dtype=float)
+    if a.shape != b.shape:
+        raise CapreseError(f"paired texts differ in number: {a.size} vs {b.size}")
+    return ratio_bootstrap_interval(a - b, denominators, confidence=confidence, resamples=resamples, seed=seed)
 
 
 def recovered_interval(caprese: tuple[int, int], method_alone: tuple[int, int], dense: tuple[int, int], *,
