@@ -53,7 +53,7 @@ def check_rank_fits(name: str, rank: int, dims: Iterable[tuple[str, int]], *, de
     for label, hidden in dims:
         if rank > hidden:
             note = " (the default)" if default is not None and rank == default else ""
-            raise CapreseError(f"{name} {rank}{note} exceeds D={hidden} of {label} (allowed: 1..{hidden}); pass {name} <= {hidden}")
+            raise CapreseError(f"{name} {rank}{note} is out of range: it exceeds D={hidden} of {label} (allowed: 1..{hidden})")
 
 
 def check_layers_syntax(layers: Any) -> None:

@@ -69,7 +69,7 @@ def run(args) -> int:
     blocks = ffn_blocks(model)
     config = config_from_args(args, len(blocks))
     for rank in config.ranks or ():
-        check_rank_fits("--ranks", rank, [(f"model {args.model!r}", blocks[0].hidden_size)])
+        check_rank_fits("rank", rank, [(f"model {args.model!r}", blocks[0].hidden_size)])
     prompts = build_prompts(rows, tokenizer)
     result = run_diagnostics(model, tokenizer, prompts, config, model_name=args.model, data_name=args.data,
                              progress=not args.quiet)
