@@ -124,6 +124,19 @@ CASES += [
     (_distill("{tiny}") + ["--mix-data", "{root}/bad.jsonl", "--mix-samples", "1"], "bad.jsonl' line 2"),
     (["diagnose", "--model", "{tiny}", "--data", "{root}/bad.jsonl", "--out", "{out}"], "bad.jsonl' line 2"),
     (_distill("{tiny}") + ["--method", "teal", "--calibration", "{root}/bad.jsonl"], "bad.jsonl' line 2"),
+    # lm-eval: the harness verb checks its model, tasks, numbers and --out before lm-eval runs
+    (["lm-eval", "--model", "toy-mth", "--tasks", "caprese_toy_math", "--out", "{out}"], "did you mean 'toy-math'"),
+    (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_mth", "--out", "{out}"], "'caprese_toy_mth'"),
+    (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--limit", "0", "--out", "{out}"], "--limit 0"),
+    (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--method", "griffin", "--sparsity", "1.5",
+      "--out", "{out}"], "1.5"),
+    (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--device", "foo", "--out", "{out}"], "'foo'"),
+    (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--out", "{root}/afile/sub"], "afile"),
+    # export-peft: a damaged or missing adapter, an unwritable OUT
+    (["export-peft", "{root}/adapter_badjson", "{out}"], "caprese_adapter.json"),
+    (["export-peft", "{root}/adapter_truncated", "{out}"], "adapter.safetensors"),
+    (["export-peft", "{root}/no_such_adapter", "{out}"], "no_such_adapter"),
+    (["export-peft", "{root}/adapter_other", "{root}/afile/sub"], "afile"),
     # bench numbers
     (["bench", "--layers", "0", "--out", "{out}/l.json"], "--layers 0"),
     (["bench", "--repeats", "0", "--out", "{out}/l.json"], "--repeats 0"),

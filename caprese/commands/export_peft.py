@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from ..distill.adapter import CapreseAdapter
     from ..distill.peft_export import export_peft
 
+    from ..io import check_output_dir
+
+    CapreseAdapter.load(args.adapter)  # a damaged adapter fails before anything else
+    check_output_dir(args.out)
     model = None
     if args.model is not None:
         from ..models.loading import load_model

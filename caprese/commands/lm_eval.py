@@ -88,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         raise CapreseError(f"unknown lm-eval task {unknown[0]!r}{hint} (caprese's offline tasks: "
                            f"{', '.join(n for n in ours if n.startswith('caprese_'))}; or any lm-eval task)")
     method = {key: getattr(args, key) for key in method_option_names()}  # the very flags add_method_arguments made
+    from ..io import check_output_dir
+    from ..models.loading import check_model_options
+
+    check_model_options(args.model, args.dtype, args.device)
+    check_output_dir(args.out)  # before the model loads and the tasks run
     lm = CapreseLM(pretrained=args.model, adapter=args.adapter, merged=args.merged, dtype=args.dtype,
                    device=args.device, batch_size=args.batch_size, **method)
     started = time.time()
