@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make figures   set up .venv and run the main job on the built-in model (writes figures/)
-#   make test      set up .venv, lint (ruff check) and run every test
+#   make test      set up .venv, lint (ruff check, ruff format --check) and run every test
 #   make test-fast the unit tier only (tests not marked slow or integration), for the inner loop
 #   make test-ui   the layer explorer in JupyterLab, driven in Chromium (needs `apt-get install chromium`)
 #   make lint      ruff check and ruff format --check
@@ -32,9 +32,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name caprese --display-name "caprese (.venv)" >/dev/null
 	touch $(STAMP)
 
-# `make test` runs `ruff check` only; `ruff format --check` joins it once the tree has been formatted.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

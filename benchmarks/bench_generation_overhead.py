@@ -58,12 +58,20 @@ def main() -> None:
 
     def run(name: str) -> float:
         spec = VARIANTS[name]
-        context = contextlib.nullcontext() if spec is None else apply_method(
-            model, spec[0], spec[1], spec[2], progress=False, **spec[3])
+        context = (
+            contextlib.nullcontext()
+            if spec is None
+            else apply_method(model, spec[0], spec[1], spec[2], progress=False, **spec[3])
+        )
         with context, torch.inference_mode():
             start = time.perf_counter()
-            model.generate(**enc, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)
+            model.generate(
+                **enc,
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             return time.perf_counter() - start
 
     times = {name: [] for name in names}
@@ -72,8 +80,10 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in names:
             times[name].append(run(name))
-    print(f"{args.model}: batch {args.batch}, {args.new_tokens} new tokens, {args.threads} threads, "
-          f"{args.repeats} alternating repeats, prompt width {enc['input_ids'].shape[1]}")
+    print(
+        f"{args.model}: batch {args.batch}, {args.new_tokens} new tokens, {args.threads} threads, "
+        f"{args.repeats} alternating repeats, prompt width {enc['input_ids'].shape[1]}"
+    )
     median = {name: statistics.median(values) for name, values in times.items()}
     low = {name: min(values) for name, values in times.items()}
     for name in names:
@@ -81,12 +91,16 @@ def main() -> None:
         mark = ""
         if name != "plain":
             mark = f"  (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})"
-        print(f"  {name:<14} median {median[name]:7.3f} s  ratio {ratio:.3f}   min {low[name]:7.3f} s  "
-              f"ratio {ratio_min:.3f}{mark}")
+        print(
+            f"  {name:<14} median {median[name]:7.3f} s  ratio {ratio:.3f}   min {low[name]:7.3f} s  "
+            f"ratio {ratio_min:.3f}{mark}"
+        )
     if "griffin-prune" in median and "dense" in median:
         faster = median["griffin-prune"] < median["plain"]
-        print(f"GRIFFIN --prune vs plain dense: {median['griffin-prune'] / median['plain']:.3f} "
-              f"({'faster' if faster else 'NOT faster'})")
+        print(
+            f"GRIFFIN --prune vs plain dense: {median['griffin-prune'] / median['plain']:.3f} "
+            f"({'faster' if faster else 'NOT faster'})"
+        )
 
 
 if __name__ == "__main__":

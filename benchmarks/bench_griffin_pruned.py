@@ -43,8 +43,19 @@ def llama_ffn_slice(dtype: torch.dtype) -> FFNBlock:
     layer = torch.nn.Module()
     layer.mlp = mlp
     adapter = ADAPTERS.get("LlamaForCausalLM")
-    return FFNBlock(index=0, adapter=adapter, layer=layer, module=mlp, down=mlp.down_proj, act=mlp.act_fn,
-                    gate=mlp.gate_proj, up=mlp.up_proj, gate_up=None, hidden_size=D, intermediate_size=D_FF)
+    return FFNBlock(
+        index=0,
+        adapter=adapter,
+        layer=layer,
+        module=mlp,
+        down=mlp.down_proj,
+        act=mlp.act_fn,
+        gate=mlp.gate_proj,
+        up=mlp.up_proj,
+        gate_up=None,
+        hidden_size=D,
+        intermediate_size=D_FF,
+    )
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -70,10 +81,14 @@ def main(argv=None) -> int:
     block = llama_ffn_slice(dtype)
     griffin = Griffin(block, args.sparsity, GriffinConfig(prune=True))
     masked = Griffin(block, args.sparsity, GriffinConfig(prune=False))
-    print(f"FFN slice D={D} D_FF={D_FF} {args.dtype}, sparsity {args.sparsity}: k={griffin.k}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'batch':>5} {'dense ms':>9} {'pruned ms':>10} {'masked ms':>10} {'pruned/dense':>13} "
-          f"{'bytes limit':>12} {'slice ms':>9} {'max |pruned-masked|':>20}")
+    print(
+        f"FFN slice D={D} D_FF={D_FF} {args.dtype}, sparsity {args.sparsity}: k={griffin.k}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'batch':>5} {'dense ms':>9} {'pruned ms':>10} {'masked ms':>10} {'pruned/dense':>13} "
+        f"{'bytes limit':>12} {'slice ms':>9} {'max |pruned-masked|':>20}"
+    )
     with torch.inference_mode():
         for batch in args.batch:
             prompt = torch.randn(batch, PROMPT, D, dtype=dtype)
@@ -88,8 +103,10 @@ def main(argv=None) -> int:
             masked_ms = median_ms(lambda x=x, state=masked_state: masked.efficient(x, state), args.repeats)
             gap = (griffin.efficient(x, state) - masked.efficient(x, masked_state)).abs().max().item()
             limit = batch * griffin.k / D_FF
-            print(f"{batch:>5} {dense_ms:>9.2f} {pruned_ms:>10.2f} {masked_ms:>10.2f} {pruned_ms / dense_ms:>13.3f} "
-                  f"{limit:>12.3f} {prepare_ms:>9.1f} {gap:>20.2e}")
+            print(
+                f"{batch:>5} {dense_ms:>9.2f} {pruned_ms:>10.2f} {masked_ms:>10.2f} {pruned_ms / dense_ms:>13.3f} "
+                f"{limit:>12.3f} {prepare_ms:>9.1f} {gap:>20.2e}"
+            )
             del state, masked_state
     return 0
 

@@ -44,18 +44,38 @@ def child(args) -> None:
     from caprese.models.loading import load_model
 
     model, tokenizer = load_model(args.model)
-    rows = [{"prompt": row["question"], "response": row["answer"]}
-            for row in toy_math.generate_rows(args.samples, split="distill")]
+    rows = [
+        {"prompt": row["question"], "response": row["answer"]}
+        for row in toy_math.generate_rows(args.samples, split="distill")
+    ]
     before = current_rss_mib()
     peak_before = peak_rss_mib()
     start = time.perf_counter()
-    adapter = distill(model, tokenizer, rows, MethodChoice("griffin", 0.5, args.layers), rank=16, stage="layerwise",
-                      layerwise=LayerwiseConfig(epochs=args.epochs, batch_size=128), progress=False)
+    adapter = distill(
+        model,
+        tokenizer,
+        rows,
+        MethodChoice("griffin", 0.5, args.layers),
+        rank=16,
+        stage="layerwise",
+        layerwise=LayerwiseConfig(epochs=args.epochs, batch_size=128),
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     tokens = sum(len(pair.response) for pair in tokenize_pairs(tokenizer, rows))
-    print(json.dumps({"samples": args.samples, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before,
-                      "peak_before_mib": peak_before, "seconds": seconds, "layers": len(adapter.corrections),
-                      "generated_tokens": tokens}))
+    print(
+        json.dumps(
+            {
+                "samples": args.samples,
+                "peak_rss_mib": peak_rss_mib(),
+                "rss_before_mib": before,
+                "peak_before_mib": peak_before,
+                "seconds": seconds,
+                "layers": len(adapter.corrections),
+                "generated_tokens": tokens,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -73,21 +93,37 @@ def main() -> None:
         return
     results = {}
     for samples in (args.small, args.large):
-        cmd = [sys.executable, __file__, "--model", args.model, "--epochs", str(args.epochs), "--layers", args.layers,
-               "--threads", str(args.threads), "--samples", str(samples)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--model",
+            args.model,
+            "--epochs",
+            str(args.epochs),
+            "--layers",
+            args.layers,
+            "--threads",
+            str(args.threads),
+            "--samples",
+            str(samples),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"{samples} samples failed:\n{done.stderr[-3000:]}")
         results[samples] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"layer-wise distillation, {args.model}, GRIFFIN 50% {args.layers}, rank 16, batch 128, {args.epochs} epochs")
     for samples, r in results.items():
-        print(f"  {samples:>5} samples ({r['generated_tokens']} generated tokens, {r['layers']} layers): "
-              f"peak RSS {r['peak_rss_mib']:8.1f} MiB (before distillation {r['rss_before_mib']:.1f}; "
-              f"added {r['peak_rss_mib'] - r['rss_before_mib']:.1f}), {r['seconds']:.1f} s")
+        print(
+            f"  {samples:>5} samples ({r['generated_tokens']} generated tokens, {r['layers']} layers): "
+            f"peak RSS {r['peak_rss_mib']:8.1f} MiB (before distillation {r['rss_before_mib']:.1f}; "
+            f"added {r['peak_rss_mib'] - r['rss_before_mib']:.1f}), {r['seconds']:.1f} s"
+        )
     small, large = results[args.small], results[args.large]
     ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
-    print(f"peak RSS ratio {args.large}/{args.small} samples: {ratio:.3f} "
-          f"(target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})")
+    print(
+        f"peak RSS ratio {args.large}/{args.small} samples: {ratio:.3f} "
+        f"(target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -72,18 +72,29 @@ def ray_comparison(spec: Path, tmp: Path, one: float, points: int) -> int:
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={
+            "env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+        },
+    )
     up = time.perf_counter() - started
     ray.get(ray.remote(lambda: None).remote())
     first = time.perf_counter() - started
-    print(f"Ray start-up: {up:6.1f} s to a 2-CPU local cluster, {first:6.1f} s to its first task back (paid once per sweep)")
+    print(
+        f"Ray start-up: {up:6.1f} s to a 2-CPU local cluster, {first:6.1f} s to its first task back (paid once per sweep)"
+    )
     try:
         two = timed_sweep(spec, tmp / "runs-ray", workers=None, launcher="ray")
     finally:
         ray.shutdown()
     print(f"--launcher ray (2 CPUs): {two:6.1f} s  ({two / points:.1f} s per point)")
-    print(f"speed-up local(1 worker) / ray(2 workers): {one / two:.2f}x without start-up, {one / (two + first):.2f}x with it")
+    print(
+        f"speed-up local(1 worker) / ray(2 workers): {one / two:.2f}x without start-up, {one / (two + first):.2f}x with it"
+    )
     return 0
 
 

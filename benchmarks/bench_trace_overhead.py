@@ -38,14 +38,28 @@ def toy_math_model():
 
         model, _ = load_model("toy-math", tokenizer=False)
         return model, "toy-math (trained checkpoint)"
-    model = tiny_model("LlamaForCausalLM", hidden_size=192, intermediate_size=768, num_hidden_layers=6,
-                       num_attention_heads=6, num_key_value_heads=6, vocab_size=256)
+    model = tiny_model(
+        "LlamaForCausalLM",
+        hidden_size=192,
+        intermediate_size=768,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=6,
+        vocab_size=256,
+    )
     return model, "toy-math shape, random weights (checkpoint not found)"
 
 
 def layer_slice_model():
-    model = tiny_model("LlamaForCausalLM", hidden_size=4096, intermediate_size=14336, num_hidden_layers=1,
-                       num_attention_heads=32, num_key_value_heads=8, vocab_size=256)
+    model = tiny_model(
+        "LlamaForCausalLM",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=1,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=256,
+    )
     return model, "Llama decoder layer slice D=4096, D_FF=14336 (fp32, random)"
 
 
@@ -88,9 +102,13 @@ def report(title: str, times: dict[str, list[float]]) -> None:
     print(f"\n{title}")
     for name in times:
         ratio, ratio_min = medians[name] / medians["plain"], minima[name] / minima["plain"]
-        mark = "" if name == "plain" else ("  (target <= 1.05: met)" if ratio <= 1.05 else "  (target <= 1.05: NOT met)")
-        print(f"  {name:<17} median {medians[name] * 1e3:9.1f} ms  ratio {ratio:.3f}   "
-              f"min {minima[name] * 1e3:9.1f} ms  ratio {ratio_min:.3f}{mark}")
+        mark = (
+            "" if name == "plain" else ("  (target <= 1.05: met)" if ratio <= 1.05 else "  (target <= 1.05: NOT met)")
+        )
+        print(
+            f"  {name:<17} median {medians[name] * 1e3:9.1f} ms  ratio {ratio:.3f}   "
+            f"min {minima[name] * 1e3:9.1f} ms  ratio {ratio_min:.3f}{mark}"
+        )
 
 
 def main() -> None:
@@ -105,16 +123,23 @@ def main() -> None:
     parser.add_argument("--skip-slice", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, alternating repeats: {args.repeats} (toy-math), "
-          f"{args.slice_repeats} (slice)")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, alternating repeats: {args.repeats} (toy-math), "
+        f"{args.slice_repeats} (slice)"
+    )
 
     model, name = toy_math_model()
-    report(f"{name}: batch {args.batch} x {args.length} tokens", time_forwards(model, args.batch, args.length, args.repeats))
+    report(
+        f"{name}: batch {args.batch} x {args.length} tokens",
+        time_forwards(model, args.batch, args.length, args.repeats),
+    )
     del model
     if not args.skip_slice:
         model, name = layer_slice_model()
-        report(f"{name}: batch {args.slice_batch} x {args.slice_length} tokens",
-               time_forwards(model, args.slice_batch, args.slice_length, args.slice_repeats))
+        report(
+            f"{name}: batch {args.slice_batch} x {args.slice_length} tokens",
+            time_forwards(model, args.slice_batch, args.slice_length, args.slice_repeats),
+        )
 
 
 if __name__ == "__main__":

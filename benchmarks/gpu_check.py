@@ -35,11 +35,26 @@ def build(args) -> int:
     toy = Path(caprese.__file__).parent / "models" / "toy_math"
     if args.small:  # same family and layout, CPU-sized
         heads = 4
-        config.update({"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
-                       "num_attention_heads": heads, "num_key_value_heads": 2, "head_dim": 256 // heads,
-                       "vocab_size": 512})
-    config.update({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "initializer_range": 0.02,
-                   "max_position_embeddings": 2048})
+        config.update(
+            {
+                "hidden_size": 256,
+                "intermediate_size": 1024,
+                "num_hidden_layers": 4,
+                "num_attention_heads": heads,
+                "num_key_value_heads": 2,
+                "head_dim": 256 // heads,
+                "vocab_size": 512,
+            }
+        )
+    config.update(
+        {
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+            "initializer_range": 0.02,
+            "max_position_embeddings": 2048,
+        }
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(args.dtype))
     out = Path(args.out)
@@ -47,8 +62,10 @@ def build(args) -> int:
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(toy / name, out / name)
     params = sum(p.numel() for p in model.parameters())
-    print(f"built {out}: {args.shape}{' (small)' if args.small else ''}, {config.num_hidden_layers} layers, "
-          f"D {config.hidden_size}, D_FF {config.intermediate_size}, {params / 1e6:.1f}M parameters, {args.dtype}")
+    print(
+        f"built {out}: {args.shape}{' (small)' if args.small else ''}, {config.num_hidden_layers} layers, "
+        f"D {config.hidden_size}, D_FF {config.intermediate_size}, {params / 1e6:.1f}M parameters, {args.dtype}"
+    )
     return 0
 
 
@@ -64,8 +81,9 @@ def adapter(args) -> int:
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
     dtype = next(model.parameters()).dtype
     loaded = CapreseAdapter.load(args.adapter, model)
-    ids = torch.tensor([tok("Ann has 12 eggs. First: 12 * 2 = 24. Second: 24 - 5 = 19. #### 19")["input_ids"]] * 2,
-                        device=model.device)
+    ids = torch.tensor(
+        [tok("Ann has 12 eggs. First: 12 * 2 = 24. Second: 24 - 5 = 19. #### 19")["input_ids"]] * 2, device=model.device
+    )
     prompt_lengths = [8, 11]
     before = {k: v.clone() for k, v in loaded.tensors().items()}
     before_dtypes = {layer: c.L.dtype for layer, c in loaded.corrections.items()}
@@ -79,16 +97,21 @@ def adapter(args) -> int:
 
     failures = 0
     unmerged = logits(loaded, False)
-    failures += check("adapter unchanged by apply",
-                      all(torch.equal(before[k], v) for k, v in loaded.tensors().items())
-                      and before_dtypes == {layer: c.L.dtype for layer, c in loaded.corrections.items()},
-                      f"factors and their dtype {next(iter(before_dtypes.values()))} after applying on a {dtype} model")
+    failures += check(
+        "adapter unchanged by apply",
+        all(torch.equal(before[k], v) for k, v in loaded.tensors().items())
+        and before_dtypes == {layer: c.L.dtype for layer, c in loaded.corrections.items()},
+        f"factors and their dtype {next(iter(before_dtypes.values()))} after applying on a {dtype} model",
+    )
     failures += check("unmerged logits finite", bool(torch.isfinite(unmerged).all()))
     if loaded.kind == "caprese":
         merged = logits(loaded, True)
         distance = ((merged - unmerged).norm() / unmerged.norm()).item()
-        failures += check("merged = unmerged (teacher-forced)", distance <= TOLERANCE[dtype] and bool(torch.isfinite(merged).all()),
-                          f"relative distance {distance:.2e} (allowed {TOLERANCE[dtype]:.0e} in {dtype})")
+        failures += check(
+            "merged = unmerged (teacher-forced)",
+            distance <= TOLERANCE[dtype] and bool(torch.isfinite(merged).all()),
+            f"relative distance {distance:.2e} (allowed {TOLERANCE[dtype]:.0e} in {dtype})",
+        )
     changed = ((logits(loaded, None) - unmerged).norm() / unmerged.norm()).item()
     failures += check("the path changes the method's output", changed > 0, f"relative change {changed:.2e}")
     folder = Path(args.adapter).parent / "roundtrip"

@@ -36,9 +36,14 @@ def random_ffn_stack(hidden: int, intermediate: int, layers: int, dtype: torch.d
     resolved through the adapter; only its FFNs are timed."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                         num_attention_heads=max(1, hidden // 128), num_key_value_heads=max(1, hidden // 1024),
-                         vocab_size=16)
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 128),
+        num_key_value_heads=max(1, hidden // 1024),
+        vocab_size=16,
+    )
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model = model.to_empty(device=device).to(dtype)
@@ -89,10 +94,13 @@ class FFNLatency:
         return {name: self.ms[name] / self.ms["full"] for name in self.ms}
 
     def as_dict(self) -> dict:
-        return {**self.__dict__, "ratio_to_full": self.ratios(),
-                "ratio_to_limit": {n: self.ratios()[n] / self.bytes_limit[n] for n in self.ms},
-                "caprese_vs_griffin": self.ms["caprese_merged"] / self.ms["griffin"],
-                "lora_vs_griffin": self.ms["griffin_lora"] / self.ms["griffin"]}
+        return {
+            **self.__dict__,
+            "ratio_to_full": self.ratios(),
+            "ratio_to_limit": {n: self.ratios()[n] / self.bytes_limit[n] for n in self.ms},
+            "caprese_vs_griffin": self.ms["caprese_merged"] / self.ms["griffin"],
+            "lora_vs_griffin": self.ms["griffin_lora"] / self.ms["griffin"],
+        }
 
 
 def bytes_limits(hidden: int, intermediate: int, k: int, rank: int, lora_path: LoraPath) -> dict[str, float]:
@@ -105,8 +113,19 @@ def bytes_limits(hidden: int, intermediate: int, k: int, rank: int, lora_path: L
     }
 
 
-def ffn_decode_latency(shape: str, hidden: int, intermediate: int, *, layers: int = 4, dtype=torch.float32,
-                       device="cpu", sparsity: float = 0.5, rank: int = 256, repeats: int = 20, seed: int = 0) -> FFNLatency:
+def ffn_decode_latency(
+    shape: str,
+    hidden: int,
+    intermediate: int,
+    *,
+    layers: int = 4,
+    dtype=torch.float32,
+    device="cpu",
+    sparsity: float = 0.5,
+    rank: int = 256,
+    repeats: int = 20,
+    seed: int = 0,
+) -> FFNLatency:
     """Median time of one decode step (batch 1, one token) through `layers` FFNs, per variant."""
     torch.manual_seed(seed)
     model = random_ffn_stack(hidden, intermediate, layers, dtype, device)
@@ -132,6 +151,7 @@ def ffn_decode_latency(shape: str, hidden: int, intermediate: int, *, layers: in
             for i in range(len(blocks)):
                 h = apply(i, h)
             return h
+
         return step
 
     steps = {
@@ -142,8 +162,19 @@ def ffn_decode_latency(shape: str, hidden: int, intermediate: int, *, layers: in
     }
     with torch.inference_mode():
         ms = median_ms(steps, repeats, device)
-    return FFNLatency(shape, hidden, intermediate, layers, str(dtype).replace("torch.", ""), str(device), sparsity,
-                      rank, lora_rank, ms, bytes_limits(hidden, intermediate, k, rank, loras[0][0].path))
+    return FFNLatency(
+        shape,
+        hidden,
+        intermediate,
+        layers,
+        str(dtype).replace("torch.", ""),
+        str(device),
+        sparsity,
+        rank,
+        lora_rank,
+        ms,
+        bytes_limits(hidden, intermediate, k, rank, loras[0][0].path),
+    )
 
 
 def untrained_adapter(model, kind: str, sparsity: float, layers, rank: int):
@@ -155,10 +186,14 @@ def untrained_adapter(model, kind: str, sparsity: float, layers, rank: int):
 
     blocks = ffn_blocks(model)
     chosen = resolve_layers(layers, len(blocks))
-    size = rank if kind == "caprese" else lora_rank_for(blocks[0].hidden_size, blocks[0].intermediate_size, rank,
-                                                         blocks[0].gated)
-    adapter = CapreseAdapter.new(model, "benchmark", MethodChoice("griffin", sparsity, chosen, {"prune": True}),
-                                 chosen, size, kind=kind)
+    size = (
+        rank
+        if kind == "caprese"
+        else lora_rank_for(blocks[0].hidden_size, blocks[0].intermediate_size, rank, blocks[0].gated)
+    )
+    adapter = CapreseAdapter.new(
+        model, "benchmark", MethodChoice("griffin", sparsity, chosen, {"prune": True}), chosen, size, kind=kind
+    )
     with torch.no_grad():
         for module in adapter.corrections.values():
             for p in module.parameters():
@@ -166,9 +201,18 @@ def untrained_adapter(model, kind: str, sparsity: float, layers, rank: int):
     return adapter
 
 
-def generation_latency(model, tokenizer, *, sparsity: float = 0.5, layers="first_half", rank: int = 16,
-                       new_tokens: int = 32, repeats: int = 5, prompt: str = "Question: Ann has 12 apples. "
-                       "She buys 7 more apples. How many apples does Ann have now?\nPlease reason step by step.\nAnswer:") -> dict:
+def generation_latency(
+    model,
+    tokenizer,
+    *,
+    sparsity: float = 0.5,
+    layers="first_half",
+    rank: int = 16,
+    new_tokens: int = 32,
+    repeats: int = 5,
+    prompt: str = "Question: Ann has 12 apples. "
+    "She buys 7 more apples. How many apples does Ann have now?\nPlease reason step by step.\nAnswer:",
+) -> dict:
     """Time to next token of whole-model greedy decoding, per variant: (T(N) − T(1)) / (N − 1)."""
     import contextlib
 
@@ -188,13 +232,23 @@ def generation_latency(model, tokenizer, *, sparsity: float = 0.5, layers="first
     def run(name: str, n: int):
         def step():
             with contexts[name](), torch.inference_mode():
-                model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                               pad_token_id=tokenizer.pad_token_id)
+                model.generate(
+                    **enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+
         return step
 
-    totals = median_ms({f"{name}@{n}": run(name, n) for name in contexts for n in (1, new_tokens)}, repeats, device,
-                       warmup=1)
+    totals = median_ms(
+        {f"{name}@{n}": run(name, n) for name in contexts for n in (1, new_tokens)}, repeats, device, warmup=1
+    )
     ms = {name: (totals[f"{name}@{new_tokens}"] - totals[f"{name}@1"]) / (new_tokens - 1) for name in contexts}
-    return {"sparsity": sparsity, "layers": layers, "rank": rank, "lora_rank": lora.config.rank,
-            "new_tokens": new_tokens, "device": str(device), "ms_per_token": ms,
-            "ratio_to_full": {name: ms[name] / ms["full"] for name in ms}}
+    return {
+        "sparsity": sparsity,
+        "layers": layers,
+        "rank": rank,
+        "lora_rank": lora.config.rank,
+        "new_tokens": new_tokens,
+        "device": str(device),
+        "ms_per_token": ms,
+        "ratio_to_full": {name: ms[name] / ms["full"] for name in ms},
+    }

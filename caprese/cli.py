@@ -16,7 +16,19 @@ import sys
 from .errors import EXIT_BAD_INPUT, EXIT_DATA, EXIT_INTERRUPTED, EXIT_IO, CapreseError, one_line
 
 # verb module names under caprese.commands, in the order `--help` lists them
-VERBS = ["models", "inspect", "eval", "lm-eval", "diagnose", "distill", "export-peft", "bench", "sweep", "collect", "figures"]
+VERBS = [
+    "models",
+    "inspect",
+    "eval",
+    "lm-eval",
+    "diagnose",
+    "distill",
+    "export-peft",
+    "bench",
+    "sweep",
+    "collect",
+    "figures",
+]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="caprese",
         description="Low-rank distillation that recovers the reasoning lost to sparse FFN inference.",
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: CAPRESE_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also: CAPRESE_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=OneLineParser)
     for verb in VERBS:
         importlib.import_module(f"caprese.commands.{verb.replace('-', '_')}").add_parser(sub)
@@ -50,7 +64,12 @@ def _data_errors() -> tuple[type[BaseException], ...]:
 
 
 def debug_enabled(args=None) -> bool:
-    return bool(getattr(args, "debug", False)) or os.environ.get("CAPRESE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(getattr(args, "debug", False)) or os.environ.get("CAPRESE_DEBUG", "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         if code is None or debug_enabled(args):
             raise
         if code == EXIT_INTERRUPTED:
-            print(f"{prefix}: interrupted; nothing was written to its output (an earlier result there is kept)", file=sys.stderr)
+            print(
+                f"{prefix}: interrupted; nothing was written to its output (an earlier result there is kept)",
+                file=sys.stderr,
+            )
         else:
             print(f"{prefix}: error: {_describe(err)}", file=sys.stderr)
         return code

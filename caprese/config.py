@@ -24,7 +24,12 @@ DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 def check_rank(rank: object, hidden_size: int | None = None) -> None:
     """A rank is an integer in 1..D (1.. while D is not known yet)."""
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1 or (hidden_size is not None and rank > hidden_size):
+    if (
+        isinstance(rank, bool)
+        or not isinstance(rank, int)
+        or rank < 1
+        or (hidden_size is not None and rank > hidden_size)
+    ):
         upper = "D" if hidden_size is None else f"D={hidden_size}"
         raise CapreseError(f"rank {rank!r} is out of range (allowed: integers 1..{upper})")
 
@@ -35,21 +40,32 @@ class LayerwiseConfig:
 
     rank: int = field(default=64, metadata={"help": "rank r of each low-rank path (1..D)"})
     lr: float = field(default=1e-3, metadata={"help": "layer-wise learning rate (paper: 1e-3)"})
-    batch_size: int = field(default=64, metadata={
-        "help": "layer-wise samples (sequences) per step; each step uses all their generated tokens (paper: 128)"})
+    batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "layer-wise samples (sequences) per step; each step uses all their generated tokens (paper: 128)"
+        },
+    )
     epochs: int = field(default=20, metadata={"help": "layer-wise epochs (paper: 20)"})
     warmup_fraction: float = field(default=0.02, metadata={"help": "linear warm-up share of the steps (paper: 2%)"})
-    init: str = field(default="random", metadata={
-        "help": "random (R = 0, L small random; the paper) | closed_form (start from eq 7's exact minimiser)"})
-    ridge: float = field(default=1e-2, metadata={
-        "help": "closed form's ridge, relative to the mean eigenvalue of XᵀX"})
+    init: str = field(
+        default="random",
+        metadata={
+            "help": "random (R = 0, L small random; the paper) | closed_form (start from eq 7's exact minimiser)"
+        },
+    )
+    ridge: float = field(default=1e-2, metadata={"help": "closed form's ridge, relative to the mean eigenvalue of XᵀX"})
     """Why this large: the path sees only math inputs; an unregularised fit amplifies directions that
     math barely uses, and other text does (measured on toy-math, GRIFFIN 50% first half, r 16: ridge
     1e-6 took the language task from 99.5% to 2%, 1e-2 kept it at 98% and fit math better)."""
     seed: int = field(default=0, metadata={"help": "seed of L's initialisation and the batch order"})
-    cache_gib: float = field(default=16.0, metadata={
-        "help": "disk (a temporary folder under $TMPDIR) for teacher activations replayed after the first epoch; "
-                "batches beyond it rerun the teacher; memory does not depend on it; 0 disables the spill"})
+    cache_gib: float = field(
+        default=16.0,
+        metadata={
+            "help": "disk (a temporary folder under $TMPDIR) for teacher activations replayed after the first epoch; "
+            "batches beyond it rerun the teacher; memory does not depend on it; 0 disables the spill"
+        },
+    )
 
     def __post_init__(self):
         check_rank(self.rank)
@@ -75,8 +91,9 @@ class E2EConfig:
     batch_size: int = field(default=16, metadata={"help": "end-to-end samples per step (paper: 16)"})
     epochs: int = field(default=3, metadata={"help": "end-to-end epochs (paper: 3)"})
     warmup_fraction: float = field(default=0.02, metadata={"help": "linear warm-up share of the steps (paper: 2%)"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in the e2e backward pass"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the e2e backward pass"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the batch order"})
 
     def __post_init__(self):

@@ -94,8 +94,18 @@ class ExperimentConfig:
         check_choice("kind", self.kind, KINDS)
         check_choice("init", self.init, INITS)
         check_choice("dtype", str(self.dtype).lower(), DTYPE_NAMES)  # before any model loads
-        for name in ("samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
-                     "distill_batch_size", "e2e_batch_size", "calibration_samples", "text_samples", "text_prefix_tokens"):
+        for name in (
+            "samples",
+            "max_new_tokens",
+            "batch_size",
+            "epochs",
+            "e2e_epochs",
+            "distill_batch_size",
+            "e2e_batch_size",
+            "calibration_samples",
+            "text_samples",
+            "text_prefix_tokens",
+        ):
             check_int(name, getattr(self, name))
         for name in ("mix_samples", "coverage_samples", "language_samples", "error_samples", "eval_samples"):
             check_int(name, getattr(self, name), 0)  # eval_samples 0: no task accuracy
@@ -121,11 +131,26 @@ class ExperimentConfig:
         check_method_values(self.method, self.sparsity, self.layers)
         parse_dtype(self.dtype)
         parse_device(self.device)
-        for name in ("rank", "mix_samples", "coverage_samples", "language_samples", "error_samples", "calibration_samples",
-                     "eval_samples"):
+        for name in (
+            "rank",
+            "mix_samples",
+            "coverage_samples",
+            "language_samples",
+            "error_samples",
+            "calibration_samples",
+            "eval_samples",
+        ):
             check_int_at_least(name, getattr(self, name), 0)
-        for name in ("samples", "max_new_tokens", "batch_size", "epochs", "e2e_epochs",
-                     "coverage_prompts", "distill_batch_size", "e2e_batch_size"):
+        for name in (
+            "samples",
+            "max_new_tokens",
+            "batch_size",
+            "epochs",
+            "e2e_epochs",
+            "coverage_prompts",
+            "distill_batch_size",
+            "e2e_batch_size",
+        ):
             check_int_at_least(name, getattr(self, name), 1)
         check_finite("temperature", self.temperature, low=0.0)
         for name in ("lr", "e2e_lr"):
@@ -136,8 +161,14 @@ class ExperimentConfig:
         self.__post_init__()
 
     def layerwise_config(self) -> LayerwiseConfig:
-        return LayerwiseConfig(rank=self.rank, init=self.init, lr=self.lr, batch_size=self.distill_batch_size,
-                               epochs=self.epochs, seed=self.seed)
+        return LayerwiseConfig(
+            rank=self.rank,
+            init=self.init,
+            lr=self.lr,
+            batch_size=self.distill_batch_size,
+            epochs=self.epochs,
+            seed=self.seed,
+        )
 
     def e2e_config(self) -> E2EConfig:
         return E2EConfig(lr=self.e2e_lr, batch_size=self.e2e_batch_size, epochs=self.e2e_epochs, seed=self.seed)
@@ -194,8 +225,9 @@ def _ffn_errors(cfg: ExperimentConfig, model, tokenizer, choice, adapter) -> dic
 
     if not METHODS.get(choice.name).takes_sparsity:  # dense: no FFN error to measure
         return {}
-    rows = distillation_rows(model, tokenizer, load_task_rows(cfg.task, cfg.error_samples, seed=cfg.eval_seed + 1),
-                             responses="dataset")
+    rows = distillation_rows(
+        model, tokenizer, load_task_rows(cfg.task, cfg.error_samples, seed=cfg.eval_seed + 1), responses="dataset"
+    )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return ffn_errors(model, choice, tokenize_pairs(tokenizer, rows), pad, adapter, tokenizer=tokenizer)
 
@@ -209,8 +241,17 @@ def _teacher_forced(cfg: ExperimentConfig, model, tokenizer, session) -> dict:
     out = {}
     for name in cfg.text_set_names():
         items = texts_as_items(tokenizer, load_text_rows(name, cfg.text_samples, seed=cfg.eval_seed))
-        result = perplexity(model, tokenizer, items, session, prefix_tokens=cfg.text_prefix_tokens,
-                            max_continuation_tokens=cfg.text_tokens, batch_size=cfg.batch_size, progress=True, desc=name)
+        result = perplexity(
+            model,
+            tokenizer,
+            items,
+            session,
+            prefix_tokens=cfg.text_prefix_tokens,
+            max_continuation_tokens=cfg.text_tokens,
+            batch_size=cfg.batch_size,
+            progress=True,
+            desc=name,
+        )
         out[name] = result.as_dict(per_text=True)
     return out
 
@@ -235,24 +276,46 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     method = METHODS.get(cfg.method)
-    choice = MethodChoice(method.name, cfg.sparsity if method.takes_sparsity else 0.0, cfg.layers,
-                          calibration_source=cfg.calibration or None, calibration_samples=cfg.calibration_samples)
+    choice = MethodChoice(
+        method.name,
+        cfg.sparsity if method.takes_sparsity else 0.0,
+        cfg.layers,
+        calibration_source=cfg.calibration or None,
+        calibration_samples=cfg.calibration_samples,
+    )
     choice.calibration_texts()  # a bad calibration source fails before any distillation
     adapter = None
     if cfg.stage != "none":
         rows = _distillation_rows(cfg, model, tokenizer)
         adapter = distill(
-            model, tokenizer, rows, choice, rank=cfg.rank, stage=cfg.stage, base_model=cfg.model, kind=cfg.kind,
-            layerwise=cfg.layerwise_config(), e2e=cfg.e2e_config(),
+            model,
+            tokenizer,
+            rows,
+            choice,
+            rank=cfg.rank,
+            stage=cfg.stage,
+            base_model=cfg.model,
+            kind=cfg.kind,
+            layerwise=cfg.layerwise_config(),
+            e2e=cfg.e2e_config(),
         )
         adapter.save(out / "adapter")
     context = adapter.apply(model, tokenizer) if adapter is not None else choice.apply(model, tokenizer)
     with context as session:
         results = evaluate_model(
-            model, tokenizer, session, task=cfg.task, eval_samples=cfg.eval_samples, eval_seed=cfg.eval_seed,
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, language_samples=cfg.language_samples,
-            coverage_samples=cfg.coverage_samples, coverage_prompts=cfg.coverage_prompts,
-            temperature=cfg.temperature, seed=cfg.seed,
+            model,
+            tokenizer,
+            session,
+            task=cfg.task,
+            eval_samples=cfg.eval_samples,
+            eval_seed=cfg.eval_seed,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            language_samples=cfg.language_samples,
+            coverage_samples=cfg.coverage_samples,
+            coverage_prompts=cfg.coverage_prompts,
+            temperature=cfg.temperature,
+            seed=cfg.seed,
             extra_parameters=adapter.parameter_count() if adapter is not None else 0,
         )
         if cfg.text_sets:
@@ -266,10 +329,13 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         from .distill.report import adapter_report
 
         report = adapter_report(model, adapter)
-        metrics["caprese"] = {"kind": adapter.kind, "adapter_rank": adapter.config.rank,
-                              **parameter_share(model, adapter.parameter_count()),
-                              "singular_values": report["singular_values"],
-                              "losses": adapter.config.final_losses}
+        metrics["caprese"] = {
+            "kind": adapter.kind,
+            "adapter_rank": adapter.config.rank,
+            **parameter_share(model, adapter.parameter_count()),
+            "singular_values": report["singular_values"],
+            "losses": adapter.config.final_losses,
+        }
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     write_json(out / "metrics.json", metrics)  # last: a run is done once this file exists
     return metrics
@@ -280,14 +346,19 @@ def summary_table(metrics: dict):
     import pandas as pd
 
     row = {
-        "method": metrics["config"]["method"], "sparsity": metrics["config"]["sparsity"],
-        "stage": metrics["config"]["stage"], "rank": metrics["config"]["rank"],
+        "method": metrics["config"]["method"],
+        "sparsity": metrics["config"]["sparsity"],
+        "stage": metrics["config"]["stage"],
+        "rank": metrics["config"]["rank"],
     }
     if "math" in metrics:
         row.update(accuracy=metrics["math"]["accuracy"], mean_response_tokens=metrics["math"]["mean_response_tokens"])
     if "language" in metrics:
-        row.update(language_accuracy=metrics["language"]["short_answer_accuracy"],
-                   perplexity=metrics["language"]["perplexity"], kl=metrics["language"]["kl_dense_to_method"])
+        row.update(
+            language_accuracy=metrics["language"]["short_answer_accuracy"],
+            perplexity=metrics["language"]["perplexity"],
+            kl=metrics["language"]["kl_dense_to_method"],
+        )
     if "coverage" in metrics:
         row["pass@N"] = metrics["coverage"]["pass_at_k"][str(metrics["coverage"]["n"])]
     for name, scores in metrics.get("teacher_forced", {}).items():

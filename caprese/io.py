@@ -102,7 +102,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             except ValueError as err:
                 raise CapreseError(f"{str(path)!r} line {number} is not valid JSON: {one_line(err)}") from None
             if not isinstance(row, dict):
-                raise CapreseError(f"{str(path)!r} line {number} is {type(row).__name__} {row!r:.40}, not a JSON object")
+                raise CapreseError(
+                    f"{str(path)!r} line {number} is {type(row).__name__} {row!r:.40}, not a JSON object"
+                )
             rows.append(row)
     return rows
 

@@ -146,7 +146,9 @@ def _parameters_cell(notebook: Path):
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception as err:  # nbformat raises several types for a bad file
-        raise CapreseError(f"notebook {str(notebook)!r} cannot be read: {type(err).__name__}: {err}".splitlines()[0]) from None
+        raise CapreseError(
+            f"notebook {str(notebook)!r} cannot be read: {type(err).__name__}: {err}".splitlines()[0]
+        ) from None
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             return nb, cell
@@ -165,7 +167,10 @@ def _ast_assignments(source: str) -> dict[str, tuple[str, str]]:
     found = {}
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            found[node.target.id] = (ast.get_source_segment(source, node.annotation) or "", ast.get_source_segment(source, node.value) or "")
+            found[node.target.id] = (
+                ast.get_source_segment(source, node.annotation) or "",
+                ast.get_source_segment(source, node.value) or "",
+            )
         elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             found[node.targets[0].id] = ("", ast.get_source_segment(source, node.value) or "")
     return found
@@ -189,9 +194,13 @@ def dataclass_parameters(declared: str) -> dict[str, NotebookParameter]:
         hint = hints[f.name]
         kinds = frozenset(_KIND_OF_TYPE.get(t) for t in (typing.get_args(hint) or (hint,)))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        parameters[f.name] = NotebookParameter(f.name, None if None in kinds else kinds, repr(default),
-                                               str(hint).replace("<class '", "").replace("'>", ""),
-                                               f.metadata.get("help", ""))
+        parameters[f.name] = NotebookParameter(
+            f.name,
+            None if None in kinds else kinds,
+            repr(default),
+            str(hint).replace("<class '", "").replace("'>", ""),
+            f.metadata.get("help", ""),
+        )
     return parameters
 
 

@@ -165,13 +165,17 @@ class Trace:
             requested = check_points(points if points is not None else per_point)
             missing = sorted(set(per_point) - set(requested))
             if missing:
-                raise CapreseError(f"callback for point(s) {missing} that the trace does not request ({', '.join(requested)})")
+                raise CapreseError(
+                    f"callback for point(s) {missing} that the trace does not request ({', '.join(requested)})"
+                )
             self._per_point, self._callback = per_point, None
         elif callback is None or callable(callback):
             requested = check_points(points if points is not None else POINTS)
             self._per_point, self._callback = {}, callback
         else:
-            raise CapreseError(f"callback must be callable or a mapping point -> callable, got {type(callback).__name__}")
+            raise CapreseError(
+                f"callback must be callable or a mapping point -> callable, got {type(callback).__name__}"
+            )
         self.points = requested
         self.layers = check_layers(layers, len(self.blocks))
         self.retain, self.clone, self.stop = bool(retain), bool(clone), bool(stop)

@@ -32,8 +32,15 @@ def check_ints_at_least(options: dict[str, Any], low: int) -> None:
         check_int_at_least(name, value, low)
 
 
-def check_finite(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
+def check_finite(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A real number (not NaN / inf) within optional bounds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise CapreseError(f"{name} {value!r} must be a finite number")
@@ -42,8 +49,10 @@ def check_finite(name: str, value: Any, *, low: float | None = None, high: float
     if bad_low or bad_high:
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise CapreseError(f"{name} {value!r} is out of range (allowed: {'(' if low_open or low is None else '['}{lo}, "
-                           f"{hi}{')' if high_open or high is None else ']'})")
+        raise CapreseError(
+            f"{name} {value!r} is out of range (allowed: {'(' if low_open or low is None else '['}{lo}, "
+            f"{hi}{')' if high_open or high is None else ']'})"
+        )
     return float(value)
 
 
@@ -53,7 +62,9 @@ def check_rank_fits(name: str, rank: int, dims: Iterable[tuple[str, int]], *, de
     for label, hidden in dims:
         if rank > hidden:
             note = " (the default)" if default is not None and rank == default else ""
-            raise CapreseError(f"{name} {rank}{note} is out of range: it exceeds D={hidden} of {label} (allowed: 1..{hidden})")
+            raise CapreseError(
+                f"{name} {rank}{note} is out of range: it exceeds D={hidden} of {label} (allowed: 1..{hidden})"
+            )
 
 
 def check_layers_syntax(layers: Any) -> None:

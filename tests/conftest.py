@@ -16,7 +16,6 @@ def tiny_llama():
     return tiny_model("LlamaForCausalLM")
 
 
-
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster (2 CPUs) for every test that needs one; its address lets a separate
@@ -32,7 +31,9 @@ def ray_cluster():
     own = {} if os.environ.get("RAY_ADDRESS") else {"address": "local", "num_cpus": 2, "include_dashboard": False}
     for attempt in range(3):
         try:
-            ray.init(**own, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+            ray.init(
+                **own, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}
+            )
             break
         except Exception:
             ray.shutdown()

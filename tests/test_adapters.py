@@ -65,7 +65,9 @@ def test_subset_of_neurons_matches_masking():
         z = block.intermediate(x)
         masked = torch.zeros_like(z)
         masked[:, keep] = z[:, keep]
-        torch.testing.assert_close(block.output(block.intermediate(x, keep), keep), block.output(masked), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(
+            block.output(block.intermediate(x, keep), keep), block.output(masked), atol=1e-6, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("model_type", ["bert", "t5"])

@@ -59,17 +59,25 @@ def world(tmp_path_factory):
 
 def _spec(root: Path, name: str, **base) -> str:
     path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"notebook": str(EXPERIMENT), "name": name,
-                                    "base": {"eval_samples": 2, **base}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"notebook": str(EXPERIMENT), "name": name, "base": {"eval_samples": 2, **base}}, sort_keys=False
+        )
+    )
     return str(path)
 
 
 def _model_cases(verb_args):
     """The model-source and device/dtype siblings, for one verb's argument list."""
     cases = []
-    for model, needle in (("toy-mth", "did you mean 'toy-math'"), ("{root}/empty", "empty"),
-                          ("{root}/garbage", "garbage"), ("nobody/no-such-model", "nobody/no-such-model"),
-                          ("{root}/afile", "afile"), ("./no/such/folder", "no/such/folder")):
+    for model, needle in (
+        ("toy-mth", "did you mean 'toy-math'"),
+        ("{root}/empty", "empty"),
+        ("{root}/garbage", "garbage"),
+        ("nobody/no-such-model", "nobody/no-such-model"),
+        ("{root}/afile", "afile"),
+        ("./no/such/folder", "no/such/folder"),
+    ):
         cases.append((verb_args(model), needle))
     cases.append((verb_args("{tiny}") + ["--device", "cuda:7" if _has_cuda() else "cuda"], "cuda"))
     cases.append((verb_args("{tiny}") + ["--device", "foo"], "'foo'"))
@@ -91,8 +99,23 @@ def _eval(m):
 
 
 def _distill(m):
-    return ["distill", "--model", m, "--method", "griffin", "--rank", "2", "--samples", "2",
-            "--max-new-tokens", "4", "--epochs", "1", "--out", "{out}"]
+    return [
+        "distill",
+        "--model",
+        m,
+        "--method",
+        "griffin",
+        "--rank",
+        "2",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        "{out}",
+    ]
 
 
 def _diagnose(m):
@@ -110,11 +133,17 @@ for _verb in (_inspect, _eval, _distill, _diagnose):
     CASES.append((_verb("{tiny}") + ["--dtype", "float8"], "'float8'"))
 CASES += [
     # damaged adapters, for eval --adapter and distill --start-from
-    *[(base + [flag, "{root}/" + name], needle)
-      for base, flag in ((_eval("{tiny}"), "--adapter"), (_distill("{tiny}"), "--start-from"))
-      for name, needle in (("adapter_badjson", "caprese_adapter.json"), ("adapter_truncated", "adapter.safetensors"),
-                           ("adapter_unknown_key", "'rnak'"), ("no_such_adapter", "no_such_adapter"),
-                           ("adapter_other", "fingerprint"))],
+    *[
+        (base + [flag, "{root}/" + name], needle)
+        for base, flag in ((_eval("{tiny}"), "--adapter"), (_distill("{tiny}"), "--start-from"))
+        for name, needle in (
+            ("adapter_badjson", "caprese_adapter.json"),
+            ("adapter_truncated", "adapter.safetensors"),
+            ("adapter_unknown_key", "'rnak'"),
+            ("no_such_adapter", "no_such_adapter"),
+            ("adapter_other", "fingerprint"),
+        )
+    ],
     # data files
     (["eval", "--model", "{tiny}", "--task", "{root}/bad.jsonl", "--out", "{out}"], "bad.jsonl' line 2"),
     (["eval", "--model", "{tiny}", "--task", "{root}/list.jsonl", "--out", "{out}"], "list.jsonl' line 1"),
@@ -128,8 +157,22 @@ CASES += [
     (["lm-eval", "--model", "toy-mth", "--tasks", "caprese_toy_math", "--out", "{out}"], "did you mean 'toy-math'"),
     (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_mth", "--out", "{out}"], "'caprese_toy_mth'"),
     (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--limit", "0", "--out", "{out}"], "--limit 0"),
-    (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--method", "griffin", "--sparsity", "1.5",
-      "--out", "{out}"], "1.5"),
+    (
+        [
+            "lm-eval",
+            "--model",
+            "{tiny}",
+            "--tasks",
+            "caprese_toy_math",
+            "--method",
+            "griffin",
+            "--sparsity",
+            "1.5",
+            "--out",
+            "{out}",
+        ],
+        "1.5",
+    ),
     (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--device", "foo", "--out", "{out}"], "'foo'"),
     (["lm-eval", "--model", "{tiny}", "--tasks", "caprese_toy_math", "--out", "{root}/afile/sub"], "afile"),
     # export-peft: a damaged or missing adapter, an unwritable OUT
@@ -196,15 +239,23 @@ CASES += [
 ]
 
 SPECS = {
-    "spec_ok": {}, "spec_sparsity": {"sparsity": 1.0}, "spec_rank": {"rank": -1},
-    "spec_stage": {"stage": "e2e", "rank": 0}, "spec_model": {"model": "toy-mth"},
-    "spec_device": {"device": "foo"}, "spec_method": {"method": "griffen"},
+    "spec_ok": {},
+    "spec_sparsity": {"sparsity": 1.0},
+    "spec_rank": {"rank": -1},
+    "spec_stage": {"stage": "e2e", "rank": 0},
+    "spec_model": {"model": "toy-mth"},
+    "spec_device": {"device": "foo"},
+    "spec_method": {"method": "griffen"},
 }
 
 
 def _fill(argv, root: Path, out: Path) -> list[str]:
-    values = {"root": str(root), "tiny": str(root / "tiny"), "out": str(out),
-              **{name: _spec(root, name, **base) for name, base in SPECS.items() if any(name in a for a in argv)}}
+    values = {
+        "root": str(root),
+        "tiny": str(root / "tiny"),
+        "out": str(out),
+        **{name: _spec(root, name, **base) for name, base in SPECS.items() if any(name in a for a in argv)},
+    }
     return [a.format(**values) for a in argv]
 
 
@@ -235,6 +286,7 @@ def no_compute(monkeypatch):
         def record(*args, **kwargs):
             started.append(name)
             raise AssertionError(f"{name} started")
+
         return record
 
     monkeypatch.setattr(caprese.distill.data, "distillation_rows", recorder("teacher generation"))
@@ -257,8 +309,9 @@ def _assert_refused(code, err: str, needle: str, out: Path, started: list) -> No
     assert not started, f"compute started: {started}"
 
 
-@pytest.mark.parametrize("argv, needle", CASES, ids=[" ".join(a[:1] + [x for x in a[1:] if not x.startswith("{")])[:80]
-                                                     for a, _ in CASES])
+@pytest.mark.parametrize(
+    "argv, needle", CASES, ids=[" ".join(a[:1] + [x for x in a[1:] if not x.startswith("{")])[:80] for a, _ in CASES]
+)
 def test_bad_input_is_refused_in_one_line(argv, needle, world, tmp_path, capsys, no_compute):
     out = tmp_path / "out"
     code = _main(_fill(argv, world, out))
@@ -290,10 +343,15 @@ def test_a_full_disk_is_refused_before_compute(verb, world, tmp_path, capsys, mo
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    argv = {"eval": _eval("{tiny}"), "distill": _distill("{tiny}"), "diagnose": _diagnose("{tiny}"),
-            "bench": ["bench", "--shapes", "64x256", "--rank", "8", "--out", "{out}/l.json"],
-            "sweep": ["sweep", "{spec_ok}", "--runs-dir", "{out}"], "collect": ["collect", "{root}/runs", "--out", "{out}/r.csv"],
-            "figures": ["figures", "--runs", "{root}/runs", "--out", "{out}"]}[verb]
+    argv = {
+        "eval": _eval("{tiny}"),
+        "distill": _distill("{tiny}"),
+        "diagnose": _diagnose("{tiny}"),
+        "bench": ["bench", "--shapes", "64x256", "--rank", "8", "--out", "{out}/l.json"],
+        "sweep": ["sweep", "{spec_ok}", "--runs-dir", "{out}"],
+        "collect": ["collect", "{root}/runs", "--out", "{out}/r.csv"],
+        "figures": ["figures", "--runs", "{root}/runs", "--out", "{out}"],
+    }[verb]
     out = tmp_path / "out"
     filled = _fill(argv, world, out)
     if verb == "collect":
@@ -340,12 +398,17 @@ def test_debug_shows_the_traceback(world, tmp_path, monkeypatch):
 
 def test_a_few_bad_inputs_in_a_real_process(world, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    for argv, needle in ((["inspect", "--model", "toy-mth"], "did you mean 'toy-math'"),
-                         (["inspect", "--model", str(world / "tiny"), "--device", "foo"], "'foo'"),
-                         (["eval", "--model", str(world / "tiny"), "--task", str(world / "bad.jsonl"), "--out",
-                           str(tmp_path / "o")], "line 2")):
-        proc = subprocess.run([sys.executable, "-m", "caprese.cli", *argv], capture_output=True, text=True, env=env,
-                              timeout=120)
+    for argv, needle in (
+        (["inspect", "--model", "toy-mth"], "did you mean 'toy-math'"),
+        (["inspect", "--model", str(world / "tiny"), "--device", "foo"], "'foo'"),
+        (
+            ["eval", "--model", str(world / "tiny"), "--task", str(world / "bad.jsonl"), "--out", str(tmp_path / "o")],
+            "line 2",
+        ),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "caprese.cli", *argv], capture_output=True, text=True, env=env, timeout=120
+        )
         assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "o").exists()

@@ -20,8 +20,26 @@ def test_ffn_latency_reports_each_variant_and_its_limit():
 
 def test_bench_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "latency.json"
-    assert main(["bench", "--shapes", "64x256", "--dtypes", "float32", "--layers", "1", "--repeats", "2",
-                 "--rank", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--shapes",
+                "64x256",
+                "--dtypes",
+                "float32",
+                "--layers",
+                "1",
+                "--repeats",
+                "2",
+                "--rank",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["ffn_stack"][0]["hidden"] == 64 and "Caprese merged / GRIFFIN" in capsys.readouterr().out
 

@@ -23,7 +23,9 @@ def make_sweep(root):
         ],
     })  # fmt: skip
     write_json(sweep / "rank=8" / "params.json", {"method": "griffin", "rank": 8, "layers": [0, 1]})
-    write_json(sweep / "rank=8" / "metrics.json", {"accuracy": 0.5, "rank": 8, "error": {"rel": 0.2, "per_layer": [0.1, 0.3]}})
+    write_json(
+        sweep / "rank=8" / "metrics.json", {"accuracy": 0.5, "rank": 8, "error": {"rel": 0.2, "per_layer": [0.1, 0.3]}}
+    )
     write_json(sweep / "rank=16" / "params.json", {"method": "griffin", "rank": 16, "layers": [0, 1]})
     write_json(sweep / "rank=16" / "error.json", {"error": "RuntimeError: out of memory", "type": "RuntimeError"})
     write_json(sweep / "rank=32" / "params.json", {"method": "griffin", "rank": 32, "layers": [0, 1]})
@@ -32,7 +34,12 @@ def make_sweep(root):
 
 def test_rows_hold_params_flattened_metrics_and_status(tmp_path):
     rows = {row["run_id"]: row for row in collect_rows(make_sweep(tmp_path))}
-    assert [rows[r]["status"] for r in ("rank=8", "rank=16", "rank=32", "rank=64")] == ["done", "failed", "incomplete", "pending"]
+    assert [rows[r]["status"] for r in ("rank=8", "rank=16", "rank=32", "rank=64")] == [
+        "done",
+        "failed",
+        "incomplete",
+        "pending",
+    ]
     done = rows["rank=8"]
     assert done["sweep"] == "rank" and done["method"] == "griffin" and done["rank"] == 8
     assert done["layers"] == "[0, 1]"  # lists become JSON text: one scalar per cell

@@ -102,7 +102,12 @@ def test_numbers_stay_small():
 
 
 def test_language_answer_is_the_only_word_of_the_asked_kind():
-    kinds = {"colour": toy_language.COLOURS, "city": toy_language.CITIES, "activity": toy_language.ACTIVITIES, "day": toy_language.DAYS}
+    kinds = {
+        "colour": toy_language.COLOURS,
+        "city": toy_language.CITIES,
+        "activity": toy_language.ACTIVITIES,
+        "day": toy_language.DAYS,
+    }
     asked = set()
     for row in toy_language.generate_rows(500, seed=2):
         *facts, question = re.split(r"(?<=[.?]) ", row["question"])

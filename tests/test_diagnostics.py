@@ -84,8 +84,12 @@ def _oracle_rows(model, densities, batch):
     blocks = ffn_blocks(model)
     study = ResidualStudy(blocks[0].hidden_size, range(len(blocks)), oracle_labels(densities))
     probe = OracleTopKProbe(study, blocks, densities)
-    with torch.inference_mode(), PhaseTracker(model) as tracker, tracker.teacher_forced(batch.prompt_lengths), \
-            Trace(model, probe.points, callback=probe.callbacks(tracker)):
+    with (
+        torch.inference_mode(),
+        PhaseTracker(model) as tracker,
+        tracker.teacher_forced(batch.prompt_lengths),
+        Trace(model, probe.points, callback=probe.callbacks(tracker)),
+    ):
         model(**batch.model_inputs())
     return {(r["layer"], r["density"]): r for r in study.rows()}
 
@@ -95,8 +99,12 @@ def test_oracle_topk_error_equals_brute_force_from_stored_activations():
     batch = _forced_batch(model)
     densities = (0.1, 0.5, 1.0)
     rows = _oracle_rows(model, densities, batch)
-    with torch.inference_mode(), PhaseTracker(model) as tracker, tracker.teacher_forced(batch.prompt_lengths), \
-            Trace(model, ["ffn_in"], retain=True) as trace:
+    with (
+        torch.inference_mode(),
+        PhaseTracker(model) as tracker,
+        tracker.teacher_forced(batch.prompt_lengths),
+        Trace(model, ["ffn_in"], retain=True) as trace,
+    ):
         model(**batch.model_inputs())
     for block in ffn_blocks(model):
         x = trace[block.index, "ffn_in"][batch.generated]
@@ -121,8 +129,10 @@ def test_an_efficient_method_plugs_into_the_same_measurement():
     batch = _forced_batch(model, seed=1)
     oracle = _oracle_rows(model, (0.25,), batch)
     study = ResidualStudy(model.config.hidden_size, [0, 1], ["topk-method"])
-    with torch.inference_mode(), apply_method(model, "topk", sparsity=0.75,
-                                              teacher_callback=teacher_callback(study, "topk-method")) as session:
+    with (
+        torch.inference_mode(),
+        apply_method(model, "topk", sparsity=0.75, teacher_callback=teacher_callback(study, "topk-method")) as session,
+    ):
         with session.teacher_forced(batch.prompt_lengths):
             model(**batch.model_inputs())
     for row in study.rows():

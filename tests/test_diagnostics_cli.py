@@ -19,8 +19,9 @@ def model_and_prompts(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("diagnose")
     folder = save_tiny_model(tmp / "model", "LlamaForCausalLM")
     prompts = tmp / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}: add {i} and {2 * i}."}) + "\n"
-                               for i in range(6)))
+    prompts.write_text(
+        "".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}: add {i} and {2 * i}."}) + "\n" for i in range(6))
+    )
     return folder, prompts
 
 
@@ -28,21 +29,55 @@ def model_and_prompts(tmp_path_factory):
 def test_diagnose_writes_statistics_errors_and_figures(model_and_prompts, tmp_path, capsys):
     folder, prompts = model_and_prompts
     out = tmp_path / "out"
-    args = _parse(["--model", str(folder), "--data", str(prompts), "--samples", "6", "--out", str(out),
-                   "--densities", "0.1", "0.5", "--ranks", "1", "2", "4", "--max-new-tokens", "12", "--quiet"])
+    args = _parse(
+        [
+            "--model",
+            str(folder),
+            "--data",
+            str(prompts),
+            "--samples",
+            "6",
+            "--out",
+            str(out),
+            "--densities",
+            "0.1",
+            "0.5",
+            "--ranks",
+            "1",
+            "2",
+            "4",
+            "--max-new-tokens",
+            "12",
+            "--quiet",
+        ]
+    )
     assert args.run(args) == 0
     assert "relative error" in capsys.readouterr().out
-    for name in ("stats.json", "stats.csv", "errors.json", "errors.csv", "figure2.csv", "summary.json", "state.pt",
-                 "generations.jsonl"):
+    for name in (
+        "stats.json",
+        "stats.csv",
+        "errors.json",
+        "errors.csv",
+        "figure2.csv",
+        "summary.json",
+        "state.pt",
+        "generations.jsonl",
+    ):
         assert (out / name).stat().st_size > 0, name
     for figure in ("sparsity_vs_epsilon", "abs_z_quantiles", "error_vs_density"):
         assert (out / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
     stats = json.loads((out / "stats.json").read_text())
-    assert [(e["layer"], e["phase"]) for e in stats["layers"]] == [(0, "prompt"), (0, "generated"), (1, "prompt"), (1, "generated")]
+    assert [(e["layer"], e["phase"]) for e in stats["layers"]] == [
+        (0, "prompt"),
+        (0, "generated"),
+        (1, "prompt"),
+        (1, "generated"),
+    ]
     errors = list(csv.DictReader(open(out / "errors.csv")))
     assert {(int(r["layer"]), float(r["density"]), int(r["rank"])) for r in errors} == {
-        (layer, d, r) for layer in (0, 1) for d in (0.1, 0.5) for r in (0, 1, 2, 4)}
+        (layer, d, r) for layer in (0, 1) for d in (0.1, 0.5) for r in (0, 1, 2, 4)
+    }
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 6 and summary["ranks"] == [1, 2, 4] and summary["generated_tokens"] > 0
     assert all(int(r["tokens"]) > 0 and int(r["fit_tokens"]) > 0 for r in errors)
@@ -51,7 +86,8 @@ def test_diagnose_writes_statistics_errors_and_figures(model_and_prompts, tmp_pa
     figure2 = list(csv.DictReader(open(out / "figure2.csv")))
     generated = [r for r in errors if r["phase"] == "generated"]
     assert float(figure2[0]["relative_l2"]) == pytest.approx(
-        sum(float(r["relative_l2"]) for r in generated if (r["density"], r["rank"]) == ("0.1", "0")) / 2)
+        sum(float(r["relative_l2"]) for r in generated if (r["density"], r["rank"]) == ("0.1", "0")) / 2
+    )
 
 
 @pytest.mark.slow
@@ -63,8 +99,26 @@ def test_the_explorer_opens_a_diagnose_folder_and_redraws_on_each_control(model_
 
     folder, prompts = model_and_prompts
     out = tmp_path / "out"
-    args = _parse(["--model", str(folder), "--data", str(prompts), "--samples", "4", "--out", str(out),
-                   "--densities", "0.1", "0.5", "--ranks", "2", "--max-new-tokens", "8", "--quiet"])
+    args = _parse(
+        [
+            "--model",
+            str(folder),
+            "--data",
+            str(prompts),
+            "--samples",
+            "4",
+            "--out",
+            str(out),
+            "--densities",
+            "0.1",
+            "0.5",
+            "--ranks",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--quiet",
+        ]
+    )
     assert args.run(args) == 0
     view = DiagnosticsView.load(out)
     stats = json.loads((out / "stats.json").read_text())["layers"]
@@ -94,11 +148,27 @@ def test_the_explorer_opens_a_diagnose_folder_and_redraws_on_each_control(model_
 
 def test_diagnose_rejects_bad_values_with_one_line(model_and_prompts, tmp_path):
     folder, prompts = model_and_prompts
-    for extra, message in ((["--densities", "0"], "density 0.0 is out of range"),
-                           (["--layers", "7"], "layer 7 is out of range"),
-                           (["--ranks", "99"], "rank 99 is out of range")):
-        args = _parse(["--model", str(folder), "--data", str(prompts), "--samples", "2", "--out", str(tmp_path),
-                       "--max-new-tokens", "2", "--quiet", *extra])
+    for extra, message in (
+        (["--densities", "0"], "density 0.0 is out of range"),
+        (["--layers", "7"], "layer 7 is out of range"),
+        (["--ranks", "99"], "rank 99 is out of range"),
+    ):
+        args = _parse(
+            [
+                "--model",
+                str(folder),
+                "--data",
+                str(prompts),
+                "--samples",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--max-new-tokens",
+                "2",
+                "--quiet",
+                *extra,
+            ]
+        )
         with pytest.raises(CapreseError, match=message) as info:
             args.run(args)
         assert "\n" not in str(info.value)

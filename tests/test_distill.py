@@ -32,7 +32,10 @@ def setup():
     tok.padding_side = "left"
     rng = random.Random(0)
     rows = [
-        {"prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =", "response": f" {rng.randint(1, 99)} then {rng.randint(1, 99)}."}
+        {
+            "prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =",
+            "response": f" {rng.randint(1, 99)} then {rng.randint(1, 99)}.",
+        }
         for _ in range(24)
     ]
     return model, tok, rows
@@ -43,17 +46,29 @@ def test_closed_form_ridge_trades_fit_for_smaller_factors(setup):
     model, tok, rows = setup
 
     def fit(ridge):
-        return distill(model, tok, rows, CHOICE, rank=4, stage="closed_form",
-                       layerwise=LayerwiseConfig(ridge=ridge), progress=False)
+        return distill(
+            model,
+            tok,
+            rows,
+            CHOICE,
+            rank=4,
+            stage="closed_form",
+            layerwise=LayerwiseConfig(ridge=ridge),
+            progress=False,
+        )
 
     exact, ridged = fit(0.0), fit(LayerwiseConfig.ridge)
     for layer in exact.config.layers:
         e, r = exact.config.final_losses["layerwise"][str(layer)], ridged.config.final_losses["layerwise"][str(layer)]
         assert e["loss"] <= r["loss"] * (1 + 1e-6)
-        norm = lambda adapter, layer=layer: float((adapter.corrections[layer].L @ adapter.corrections[layer].R).detach().norm())  # noqa: E731
+        norm = lambda adapter, layer=layer: float(
+            (adapter.corrections[layer].L @ adapter.corrections[layer].R).detach().norm()
+        )  # noqa: E731
         assert norm(ridged) < norm(exact)
     with pytest.raises(CapreseError, match="ridge -1"):
-        distill(model, tok, rows, CHOICE, rank=4, stage="closed_form", layerwise=LayerwiseConfig(ridge=-1.0), progress=False)
+        distill(
+            model, tok, rows, CHOICE, rank=4, stage="closed_form", layerwise=LayerwiseConfig(ridge=-1.0), progress=False
+        )
 
 
 def logits_under(model, tok, adapter_or_choice, text="Q: 12 + 7 = 19 then 4"):
@@ -66,8 +81,16 @@ def logits_under(model, tok, adapter_or_choice, text="Q: 12 + 7 = 19 then 4"):
 def test_layerwise_trains_down_and_closed_form_is_no_worse(setup):
     model, tok, rows = setup
     before = weights_hash(model)
-    trained = distill(model, tok, rows, CHOICE, rank=4, stage="layerwise",
-                      layerwise=LayerwiseConfig(epochs=6, batch_size=6, lr=1e-2), progress=False)
+    trained = distill(
+        model,
+        tok,
+        rows,
+        CHOICE,
+        rank=4,
+        stage="layerwise",
+        layerwise=LayerwiseConfig(epochs=6, batch_size=6, lr=1e-2),
+        progress=False,
+    )
     closed = distill(model, tok, rows, CHOICE, rank=4, stage="closed_form", progress=False)
     assert weights_hash(model) == before  # originals bit-identical
     for layer in map(str, trained.config.layers):
@@ -87,8 +110,12 @@ def _in_memory_layerwise(teacher, n, layers, hidden, config):
 
     corrections = {layer: LowRankCorrection(hidden, config.rank, seed=config.seed + layer) for layer in layers}
     batches = [list(range(s, min(s + config.batch_size, n))) for s in range(0, n, config.batch_size)]
-    optimizers = {layer: adam_with_linear_schedule(c.parameters(), config.lr, len(batches) * config.epochs,
-                                                   config.warmup_fraction) for layer, c in corrections.items()}
+    optimizers = {
+        layer: adam_with_linear_schedule(
+            c.parameters(), config.lr, len(batches) * config.epochs, config.warmup_fraction
+        )
+        for layer, c in corrections.items()
+    }
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(config.epochs):
         for key in torch.randperm(len(batches), generator=generator).tolist():
@@ -146,9 +173,17 @@ def test_r_starts_at_zero_so_an_untrained_adapter_changes_nothing(setup):
 def test_e2e_reduces_its_loss_and_leaves_weights_alone(setup):
     model, tok, rows = setup
     before = weights_hash(model)
-    adapter = distill(model, tok, rows, CHOICE, rank=4, stage="e2e",
-                      layerwise=LayerwiseConfig(epochs=2, batch_size=8, lr=2e-3),
-                      e2e=E2EConfig(epochs=4, batch_size=8, lr=1e-3), progress=False)
+    adapter = distill(
+        model,
+        tok,
+        rows,
+        CHOICE,
+        rank=4,
+        stage="e2e",
+        layerwise=LayerwiseConfig(epochs=2, batch_size=8, lr=2e-3),
+        e2e=E2EConfig(epochs=4, batch_size=8, lr=1e-3),
+        progress=False,
+    )
     losses = adapter.config.final_losses
     assert losses["e2e_epochs"][-1] < losses["e2e_initial"]
     assert weights_hash(model) == before
@@ -188,8 +223,16 @@ def test_no_samples(setup):
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_factors(setup):
     model, tok, rows = setup
     with pytest.raises(NonFiniteLoss, match="loss became") as err:
-        distill(model, tok, rows, CHOICE, rank=4, stage="layerwise",
-                layerwise=LayerwiseConfig(epochs=50, batch_size=4, lr=1e30, warmup_fraction=0.0), progress=False)
+        distill(
+            model,
+            tok,
+            rows,
+            CHOICE,
+            rank=4,
+            stage="layerwise",
+            layerwise=LayerwiseConfig(epochs=50, batch_size=4, lr=1e30, warmup_fraction=0.0),
+            progress=False,
+        )
     kept = err.value.result.corrections
     assert all(torch.isfinite(c.L).all() and torch.isfinite(c.R).all() for c in kept.values())
 
@@ -199,9 +242,17 @@ def test_gradient_checkpointing_gives_the_same_training(setup):
     runs = []
     for checkpointing in (False, True):
         start = distill(model, tok, rows[:8], CHOICE, rank=2, stage="closed_form", progress=False)
-        adapter = distill(model, tok, rows[:8], CHOICE, rank=2, stage="e2e", start_from=start,
-                          e2e=E2EConfig(epochs=2, batch_size=4, lr=1e-3, gradient_checkpointing=checkpointing),
-                          progress=False)
+        adapter = distill(
+            model,
+            tok,
+            rows[:8],
+            CHOICE,
+            rank=2,
+            stage="e2e",
+            start_from=start,
+            e2e=E2EConfig(epochs=2, batch_size=4, lr=1e-3, gradient_checkpointing=checkpointing),
+            progress=False,
+        )
         runs.append(adapter.config.final_losses["e2e_epochs"])
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
     assert not getattr(model, "is_activation_checkpointing", False)
@@ -212,8 +263,17 @@ def test_lora_baseline_matches_caprese_parameters_trains_and_round_trips(setup, 
 
     model, tok, rows = setup
     before = weights_hash(model)
-    lora = distill(model, tok, rows, CHOICE, rank=8, stage="layerwise", kind="lora",
-                   layerwise=LayerwiseConfig(epochs=4, batch_size=6, lr=1e-2), progress=False)
+    lora = distill(
+        model,
+        tok,
+        rows,
+        CHOICE,
+        rank=8,
+        stage="layerwise",
+        kind="lora",
+        layerwise=LayerwiseConfig(epochs=4, batch_size=6, lr=1e-2),
+        progress=False,
+    )
     caprese_params = 2 * 32 * 8 * 3
     assert lora.config.kind == "lora" and lora.config.rank == lora_rank_for(32, 64, 8) == 2
     assert abs(lora.parameter_count() - caprese_params) <= 3 * (32 + 64) * 3 // 2  # nearest r'
@@ -241,8 +301,9 @@ def test_ffn_error_with_the_adapter_counts_its_path(setup):
     from caprese.distill.ffn_error import ffn_errors
 
     model, tok, rows = setup
-    adapter = distill(model, tok, rows, CHOICE, rank=8, stage="closed_form", layerwise=LayerwiseConfig(ridge=0.0),
-                      progress=False)
+    adapter = distill(
+        model, tok, rows, CHOICE, rank=8, stage="closed_form", layerwise=LayerwiseConfig(ridge=0.0), progress=False
+    )
     errors = ffn_errors(model, CHOICE, tokenize_pairs(tok, rows), tok.pad_token_id, adapter, tokenizer=tok)
     for layer in adapter.config.layers:
         method, caprese = errors[str(layer)]["method"], errors[str(layer)]["caprese"]

@@ -17,7 +17,9 @@ def toy():
     from caprese.distill.data import distillation_rows, question_rows
 
     model, tokenizer = caprese.load_model("toy-math")
-    rows = distillation_rows(model, tokenizer, question_rows("toy-math", 24, seed=3), responses="dataset", progress=False)
+    rows = distillation_rows(
+        model, tokenizer, question_rows("toy-math", 24, seed=3), responses="dataset", progress=False
+    )
     return model, tokenizer, rows
 
 
@@ -28,8 +30,17 @@ def test_two_ray_workers_give_the_serial_adapter_on_toy_math(toy, ray_cluster, t
     config = dict(rank=8, epochs=3, batch_size=8, lr=3e-3, init=init, seed=7)
 
     def fit(parallel):
-        return distill(model, tokenizer, rows, choice, rank=8, stage="layerwise", layerwise=LayerwiseConfig(**config),
-                       progress=False, layer_parallel=parallel)
+        return distill(
+            model,
+            tokenizer,
+            rows,
+            choice,
+            rank=8,
+            stage="layerwise",
+            layerwise=LayerwiseConfig(**config),
+            progress=False,
+            layer_parallel=parallel,
+        )
 
     serial, fanned = fit(None), fit(LayerParallel(workers=2))
     assert sorted(fanned.corrections) == sorted(serial.corrections) == list(range(6))
@@ -58,14 +69,34 @@ def test_bad_layer_parallel_settings_fail_with_one_line():
         LayerParallel(gpus=-1)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--ray-address", "auto"], "--ray-address and --layer-parallel-gpus go with --layer-parallel N"),
-    (["--layer-parallel", "0"], "layer-parallel workers 0 must be an integer >= 1"),
-    (["--layer-parallel", "2", "--stage", "closed_form"], "--layer-parallel parallelizes the layer-wise Caprese fit"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ray-address", "auto"], "--ray-address and --layer-parallel-gpus go with --layer-parallel N"),
+        (["--layer-parallel", "0"], "layer-parallel workers 0 must be an integer >= 1"),
+        (
+            ["--layer-parallel", "2", "--stage", "closed_form"],
+            "--layer-parallel parallelizes the layer-wise Caprese fit",
+        ),
+    ],
+)
 def test_bad_layer_parallel_flags_fail_before_the_model_loads(tmp_path, capsys, flags, message):
     from caprese.cli import main
 
-    code = main(["distill", "--model", str(tmp_path / "no-model-here"), "--method", "griffin", "--sparsity", "0.5",
-                 "--rank", "4", "--out", str(tmp_path / "x"), *flags])
+    code = main(
+        [
+            "distill",
+            "--model",
+            str(tmp_path / "no-model-here"),
+            "--method",
+            "griffin",
+            "--sparsity",
+            "0.5",
+            "--rank",
+            "4",
+            "--out",
+            str(tmp_path / "x"),
+            *flags,
+        ]
+    )
     assert code == 2 and message in capsys.readouterr().err

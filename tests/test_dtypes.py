@@ -114,6 +114,7 @@ def assert_low(out: torch.Tensor, dtype):
 
 # -- methods (incl. calibration, TEAL, GRIFFIN prune/reselect) ------------------------------------
 
+
 @pytest.mark.parametrize("dtype", LOW, ids=LOW_IDS)
 @pytest.mark.parametrize("method", list(METHODS))
 def test_methods_teacher_forced_logits_agree(fp32_model, tokenizer, method, dtype):
@@ -121,8 +122,9 @@ def test_methods_teacher_forced_logits_agree(fp32_model, tokenizer, method, dtyp
     calibration = CALIBRATION if name == "teal" else None
     outs = {}
     for key, model in (("fp32", fp32_model), ("low", low(fp32_model, dtype))):
-        with apply_method(model, name, sparsity, "all", calibration=calibration, tokenizer=tokenizer,
-                          progress=False, **options) as session:
+        with apply_method(
+            model, name, sparsity, "all", calibration=calibration, tokenizer=tokenizer, progress=False, **options
+        ) as session:
             outs[key] = forced_logits(model, tokenizer, session)
             if sparsity:
                 measured = session.measured_sparsity()["overall"]
@@ -142,6 +144,7 @@ def test_generation_and_eval_in_bf16(llama, tokenizer):
 
 
 # -- trace / statistics / diagnostics ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16], ids=["bf16"])
 def test_trace_and_statistics_agree(llama, tokenizer, dtype):
@@ -202,11 +205,22 @@ def test_diagnostics_in_bf16(llama, tokenizer):
 
 # -- distillation: closed form, layer-wise, E2E (eq 8), LoRA ---------------------------------------
 
+
 def _distill(model, tokenizer, stage, *, kind="caprese", method=("griffin", 0.5), layers="all", **kw):
     choice = MethodChoice(method[0], method[1], layers)
-    return distill(model, tokenizer, ROWS, choice, rank=4, stage=stage, kind=kind, progress=False,
-                   layerwise=LayerwiseConfig(rank=4, epochs=2, batch_size=3, lr=3e-3, init=kw.pop("init", "random")),
-                   e2e=E2EConfig(lr=1e-3, batch_size=3, epochs=1), **kw)
+    return distill(
+        model,
+        tokenizer,
+        ROWS,
+        choice,
+        rank=4,
+        stage=stage,
+        kind=kind,
+        progress=False,
+        layerwise=LayerwiseConfig(rank=4, epochs=2, batch_size=3, lr=3e-3, init=kw.pop("init", "random")),
+        e2e=E2EConfig(lr=1e-3, batch_size=3, epochs=1),
+        **kw,
+    )
 
 
 def _products(adapter):
@@ -270,15 +284,30 @@ def test_e2e_updates_are_not_lost_to_bf16_rounding(tokenizer):
         from caprese.distill.batches import tokenize_pairs
 
         pairs = tokenize_pairs(tokenizer, ROWS)
-        train_end_to_end(m, rows_choice, pairs, tokenizer.pad_token_id, corrections,
-                         E2EConfig(lr=1e-5, batch_size=3, epochs=2, warmup_fraction=0.0), tokenizer=tokenizer,
-                         progress=False)
+        train_end_to_end(
+            m,
+            rows_choice,
+            pairs,
+            tokenizer.pad_token_id,
+            corrections,
+            E2EConfig(lr=1e-5, batch_size=3, epochs=2, warmup_fraction=0.0),
+            tokenizer=tokenizer,
+            progress=False,
+        )
         moved[key] = torch.cat([(corrections[i].R - start.corrections[i].R).flatten() for i in corrections])
     assert moved["bf16"].norm() > 0.5 * moved["fp32"].norm() > 0
     bf16_factors = {layer: copy.deepcopy(c).to(torch.bfloat16) for layer, c in start.corrections.items()}
     with pytest.raises(Exception, match="float32 master"):
-        train_end_to_end(model, rows_choice, tokenize_pairs(tokenizer, ROWS), tokenizer.pad_token_id, bf16_factors,
-                         E2EConfig(lr=1e-5, batch_size=3, epochs=1), tokenizer=tokenizer, progress=False)
+        train_end_to_end(
+            model,
+            rows_choice,
+            tokenize_pairs(tokenizer, ROWS),
+            tokenizer.pad_token_id,
+            bf16_factors,
+            E2EConfig(lr=1e-5, batch_size=3, epochs=1),
+            tokenizer=tokenizer,
+            progress=False,
+        )
 
 
 def test_lora_baseline_in_bf16(llama, tokenizer):
@@ -310,6 +339,7 @@ def test_start_from_a_loaded_adapter_runs_e2e_and_leaves_it_unchanged(llama, tok
 
 # -- adapters: apply never changes them; merged = unmerged; save → load -----------------------------
 
+
 @pytest.mark.parametrize("dtype", LOW, ids=LOW_IDS)
 @pytest.mark.parametrize("merged", [False, True], ids=["unmerged", "merged"])
 def test_apply_leaves_the_adapter_unchanged(fp32_model, closed_form, tokenizer, tmp_path, dtype, merged):
@@ -332,8 +362,9 @@ def test_apply_leaves_the_adapter_unchanged(fp32_model, closed_form, tokenizer, 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, FORWARD_TOL)], ids=["fp32", "bf16"])
 def test_merged_equals_unmerged(fp32_model, tokenizer, dtype, tol):
     adapter = _distill(fp32_model, tokenizer, "closed_form", method=("griffin", 0.5), layers="first_half")
-    adapter = adapter.with_config(method_config={**adapter.config.method_config,
-                                                 "options": {"prune": True, "reselect_every": 3}})
+    adapter = adapter.with_config(
+        method_config={**adapter.config.method_config, "options": {"prune": True, "reselect_every": 3}}
+    )
     model = fp32_model if dtype == torch.float32 else low(fp32_model, dtype)
     outs = {}
     for merged in (False, True):
@@ -369,6 +400,7 @@ def test_adapter_round_trip_gives_the_same_logits_in_bf16(llama, tokenizer, tmp_
 
 # -- training forwards use the positions generate uses ----------------------------------------------
 
+
 def test_training_batches_carry_generate_positions():
     from caprese.distill.batches import TokenizedPair, collate
 
@@ -400,6 +432,7 @@ def test_teacher_and_e2e_forwards_pass_the_mask_positions(tokenizer):
 
 
 # -- bench and sweeps -------------------------------------------------------------------------------
+
 
 def test_bench_runs_in_bf16():
     from caprese.bench import ffn_decode_latency

@@ -12,21 +12,68 @@ from caprese.testing import save_tiny_model
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalcli")
     folder = save_tiny_model(root / "model")
-    assert main(["distill", "--model", str(folder), "--method", "griffin", "--sparsity", "0.5", "--rank", "2",
-                 "--samples", "4", "--stage", "closed_form", "--responses", "dataset", "--out", str(root / "d")]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--model",
+                str(folder),
+                "--method",
+                "griffin",
+                "--sparsity",
+                "0.5",
+                "--rank",
+                "2",
+                "--samples",
+                "4",
+                "--stage",
+                "closed_form",
+                "--responses",
+                "dataset",
+                "--out",
+                str(root / "d"),
+            ]
+        )
+        == 0
+    )
     return folder, root / "d" / "adapter"
 
 
 def evaluate(folder, out, *flags):
-    code = main(["eval", "--model", str(folder), "--task", "toy-math", "--samples", "4", "--max-new-tokens", "6",
-                 "--quiet", "--out", str(out), *flags])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(folder),
+            "--task",
+            "toy-math",
+            "--samples",
+            "4",
+            "--max-new-tokens",
+            "6",
+            "--quiet",
+            "--out",
+            str(out),
+            *flags,
+        ]
+    )
     return code, (json.loads((out / "metrics.json").read_text()) if code == 0 else None)
 
 
 def test_eval_with_adapter_writes_every_block(trained, tmp_path):
     folder, adapter = trained
-    code, unmerged = evaluate(folder, tmp_path / "a", "--adapter", str(adapter), "--language-samples", "2",
-                              "--coverage-samples", "2", "--coverage-prompts", "2")
+    code, unmerged = evaluate(
+        folder,
+        tmp_path / "a",
+        "--adapter",
+        str(adapter),
+        "--language-samples",
+        "2",
+        "--coverage-samples",
+        "2",
+        "--coverage-prompts",
+        "2",
+    )
     assert code == 0
     for key in ("accuracy", "per_level", "method", "adapter", "params", "measured_sparsity", "language", "coverage"):
         assert key in unmerged, key

@@ -46,7 +46,19 @@ def test_eval_writes_metrics_and_samples(tmp_path, capsys):
 
 
 def test_eval_levels_and_language(tmp_path):
-    run_eval("--model", "toy-math", "--task", "toy-math", "--levels", "2", "--samples", "4", "--out", str(tmp_path / "a"), "--quiet")
+    run_eval(
+        "--model",
+        "toy-math",
+        "--task",
+        "toy-math",
+        "--levels",
+        "2",
+        "--samples",
+        "4",
+        "--out",
+        str(tmp_path / "a"),
+        "--quiet",
+    )
     assert set(read_json(tmp_path / "a" / "metrics.json")["per_level"]) == {"2"}
     run_eval("--model", "toy-math", "--task", "toy-language", "--samples", "8", "--out", str(tmp_path / "b"), "--quiet")
     language = read_json(tmp_path / "b" / "metrics.json")
@@ -57,7 +69,10 @@ def test_eval_on_a_local_file(tmp_path):
     from caprese.data.toy_math import generate_rows
     from caprese.io import write_jsonl
 
-    data = write_jsonl(tmp_path / "mine.jsonl", [{"question": r["question"], "answer": r["answer"]} for r in generate_rows(4, seed=9, levels=[1])])
+    data = write_jsonl(
+        tmp_path / "mine.jsonl",
+        [{"question": r["question"], "answer": r["answer"]} for r in generate_rows(4, seed=9, levels=[1])],
+    )
     run_eval("--model", "toy-math", "--task", str(data), "--samples", "4", "--out", str(tmp_path / "o"), "--quiet")
     assert read_json(tmp_path / "o" / "metrics.json")["count"] == 4
 
@@ -105,14 +120,21 @@ def test_sampling_is_seeded_and_leaves_global_rng_alone(toy):
     from caprese.data.prompts import build_prompt
 
     model, tokenizer = toy
-    prompts = [build_prompt(tokenizer, "Ann has 5 apples. She buys 7 more apples. How many apples does Ann have now?")] * 8
+    prompts = [
+        build_prompt(tokenizer, "Ann has 5 apples. She buys 7 more apples. How many apples does Ann have now?")
+    ] * 8
     hot = GenerationSettings(max_new_tokens=30, temperature=2.0, top_p=1.0, seed=1)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     first = [g.text for g in generate(model, tokenizer, prompts, hot, progress=False)]
     assert torch.equal(torch.get_rng_state(), state)
     assert first == [g.text for g in generate(model, tokenizer, prompts, hot, progress=False)]
-    other = [g.text for g in generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=30, temperature=2.0, seed=2), progress=False)]
+    other = [
+        g.text
+        for g in generate(
+            model, tokenizer, prompts, GenerationSettings(max_new_tokens=30, temperature=2.0, seed=2), progress=False
+        )
+    ]
     assert other != first
 
 

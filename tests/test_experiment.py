@@ -45,10 +45,23 @@ def test_unknown_parameter_and_bad_values():
 @pytest.mark.slow
 def test_a_run_writes_metrics_with_the_documented_keys(tmp_path):
     folder = save_tiny_model(tmp_path / "model")
-    cfg = ExperimentConfig(model=str(folder), method="griffin", sparsity=0.5, rank=4, stage="layerwise",
-                           samples=6, eval_samples=5, max_new_tokens=8, language_samples=3, error_samples=3,
-                           coverage_samples=2, coverage_prompts=2, epochs=1, distill_batch_size=3,
-                           out_dir=str(tmp_path / "runs" / "r"))
+    cfg = ExperimentConfig(
+        model=str(folder),
+        method="griffin",
+        sparsity=0.5,
+        rank=4,
+        stage="layerwise",
+        samples=6,
+        eval_samples=5,
+        max_new_tokens=8,
+        language_samples=3,
+        error_samples=3,
+        coverage_samples=2,
+        coverage_prompts=2,
+        epochs=1,
+        distill_batch_size=3,
+        out_dir=str(tmp_path / "runs" / "r"),
+    )
     run_experiment(cfg)
     metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
     for key in ("config", "math", "language", "coverage", "params", "ffn_error", "caprese", "measured_sparsity"):
@@ -61,12 +74,22 @@ def test_a_run_writes_metrics_with_the_documented_keys(tmp_path):
 
 def test_teal_runs_take_a_calibration_set(tmp_path):
     folder = save_tiny_model(tmp_path / "model")
-    common = dict(model=str(folder), method="teal", sparsity=0.5, eval_samples=2, max_new_tokens=4,
-                  language_samples=0, error_samples=0)
+    common = dict(
+        model=str(folder),
+        method="teal",
+        sparsity=0.5,
+        eval_samples=2,
+        max_new_tokens=4,
+        language_samples=0,
+        error_samples=0,
+    )
     with pytest.raises(CapreseError, match="needs a calibration set"):
         run_experiment(ExperimentConfig(**common, out_dir=str(tmp_path / "runs" / "none")))
-    run_experiment(ExperimentConfig(**common, calibration="toy-language", calibration_samples=4,
-                                    out_dir=str(tmp_path / "runs" / "teal")))
+    run_experiment(
+        ExperimentConfig(
+            **common, calibration="toy-language", calibration_samples=4, out_dir=str(tmp_path / "runs" / "teal")
+        )
+    )
     metrics = json.loads((tmp_path / "runs" / "teal" / "metrics.json").read_text())
     assert metrics["config"]["calibration"] == "toy-language"
     assert metrics["measured_sparsity"]["overall"] == pytest.approx(0.5, abs=0.1)

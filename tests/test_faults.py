@@ -153,14 +153,39 @@ def test_sigint_of_distill_into_an_existing_folder_keeps_the_old_result(tmp_path
     model = save_tiny_model(tmp_path / "tiny")
     out = tmp_path / "out"
     (out / "adapter").mkdir(parents=True)
-    old = {"metrics.json": '{"rank": 1, "note": "the old run"}', "distill_data.jsonl": '{"old": 1}\n',
-           "adapter/adapter_config.json": '{"old": true}', "adapter/adapter.safetensors": "old weights"}
+    old = {
+        "metrics.json": '{"rank": 1, "note": "the old run"}',
+        "distill_data.jsonl": '{"old": 1}\n',
+        "adapter/adapter_config.json": '{"old": true}',
+        "adapter/adapter.safetensors": "old weights",
+    }
     for name, text in old.items():
         (out / name).write_text(text)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "caprese.cli", "distill", "--model", str(model), "--method", "griffin",
-                             "--rank", "2", "--samples", "256", "--max-new-tokens", "64", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "caprese.cli",
+            "distill",
+            "--model",
+            str(model),
+            "--method",
+            "griffin",
+            "--rank",
+            "2",
+            "--samples",
+            "256",
+            "--max-new-tokens",
+            "64",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob(".out.partial-*")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # the staging folder appears when teacher generation starts
@@ -178,20 +203,23 @@ def test_sigint_of_distill_into_an_existing_folder_keeps_the_old_result(tmp_path
 
 # ------------------------------------------------------------------ property-based: no traceback
 
-EXPERIMENT_VALUES = st.fixed_dictionaries({}, optional={
-    "sparsity": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
-    "rank": st.integers(-10, 10_000),
-    "samples": st.integers(-5, 5),
-    "stage": st.sampled_from(["none", "layerwise", "e2e", "closed_form", "bogus"]),
-    "method": st.sampled_from(["dense", "griffin", "cats", "teal", "topk", "griffen"]),
-    "layers": st.one_of(st.sampled_from(["all", "first_half", "0,1", "x", "", "-1"]), st.lists(st.integers(-3, 3))),
-    "device": st.sampled_from(["cpu", "cuda", "foo", "cuda:-1", "meta", "auto"]),
-    "dtype": st.sampled_from(["float32", "bf16", "float8", ""]),
-    "temperature": st.floats(allow_nan=True),
-    "lr": st.floats(allow_nan=True),
-    "batch_size": st.integers(-2, 3),
-    "model": st.sampled_from(["toy-math", "toy-mth", "./nowhere", "a/b/c"]),
-})
+EXPERIMENT_VALUES = st.fixed_dictionaries(
+    {},
+    optional={
+        "sparsity": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5)),
+        "rank": st.integers(-10, 10_000),
+        "samples": st.integers(-5, 5),
+        "stage": st.sampled_from(["none", "layerwise", "e2e", "closed_form", "bogus"]),
+        "method": st.sampled_from(["dense", "griffin", "cats", "teal", "topk", "griffen"]),
+        "layers": st.one_of(st.sampled_from(["all", "first_half", "0,1", "x", "", "-1"]), st.lists(st.integers(-3, 3))),
+        "device": st.sampled_from(["cpu", "cuda", "foo", "cuda:-1", "meta", "auto"]),
+        "dtype": st.sampled_from(["float32", "bf16", "float8", ""]),
+        "temperature": st.floats(allow_nan=True),
+        "lr": st.floats(allow_nan=True),
+        "batch_size": st.integers(-2, 3),
+        "model": st.sampled_from(["toy-math", "toy-mth", "./nowhere", "a/b/c"]),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -214,10 +242,14 @@ def test_sweep_spec_values_never_raise_anything_but_one_line(values):
         assert "\n" not in str(err)
 
 
-NUMBERS = st.one_of(st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", "", "1e3"]))
+NUMBERS = st.one_of(
+    st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", "", "1e3"])
+)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(layers=NUMBERS, repeats=NUMBERS, rank=NUMBERS, sparsity=NUMBERS, samples=NUMBERS, batch=NUMBERS)
 def test_cli_numeric_options_never_traceback(tmp_path, capsys, layers, repeats, rank, sparsity, samples, batch):
     """Any numbers on bench / eval / distill / diagnose: a one-line refusal or (for valid numbers)
@@ -225,14 +257,70 @@ def test_cli_numeric_options_never_traceback(tmp_path, capsys, layers, repeats, 
     (tmp_path / "afile").write_text("x")
     blocked = str(tmp_path / "afile" / "out")
     cases = [
-        ["bench", "--shapes", "16x32", "--dtypes", "float32", "--layers", str(layers), "--repeats", str(repeats),
-         "--rank", str(rank), "--sparsity", str(sparsity), "--out", blocked + "/l.json"],
-        ["eval", "--model", "toy-math", "--task", "toy-math", "--samples", str(samples), "--batch-size", str(batch),
-         "--temperature", str(sparsity), "--out", blocked],
-        ["distill", "--model", "toy-math", "--method", "griffin", "--rank", str(rank), "--samples", str(samples),
-         "--sparsity", str(sparsity), "--epochs", str(layers), "--out", blocked],
-        ["diagnose", "--model", "toy-math", "--data", "toy-math", "--samples", str(samples), "--batch-size", str(batch),
-         "--densities", str(sparsity), "--out", blocked],
+        [
+            "bench",
+            "--shapes",
+            "16x32",
+            "--dtypes",
+            "float32",
+            "--layers",
+            str(layers),
+            "--repeats",
+            str(repeats),
+            "--rank",
+            str(rank),
+            "--sparsity",
+            str(sparsity),
+            "--out",
+            blocked + "/l.json",
+        ],
+        [
+            "eval",
+            "--model",
+            "toy-math",
+            "--task",
+            "toy-math",
+            "--samples",
+            str(samples),
+            "--batch-size",
+            str(batch),
+            "--temperature",
+            str(sparsity),
+            "--out",
+            blocked,
+        ],
+        [
+            "distill",
+            "--model",
+            "toy-math",
+            "--method",
+            "griffin",
+            "--rank",
+            str(rank),
+            "--samples",
+            str(samples),
+            "--sparsity",
+            str(sparsity),
+            "--epochs",
+            str(layers),
+            "--out",
+            blocked,
+        ],
+        [
+            "diagnose",
+            "--model",
+            "toy-math",
+            "--data",
+            "toy-math",
+            "--samples",
+            str(samples),
+            "--batch-size",
+            str(batch),
+            "--densities",
+            str(sparsity),
+            "--out",
+            blocked,
+        ],
     ]
     for argv in cases:
         try:

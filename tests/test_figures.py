@@ -19,7 +19,9 @@ from caprese.figures.parameters import caprese_extra_parameters
 from caprese.io import write_json
 from caprese.sweep import check_spec, collect, load_spec
 
-pytestmark = pytest.mark.integration  # renders every figure from sweep results: make test runs it, make test-fast does not
+pytestmark = (
+    pytest.mark.integration
+)  # renders every figure from sweep results: make test runs it, make test-fast does not
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "figures.ipynb"
@@ -41,62 +43,143 @@ def accuracy_of(method, sparsity, stage, rank, samples, seed):
 
 
 def tokens_of(method, stage, level):
-    return 20.0 + 5 * int(level) + (8.0 if method != "dense" and stage == "none" else 0.0) + (1.0 if stage == "e2e" else 0.0)
+    return (
+        20.0
+        + 5 * int(level)
+        + (8.0 if method != "dense" and stage == "none" else 0.0)
+        + (1.0 if stage == "e2e" else 0.0)
+    )
 
 
 def layer_error(sparsity, layer, rank):
     return round(sparsity * (0.5 + 0.05 * layer) / (1 + 0.1 * rank), 6)
 
 
-def fake_metrics(out_dir, *, model="toy-math", method="griffin", sparsity=0.5, layers="first_half", rank=0, samples=256,
-                 stage="none", seed=0, eval_samples=50, coverage_samples=0, language=True):
-    config = {"model": model, "task": "toy-math", "method": method, "sparsity": sparsity, "layers": layers, "rank": rank,
-              "samples": samples, "stage": stage, "seed": seed, "eval_samples": eval_samples, "eval_seed": 0,
-              "max_new_tokens": 160, "batch_size": 64, "coverage_samples": coverage_samples, "coverage_prompts": 20,
-              "temperature": 0.7, "language_samples": 50, "error_samples": 32, "out_dir": str(out_dir)}
+def fake_metrics(
+    out_dir,
+    *,
+    model="toy-math",
+    method="griffin",
+    sparsity=0.5,
+    layers="first_half",
+    rank=0,
+    samples=256,
+    stage="none",
+    seed=0,
+    eval_samples=50,
+    coverage_samples=0,
+    language=True,
+):
+    config = {
+        "model": model,
+        "task": "toy-math",
+        "method": method,
+        "sparsity": sparsity,
+        "layers": layers,
+        "rank": rank,
+        "samples": samples,
+        "stage": stage,
+        "seed": seed,
+        "eval_samples": eval_samples,
+        "eval_seed": 0,
+        "max_new_tokens": 160,
+        "batch_size": 64,
+        "coverage_samples": coverage_samples,
+        "coverage_prompts": 20,
+        "temperature": 0.7,
+        "language_samples": 50,
+        "error_samples": 32,
+        "out_dir": str(out_dir),
+    }
     dense = method == "dense"
     chosen = list(range(LAYERS)) if dense or layers == "all" else list(range(LAYERS // 2))
     accuracy = accuracy_of(method, 0.0 if dense else sparsity, stage, rank, samples, seed)
-    per_level = {level: {"count": 10, "correct": round(10 * accuracy), "accuracy": accuracy - 0.02 * int(level),
-                         "mean_response_tokens": tokens_of(method, stage, level), "unfinished": 0} for level in LEVELS}
+    per_level = {
+        level: {
+            "count": 10,
+            "correct": round(10 * accuracy),
+            "accuracy": accuracy - 0.02 * int(level),
+            "mean_response_tokens": tokens_of(method, stage, level),
+            "unfinished": 0,
+        }
+        for level in LEVELS
+    }
     cut = 0.0 if dense else sparsity * 3 * HIDDEN * INTERMEDIATE * len(chosen)
     extra = caprese_extra_parameters(HIDDEN, rank, len(chosen)) if stage != "none" else 0
     active = (MODEL_PARAMS - cut + extra) / MODEL_PARAMS
     metrics = {
         "config": config,
         "task": "toy-math",
-        "math": {"count": 50, "correct": round(50 * accuracy), "accuracy": accuracy,
-                 "mean_response_tokens": sum(v["mean_response_tokens"] for v in per_level.values()) / 5, "unfinished": 0,
-                 "per_level": per_level},
-        "params": {"method": method, "sparsity": 0.0 if dense else sparsity, "layers": chosen, "num_layers": LAYERS,
-                   "ffn_params_dense": FFN_PARAMS, "ffn_params_cut": cut, "model_params": MODEL_PARAMS,
-                   "model_active_fraction": (MODEL_PARAMS - cut) / MODEL_PARAMS, "extra_parameters": extra,
-                   "model_active_fraction_with_extra": active},
+        "math": {
+            "count": 50,
+            "correct": round(50 * accuracy),
+            "accuracy": accuracy,
+            "mean_response_tokens": sum(v["mean_response_tokens"] for v in per_level.values()) / 5,
+            "unfinished": 0,
+            "per_level": per_level,
+        },
+        "params": {
+            "method": method,
+            "sparsity": 0.0 if dense else sparsity,
+            "layers": chosen,
+            "num_layers": LAYERS,
+            "ffn_params_dense": FFN_PARAMS,
+            "ffn_params_cut": cut,
+            "model_params": MODEL_PARAMS,
+            "model_active_fraction": (MODEL_PARAMS - cut) / MODEL_PARAMS,
+            "extra_parameters": extra,
+            "model_active_fraction_with_extra": active,
+        },
         "seconds": 12.5,
     }
     if language:
-        metrics["language"] = {"short_answer_accuracy": 0.9 - (0.0 if dense else 0.1 * sparsity),
-                               "perplexity": 3.0 + (0.0 if dense else sparsity), "dense_perplexity": 3.0,
-                               "kl_dense_to_method": 0.0 if dense else 0.01 * sparsity / (1 + rank), "scored_tokens": 700}
+        metrics["language"] = {
+            "short_answer_accuracy": 0.9 - (0.0 if dense else 0.1 * sparsity),
+            "perplexity": 3.0 + (0.0 if dense else sparsity),
+            "dense_perplexity": 3.0,
+            "kl_dense_to_method": 0.0 if dense else 0.01 * sparsity / (1 + rank),
+            "scored_tokens": 700,
+        }
     if coverage_samples:
         pass_at = {str(k): round(min(1.0, accuracy * (1 + 0.1 * (k - 1))), 6) for k in range(1, coverage_samples + 1)}
-        metrics["coverage"] = {"n": coverage_samples, "prompts": 20, "temperature": 0.7, "top_p": 1.0, "pass_at_k": pass_at,
-                               "relative_compute": {k: int(k) * active for k in pass_at}, "mean_response_tokens": 30.0}
+        metrics["coverage"] = {
+            "n": coverage_samples,
+            "prompts": 20,
+            "temperature": 0.7,
+            "top_p": 1.0,
+            "pass_at_k": pass_at,
+            "relative_compute": {k: int(k) * active for k in pass_at},
+            "mean_response_tokens": 30.0,
+        }
     if not dense:
         metrics["ffn_error"] = {
-            str(layer): {"method": {"relative_l2": layer_error(sparsity, layer, 0), "cosine": 0.9, "tokens": 900},
-                         **({"caprese": {"relative_l2": layer_error(sparsity, layer, rank), "cosine": 0.95, "tokens": 900}}
-                            if stage != "none" else {})}
-            for layer in chosen}
+            str(layer): {
+                "method": {"relative_l2": layer_error(sparsity, layer, 0), "cosine": 0.9, "tokens": 900},
+                **(
+                    {"caprese": {"relative_l2": layer_error(sparsity, layer, rank), "cosine": 0.95, "tokens": 900}}
+                    if stage != "none"
+                    else {}
+                ),
+            }
+            for layer in chosen
+        }
     if stage != "none":
         decay = 0.3 if method == "cats" else 0.8  # CATS's corrections are lower rank (paper fig. 8)
         metrics["caprese"] = {
-            "extra_parameters": extra, "model_parameters": MODEL_PARAMS, "ffn_parameters": FFN_PARAMS,
-            "extra_percent_of_model": 100 * extra / MODEL_PARAMS, "extra_percent_of_ffn": 100 * extra / FFN_PARAMS,
-            "singular_values": {str(layer): {"singular_values": [0.01 * decay ** i for i in range(rank)],
-                                             "normalised": [decay ** i * (1 - 0.01 * layer) ** min(i, 1) for i in range(rank)]}
-                                for layer in chosen},
-            "losses": {"layerwise": {str(layer): {"loss": 1e-5} for layer in chosen}}}
+            "extra_parameters": extra,
+            "model_parameters": MODEL_PARAMS,
+            "ffn_parameters": FFN_PARAMS,
+            "extra_percent_of_model": 100 * extra / MODEL_PARAMS,
+            "extra_percent_of_ffn": 100 * extra / FFN_PARAMS,
+            "singular_values": {
+                str(layer): {
+                    "singular_values": [0.01 * decay**i for i in range(rank)],
+                    "normalised": [decay**i * (1 - 0.01 * layer) ** min(i, 1) for i in range(rank)],
+                }
+                for layer in chosen
+            },
+            "losses": {"layerwise": {str(layer): {"loss": 1e-5} for layer in chosen}},
+        }
     return metrics
 
 
@@ -105,7 +188,9 @@ def write_sweep(runs, name, points, *, broken=()):
     folder = runs / name
     listed = []
     for params in points:
-        run_id = "_".join(f"{k}={v}" for k, v in params.items() if k in ("method", "sparsity", "stage", "rank", "samples", "seed"))
+        run_id = "_".join(
+            f"{k}={v}" for k, v in params.items() if k in ("method", "sparsity", "stage", "rank", "samples", "seed")
+        )
         listed.append({"run_id": run_id, "params": params})
         write_json(folder / run_id / "params.json", params)
         write_json(folder / run_id / "metrics.json", fake_metrics(folder / run_id, **params))
@@ -119,51 +204,89 @@ def write_sweep(runs, name, points, *, broken=()):
 
 
 def fig2_points():
-    return [{"method": "topk", "layers": "all", "sparsity": s, "stage": st, "rank": r, "eval_samples": 20}
-            for s in (0.3, 0.5, 0.8) for st, r in (("none", 0), ("layerwise", 8), ("layerwise", 32))]
+    return [
+        {"method": "topk", "layers": "all", "sparsity": s, "stage": st, "rank": r, "eval_samples": 20}
+        for s in (0.3, 0.5, 0.8)
+        for st, r in (("none", 0), ("layerwise", 8), ("layerwise", 32))
+    ]
 
 
 def sparsity_points():
-    return [{"method": m, "layers": "all" if m == "cats" else "first_half", "sparsity": s, "stage": st, "rank": r}
-            for m in ("cats", "griffin") for s in (0.3, 0.5, 0.7) for st, r in (("none", 0), ("layerwise", 16), ("layerwise", 32))]
+    return [
+        {"method": m, "layers": "all" if m == "cats" else "first_half", "sparsity": s, "stage": st, "rank": r}
+        for m in ("cats", "griffin")
+        for s in (0.3, 0.5, 0.7)
+        for st, r in (("none", 0), ("layerwise", 16), ("layerwise", 32))
+    ]
 
 
 def rank_points():
-    return [{"method": "griffin", "sparsity": 0.5, "stage": st, "rank": r}
-            for st, r in (("none", 0), ("layerwise", 8), ("layerwise", 32), ("e2e", 8), ("e2e", 32))]
+    return [
+        {"method": "griffin", "sparsity": 0.5, "stage": st, "rank": r}
+        for st, r in (("none", 0), ("layerwise", 8), ("layerwise", 32), ("e2e", 8), ("e2e", 32))
+    ]
 
 
 def samples_points():
-    return [{"method": "griffin", "sparsity": 0.5, "stage": "layerwise", "rank": 16, "samples": n, "seed": seed}
-            for n in (32, 128, 512) for seed in (0, 1)]
+    return [
+        {"method": "griffin", "sparsity": 0.5, "stage": "layerwise", "rank": 16, "samples": n, "seed": seed}
+        for n in (32, 128, 512)
+        for seed in (0, 1)
+    ]
 
 
 def coverage_points():
-    return [{"method": m, "stage": st, "rank": r, "coverage_samples": 8}
-            for m, st, r in (("dense", "none", 0), ("griffin", "none", 0), ("griffin", "e2e", 16))]
+    return [
+        {"method": m, "stage": st, "rank": r, "coverage_samples": 8}
+        for m, st, r in (("dense", "none", 0), ("griffin", "none", 0), ("griffin", "e2e", 16))
+    ]
 
 
 def make_runs(root, sweeps=("fig2", "sparsity", "rank", "samples", "coverage")):
     runs = root / "runs"
-    makers = {"fig2": fig2_points, "sparsity": sparsity_points, "rank": rank_points, "samples": samples_points,
-              "coverage": coverage_points}
+    makers = {
+        "fig2": fig2_points,
+        "sparsity": sparsity_points,
+        "rank": rank_points,
+        "samples": samples_points,
+        "coverage": coverage_points,
+    }
     for name in sweeps:
-        write_sweep(runs, name, makers[name](), broken=[("rank=999", "failed"), ("rank=998", "killed")] if name == "rank" else ())
+        write_sweep(
+            runs,
+            name,
+            makers[name](),
+            broken=[("rank=999", "failed"), ("rank=998", "killed")] if name == "rank" else (),
+        )
     (runs / "_shared").mkdir(parents=True, exist_ok=True)  # distillation data shared by a sweep's runs: not a sweep
     return runs
 
 
 # the shape of `caprese bench --out` (caprese.bench.FFNLatency.as_dict), with fixed numbers
 LATENCY = {
-    "ffn_stack": [{
-        "shape": "Llama-3.1-8B", "layers": 2, "dtype": "float32", "device": "cpu",
-        "ms": {"full": 41.0, "griffin": 34.0, "griffin_lora": 37.0, "caprese_merged": 34.2},
-        "ratio_to_full": {"full": 1.0, "griffin": 34.0 / 41, "griffin_lora": 37.0 / 41, "caprese_merged": 34.2 / 41},
-        "bytes_limit": {"full": 1.0, "griffin": 0.5, "griffin_lora": 0.51, "caprese_merged": 0.512},
-        "ratio_to_limit": {"full": 1.0, "griffin": 1.66, "griffin_lora": 1.77, "caprese_merged": 1.63},
-    }],
-    "generation": {"model": "toy-math", "device": "cpu", "ms_per_token": {"full": 5.0, "griffin": 4.0},
-                   "ratio_to_full": {"full": 1.0, "griffin": 0.8}},
+    "ffn_stack": [
+        {
+            "shape": "Llama-3.1-8B",
+            "layers": 2,
+            "dtype": "float32",
+            "device": "cpu",
+            "ms": {"full": 41.0, "griffin": 34.0, "griffin_lora": 37.0, "caprese_merged": 34.2},
+            "ratio_to_full": {
+                "full": 1.0,
+                "griffin": 34.0 / 41,
+                "griffin_lora": 37.0 / 41,
+                "caprese_merged": 34.2 / 41,
+            },
+            "bytes_limit": {"full": 1.0, "griffin": 0.5, "griffin_lora": 0.51, "caprese_merged": 0.512},
+            "ratio_to_limit": {"full": 1.0, "griffin": 1.66, "griffin_lora": 1.77, "caprese_merged": 1.63},
+        }
+    ],
+    "generation": {
+        "model": "toy-math",
+        "device": "cpu",
+        "ms_per_token": {"full": 5.0, "griffin": 4.0},
+        "ratio_to_full": {"full": 1.0, "griffin": 0.8},
+    },
 }
 
 
@@ -226,7 +349,9 @@ def test_rank_and_samples_ablations_average_seeds_and_carry_the_references(rende
     at = samples[samples["stage"] == "layerwise"].set_index("samples")
     two_seeds = [accuracy_of("griffin", 0.5, "layerwise", 16, 128, seed) for seed in (0, 1)]
     assert at.loc[128, "accuracy"] == pytest.approx(sum(two_seeds) / 2) and at.loc[128, "runs"] == 2
-    assert at.loc[128, "accuracy_min"] == pytest.approx(min(two_seeds)) and at.loc[128, "accuracy_max"] == pytest.approx(max(two_seeds))
+    assert at.loc[128, "accuracy_min"] == pytest.approx(min(two_seeds)) and at.loc[
+        128, "accuracy_max"
+    ] == pytest.approx(max(two_seeds))
     # the method alone comes from the rank sweep: evaluated alike, so it is a fair reference
     alone = samples[samples["series"] == "method alone"]
     assert alone["accuracy"].tolist() == [pytest.approx(accuracy_of("griffin", 0.5, "none", 0, 256, 0))]
@@ -317,13 +442,20 @@ def test_a_missing_sweep_is_one_line_and_the_rest_still_render(tmp_path, capsys)
     printed = capsys.readouterr().out.splitlines()
     assert code == 0
     assert "fig3: no runs with coverage; run caprese sweep ablations/coverage.yaml" in printed
-    assert any(line.startswith("fig5: no finished runs in") and line.endswith("run caprese sweep ablations/sparsity.yaml")
-               for line in printed)
-    assert f"samples: no finished runs in {runs / 'samples'} (1 failed); run caprese sweep ablations/samples.yaml" in printed
+    assert any(
+        line.startswith("fig5: no finished runs in") and line.endswith("run caprese sweep ablations/sparsity.yaml")
+        for line in printed
+    )
+    assert (
+        f"samples: no finished runs in {runs / 'samples'} (1 failed); run caprese sweep ablations/samples.yaml"
+        in printed
+    )
     made = {line.split(":")[0] for line in printed if "<-" in line}
     assert made == {"fig4_7", "fig6", "fig8", "rank", "table1", "table4"}
     assert not (out / "fig3_coverage.png").exists() and not (out / "data" / "fig3_coverage.csv").exists()
-    assert (out / "ablation_rank.png").exists() and "*not made:* no runs with coverage" in (out / "README.md").read_text()
+    assert (out / "ablation_rank.png").exists() and "*not made:* no runs with coverage" in (
+        out / "README.md"
+    ).read_text()
 
 
 def test_bad_inputs_fail_with_one_line(tmp_path):
@@ -346,8 +478,11 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
 def test_fig2_from_a_diagnose_folder(tmp_path):
     runs = make_runs(tmp_path, sweeps=("rank",))
     diagnostics = tmp_path / "diag"
-    rows = [{"density": d, "rank": r, "relative_l2": round((1 - d) / (1 + r), 4), "cosine": 0.9, "layers": 6, "tokens": 100}
-            for d in (0.1, 0.3, 0.5) for r in (0, 6, 12)]
+    rows = [
+        {"density": d, "rank": r, "relative_l2": round((1 - d) / (1 + r), 4), "cosine": 0.9, "layers": 6, "tokens": 100}
+        for d in (0.1, 0.3, 0.5)
+        for r in (0, 6, 12)
+    ]
     diagnostics.mkdir()
     pd.DataFrame(rows).to_csv(diagnostics / "figure2.csv", index=False)
     report = render_all(runs, tmp_path / "figures", diagnostics=diagnostics)
@@ -378,9 +513,13 @@ def test_coverage_spec_checks_against_the_experiment_notebook():
     check_spec(spec)  # names and types against notebooks/experiment.ipynb's parameters cell
     points = spec.points()
     rows = [(p.params["method"], p.params["stage"], p.params["kind"], p.params["rank"]) for p in points]
-    assert rows[:5] == [("dense", "none", "caprese", 0), ("griffin", "none", "caprese", 0),
-                        ("griffin", "layerwise", "caprese", 16), ("griffin", "e2e", "caprese", 16),
-                        ("griffin", "e2e", "lora", 16)]  # dense, the method alone, Caprese, LoRA
+    assert rows[:5] == [
+        ("dense", "none", "caprese", 0),
+        ("griffin", "none", "caprese", 0),
+        ("griffin", "layerwise", "caprese", 16),
+        ("griffin", "e2e", "caprese", 16),
+        ("griffin", "e2e", "lora", 16),
+    ]  # dense, the method alone, Caprese, LoRA
     assert {p.params["method"] for p in points} == {"dense", "griffin", "cats"}
     assert all(p.params["coverage_samples"] == 8 for p in points)
     assert load_spec(REPO / "ablations" / "coverage.yaml", full=True).name == "coverage-full"
@@ -399,10 +538,20 @@ def test_figures_notebook_is_a_parameters_cell_and_a_call():
 def test_figures_notebook_runs_headless_and_shows_the_pngs(tmp_path):
     runs = make_runs(tmp_path, sweeps=("coverage",))
     executed = papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "executed.ipynb"), kernel_name="caprese", progress_bar=False,
-        parameters={"runs_dir": str(runs), "out_dir": str(tmp_path / "figures")}, cwd=str(REPO))
-    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+        str(NOTEBOOK),
+        str(tmp_path / "executed.ipynb"),
+        kernel_name="caprese",
+        progress_bar=False,
+        parameters={"runs_dir": str(runs), "out_dir": str(tmp_path / "figures")},
+        cwd=str(REPO),
+    )
+    images = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) == len(list((tmp_path / "figures").glob("*.png"))) >= 4
     assert json.loads(json.dumps(executed.metadata.papermill.parameters))["runs_dir"] == str(runs)
 
@@ -422,4 +571,6 @@ def test_accuracies_carry_95_percent_intervals_in_tables_and_figure_data(rendere
     for name in ("fig5_accuracy_vs_density", "ablation_rank", "ablation_samples"):
         data = pd.read_csv(out / "data" / f"{name}.csv")
         assert {"accuracy_ci_low", "accuracy_ci_high", "accuracy_n"} <= set(data.columns), name
-        assert (data["accuracy_ci_low"] <= data["accuracy"]).all() and (data["accuracy"] <= data["accuracy_ci_high"]).all()
+        assert (data["accuracy_ci_low"] <= data["accuracy"]).all() and (
+            data["accuracy"] <= data["accuracy_ci_high"]
+        ).all()

@@ -11,8 +11,16 @@ def _weights(model):
     return dict(model.named_parameters())
 
 
-@pytest.mark.parametrize("name", ["model.layers.1.self_attn.q_proj.weight", "model.layers.0.input_layernorm.weight",
-                                  "model.norm.weight", "model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.norm.weight",
+        "model.embed_tokens.weight",
+        "model.layers.1.mlp.down_proj.weight",
+    ],
+)
 def test_any_single_weight_changes_it(name):
     model = tiny_model("LlamaForCausalLM")
     before = model_fingerprint(model)

@@ -31,23 +31,67 @@ def manager():
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
     out = tmp_path_factory.mktemp("harness") / "distill"
-    assert main(["distill", "--model", "toy-math", "--method", "griffin", "--sparsity", "0.5", "--layers", "first_half",
-                 "--rank", "8", "--samples", "16", "--stage", "closed_form", "--responses", "dataset",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--model",
+                "toy-math",
+                "--method",
+                "griffin",
+                "--sparsity",
+                "0.5",
+                "--layers",
+                "first_half",
+                "--rank",
+                "8",
+                "--samples",
+                "16",
+                "--stage",
+                "closed_form",
+                "--responses",
+                "dataset",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "adapter"
 
 
 def harness_run(manager, tasks, **model_args):
     lm = CapreseLM(pretrained="toy-math", batch_size=BATCH, **model_args)
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=LIMIT, task_manager=manager, log_samples=True,
-                                      gen_kwargs={"max_gen_toks": MAX_NEW})
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=tasks, limit=LIMIT, task_manager=manager, log_samples=True, gen_kwargs={"max_gen_toks": MAX_NEW}
+    )
     return lm, results
 
 
 def caprese_eval(tmp_path, *flags):
     out = tmp_path / "eval"
-    assert main(["eval", "--model", "toy-math", "--task", "toy-math", "--samples", str(LIMIT), "--max-new-tokens",
-                 str(MAX_NEW), "--batch-size", str(BATCH), "--quiet", "--out", str(out), *flags]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "toy-math",
+                "--task",
+                "toy-math",
+                "--samples",
+                str(LIMIT),
+                "--max-new-tokens",
+                str(MAX_NEW),
+                "--batch-size",
+                str(BATCH),
+                "--quiet",
+                "--out",
+                str(out),
+                *flags,
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     return metrics, samples
@@ -57,8 +101,10 @@ def caprese_eval(tmp_path, *flags):
 def test_harness_matches_caprese_eval(manager, adapter, tmp_path, setting):
     model_args, flags = {
         "dense": ({}, []),
-        "griffin": ({"method": "griffin", "sparsity": 0.5, "layers": "first_half"},
-                    ["--method", "griffin", "--sparsity", "0.5", "--layers", "first_half"]),
+        "griffin": (
+            {"method": "griffin", "sparsity": 0.5, "layers": "first_half"},
+            ["--method", "griffin", "--sparsity", "0.5", "--layers", "first_half"],
+        ),
         "adapter": ({"adapter": str(adapter)}, ["--adapter", str(adapter)]),
     }[setting]
     lm, results = harness_run(manager, ["caprese_toy_math"], **model_args)
@@ -90,7 +136,7 @@ def test_loglikelihood_continuation_counts_as_generated(manager):
     context, continuation = sample["arguments"][0]
     context_ids = lm.tok_encode(context)
     full = lm.tok_encode(context + continuation)
-    continuation_ids = full[len(context_ids):]
+    continuation_ids = full[len(context_ids) :]
     with lm.method_session(), torch.inference_mode():
         out = lm.model(torch.tensor([context_ids]), use_cache=True)
         cache, logits, total = out.past_key_values, out.logits[0, -1], 0.0
@@ -103,7 +149,8 @@ def test_loglikelihood_continuation_counts_as_generated(manager):
 
 def test_model_args_string_and_bad_input(manager):
     lm = lm_eval.api.registry.get_model("caprese").create_from_arg_string(
-        "pretrained=toy-math,method=griffin,sparsity=0.25,layers=0;1,reselect_every=4,dtype=float32")
+        "pretrained=toy-math,method=griffin,sparsity=0.25,layers=0;1,reselect_every=4,dtype=float32"
+    )
     assert (lm.spec.name, lm.spec.sparsity, lm.spec.layers) == ("griffin", 0.25, "0,1")
     assert lm.spec.options["reselect_every"] == 4
     from caprese.errors import CapreseError
@@ -118,8 +165,29 @@ def test_model_args_string_and_bad_input(manager):
 
 def test_lm_eval_verb_writes_results_beside_metrics(tmp_path, capsys):
     out = tmp_path / "harness"
-    assert main(["lm-eval", "--model", "toy-math", "--method", "topk", "--sparsity", "0.5", "--tasks", "caprese_toy_math",
-                 "--limit", "2", "--max-new-tokens", "16", "--log-samples", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "lm-eval",
+                "--model",
+                "toy-math",
+                "--method",
+                "topk",
+                "--sparsity",
+                "0.5",
+                "--tasks",
+                "caprese_toy_math",
+                "--limit",
+                "2",
+                "--max-new-tokens",
+                "16",
+                "--log-samples",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"]["method"] == "topk" and "acc,none" in metrics["results"]["caprese_toy_math"]
     assert json.loads((out / "lm_eval_results.json").read_text())["results"]["caprese_toy_math"]["sample_len"] == 2
@@ -135,8 +203,11 @@ def test_offline_tasks_hold_caprese_rows(manager):
     from caprese.data.tasks import load_task_rows
 
     tasks = lm_eval.tasks.get_task_dict(["caprese_gsm8k_100", "caprese_toy_language", "caprese_toy_math"], manager)
-    for name, caprese_task, n in [("caprese_gsm8k_100", "gsm8k-100", 100), ("caprese_toy_language", "toy-language", 500),
-                                  ("caprese_toy_math", "toy-math", 500)]:
+    for name, caprese_task, n in [
+        ("caprese_gsm8k_100", "gsm8k-100", 100),
+        ("caprese_toy_language", "toy-language", 500),
+        ("caprese_toy_math", "toy-math", 500),
+    ]:
         docs = list(tasks[name].test_docs())
         rows = load_task_rows(caprese_task, n)
         assert len(docs) == n and [d["id"] for d in docs] == [r["id"] for r in rows]

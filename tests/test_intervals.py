@@ -9,8 +9,12 @@ from caprese.errors import CapreseError
 from caprese.stats.intervals import bootstrap_interval, recovered_interval, wilson_half_width, wilson_interval
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson)
-NEWCOMBE = [((81, 263), (0.2553, 0.3662)), ((15, 148), (0.0624, 0.1605)), ((0, 20), (0.0, 0.1611)),
-            ((1, 29), (0.0061, 0.1718))]
+NEWCOMBE = [
+    ((81, 263), (0.2553, 0.3662)),
+    ((15, 148), (0.0624, 0.1605)),
+    ((0, 20), (0.0, 0.1611)),
+    ((1, 29), (0.0061, 0.1718)),
+]
 
 
 @pytest.mark.parametrize("counts,expected", NEWCOMBE)

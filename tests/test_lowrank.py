@@ -10,7 +10,9 @@ from caprese.lowrank import RegressionAccumulator, fit_reduced_rank, fit_reduced
 def _data(n=400, d=12, d_out=10, seed=0, noise=0.3):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
-    y = x @ torch.randn(d, d_out, generator=g, dtype=torch.float64) + noise * torch.randn(n, d_out, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(d, d_out, generator=g, dtype=torch.float64) + noise * torch.randn(
+        n, d_out, generator=g, dtype=torch.float64
+    )
     return x, y
 
 

@@ -11,7 +11,9 @@ from caprese.testing import tiny_model, tiny_tokenizer
 
 
 def adapter_for(model, method="griffin", options=None, layers=(0, 1)):
-    adapter = CapreseAdapter.new(model, "tiny", MethodChoice(method, 0.5, list(layers), options or {}), list(layers), rank=4)
+    adapter = CapreseAdapter.new(
+        model, "tiny", MethodChoice(method, 0.5, list(layers), options or {}), list(layers), rank=4
+    )
     generator = torch.Generator().manual_seed(0)
     for c in adapter.corrections.values():
         with torch.no_grad():
@@ -22,8 +24,15 @@ def adapter_for(model, method="griffin", options=None, layers=(0, 1)):
 def generated_logits(model, tok, context):
     enc = tok(["Q: 12 + 7 =", "Q: 3 * 45 + 1 = 136, then"], return_tensors="pt", padding=True)
     with context as session, torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0,
-                             output_logits=True, return_dict_in_generate=True)
+        out = model.generate(
+            **enc,
+            max_new_tokens=8,
+            min_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
     return torch.stack(out.logits), session
 
 

@@ -86,14 +86,50 @@ def test_accounting_and_session_use_the_method_class():
 def test_cli_flags_are_generated_and_eval_runs_the_method(tmp_path, capsys):
     folder = save_tiny_model(tmp_path / "model")
     out = tmp_path / "eval"
-    argv = ["eval", "--model", str(folder), "--task", "toy-math", "--samples", "2", "--max-new-tokens", "4",
-            "--method", "firstk", "--sparsity", "0.5", "--firstk-offset", "3", "--out", str(out), "--quiet"]
+    argv = [
+        "eval",
+        "--model",
+        str(folder),
+        "--task",
+        "toy-math",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--method",
+        "firstk",
+        "--sparsity",
+        "0.5",
+        "--firstk-offset",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     metrics = read_json(out / "metrics.json")
     assert metrics["method"]["method"] == "firstk" and metrics["method"]["config"] == {"offset": 3}
     assert metrics["params"]["method"] == "firstk"
-    assert main(["eval", "--model", str(folder), "--task", "toy-math", "--samples", "1", "--method", "griffin",
-                 "--firstk-offset", "3", "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(folder),
+                "--task",
+                "toy-math",
+                "--samples",
+                "1",
+                "--method",
+                "griffin",
+                "--firstk-offset",
+                "3",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "--firstk-offset is a firstk option" in capsys.readouterr().err
 
 
@@ -102,11 +138,14 @@ def test_distill_and_merged_inference_with_the_default_hooks():
     tok = tiny_tokenizer()
     tok.padding_side = "left"
     rng = random.Random(0)
-    rows = [{"prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =", "response": f" {rng.randint(1, 99)}."}
-            for _ in range(8)]
+    rows = [
+        {"prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =", "response": f" {rng.randint(1, 99)}."}
+        for _ in range(8)
+    ]
     config = LayerwiseConfig(epochs=2, batch_size=4, lr=1e-2)
-    adapter = distill(model, tok, rows, MethodChoice("firstk", 0.5, "all", {"offset": 2}), rank=4,
-                      layerwise=config, progress=False)
+    adapter = distill(
+        model, tok, rows, MethodChoice("firstk", 0.5, "all", {"offset": 2}), rank=4, layerwise=config, progress=False
+    )
     assert config.rank == LayerwiseConfig.rank  # distill() did not write the run's rank into the caller's config
     losses = adapter.config.final_losses["layerwise"]
     assert all(v["loss"] < v["loss_without_path"] for v in losses.values())

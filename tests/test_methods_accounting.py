@@ -8,13 +8,16 @@ from caprese.testing import tiny_config, tiny_model
 D, D_FF = 32, 64
 
 
-@pytest.mark.parametrize("method,expected", [
-    ("dense", 3 * D * D_FF),
-    ("topk", 2 * D * D_FF + D * 32),
-    ("griffin", 3 * D * 32),
-    ("cats", D * D_FF + 2 * D * 32),
-    ("teal", 0.5 * 3 * D * D_FF),
-])
+@pytest.mark.parametrize(
+    "method,expected",
+    [
+        ("dense", 3 * D * D_FF),
+        ("topk", 2 * D * D_FF + D * 32),
+        ("griffin", 3 * D * 32),
+        ("cats", D * D_FF + 2 * D * 32),
+        ("teal", 0.5 * 3 * D * D_FF),
+    ],
+)
 def test_per_layer_formulas_at_half_sparsity(method, expected):
     sparsity = 0.0 if method == "dense" else 0.5
     assert layer_active_parameters(method, sparsity, D, D_FF, gated=True)["active"] == expected
@@ -23,7 +26,10 @@ def test_per_layer_formulas_at_half_sparsity(method, expected):
 def test_non_gated_ffn_and_reselection():
     assert layer_active_parameters("griffin", 0.5, D, D_FF, gated=False)["active"] == 2 * D * 32
     assert layer_active_parameters("cats", 0.5, D, D_FF, gated=False)["active"] == D * D_FF + D * 32
-    assert layer_active_parameters("griffin", 0.5, D, D_FF, gated=True, reselect_every=8)["reselection"] == 2 * D * D_FF / 8
+    assert (
+        layer_active_parameters("griffin", 0.5, D, D_FF, gated=True, reselect_every=8)["reselection"]
+        == 2 * D * D_FF / 8
+    )
 
 
 def test_model_totals_and_fractions_for_griffin_on_the_first_half():

@@ -48,10 +48,16 @@ def test_reselection_period_below_one_is_refused(rho):
     assert "reselect_every" in one_line(err) and repr(rho) in one_line(err)
 
 
-@pytest.mark.parametrize("layers,needle", [
-    ([2], "layer 2 is out of range"), ([-1], "layer -1 is out of range"), ([], "empty"),
-    ("middle", "'middle'"), ("0,x", "'0,x'"),
-])
+@pytest.mark.parametrize(
+    "layers,needle",
+    [
+        ([2], "layer 2 is out of range"),
+        ([-1], "layer -1 is out of range"),
+        ([], "empty"),
+        ("middle", "'middle'"),
+        ("0,x", "'0,x'"),
+    ],
+)
 def test_bad_layer_choices_are_refused(layers, needle):
     with pytest.raises(CapreseError) as err:
         apply_method(tiny_model(), "topk", sparsity=0.5, layers=layers).__enter__()
@@ -72,7 +78,10 @@ def test_layer_choices_resolve():
 def test_an_empty_calibration_set_is_refused(calibration):
     class Tok:  # a tokenizer that yields no token for an empty text
         def __call__(self, texts, **kwargs):
-            return {"input_ids": torch.zeros(len(texts), 0, dtype=torch.long), "attention_mask": torch.zeros(len(texts), 0, dtype=torch.long)}
+            return {
+                "input_ids": torch.zeros(len(texts), 0, dtype=torch.long),
+                "attention_mask": torch.zeros(len(texts), 0, dtype=torch.long),
+            }
 
     with pytest.raises(CapreseError) as err:
         apply_method(tiny_model(), "teal", sparsity=0.5, calibration=calibration, tokenizer=Tok()).__enter__()
@@ -134,8 +143,9 @@ def test_prompt_less_sequences_decode_without_prefill_and_a_changing_batch_are_r
     from caprese.phase import Phase
 
     model = tiny_model()
-    decode_phase = lambda batch: Phase(prompt=torch.zeros(batch, 1, dtype=torch.bool),
-                                       valid=torch.ones(batch, 1, dtype=torch.bool), prefill=False)
+    decode_phase = lambda batch: Phase(
+        prompt=torch.zeros(batch, 1, dtype=torch.bool), valid=torch.ones(batch, 1, dtype=torch.bool), prefill=False
+    )
     with torch.inference_mode(), apply_method(model, "griffin", sparsity=0.5) as session:
         with pytest.raises(CapreseError, match="sequence 1 has no prompt token"):
             with session.teacher_forced([2, 0]):
@@ -157,12 +167,16 @@ def parse(*argv):
 
 
 def test_cli_options_build_what_apply_method_needs():
-    spec = parse("--method", "griffin", "--sparsity", "0.7", "--layers", "first_half", "--reselect-every", "4", "--prune")
+    spec = parse(
+        "--method", "griffin", "--sparsity", "0.7", "--layers", "first_half", "--reselect-every", "4", "--prune"
+    )
     assert (spec.name, spec.sparsity, spec.layers) == ("griffin", 0.7, "first_half")
     assert spec.options == {"reselect_every": 4, "prune": True}
     assert parse().name == "dense" and parse().sparsity == 0.0
     assert parse("--method", "cats").sparsity == 0.5
-    teal = parse("--method", "teal", "--teal-allocation", "greedy", "--calibration", "toy-language", "--calibration-samples", "3")
+    teal = parse(
+        "--method", "teal", "--teal-allocation", "greedy", "--calibration", "toy-language", "--calibration-samples", "3"
+    )
     # every field of the chosen method's config, from its flag or its default (what results files record)
     assert teal.options["allocation"] == "greedy" and teal.options["symmetrize"] is True
     assert len(teal.calibration_texts()) == 3
@@ -172,15 +186,24 @@ def test_cli_options_build_what_apply_method_needs():
         assert session.method == "griffin" and session.layers == [0]
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (("--method", "grifin"), "did you mean 'griffin'"),
-    (("--method", "topk", "--sparsity", "1"), "sparsity 1.0 is out of range"),
-    (("--method", "griffin", "--reselect-every", "0"), "reselect_every 0"),
-    (("--method", "cats", "--reselect-every", "4"), "--reselect-every is a griffin option"),
-    (("--method", "teal",), "needs --calibration"),
-    (("--method", "dense", "--sparsity", "0.5"), "does nothing with --method dense"),
-    (("--method", "teal", "--calibration", "/no/such/file.txt"), "'/no/such/file.txt'"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (("--method", "grifin"), "did you mean 'griffin'"),
+        (("--method", "topk", "--sparsity", "1"), "sparsity 1.0 is out of range"),
+        (("--method", "griffin", "--reselect-every", "0"), "reselect_every 0"),
+        (("--method", "cats", "--reselect-every", "4"), "--reselect-every is a griffin option"),
+        (
+            (
+                "--method",
+                "teal",
+            ),
+            "needs --calibration",
+        ),
+        (("--method", "dense", "--sparsity", "0.5"), "does nothing with --method dense"),
+        (("--method", "teal", "--calibration", "/no/such/file.txt"), "'/no/such/file.txt'"),
+    ],
+)
 def test_cli_options_refuse_bad_input_in_one_line(argv, needle):
     with pytest.raises(CapreseError) as err:
         spec = parse(*argv)

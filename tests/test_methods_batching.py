@@ -15,10 +15,16 @@ def generate(model, prompts, pad_id=0):
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(p)
-        mask[row, width - len(p):] = 1
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=pad_id,
-                         max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        ids[row, width - len(p) :] = torch.tensor(p)
+        mask[row, width - len(p) :] = 1
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        pad_token_id=pad_id,
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+    )
     return out[:, width:].tolist()
 
 

@@ -76,8 +76,14 @@ def test_calibration_counts_real_tokens_only_and_stops_after_the_last_layer():
     padded = [torch.tensor([5, 6, 7]), torch.tensor([8, 9, 10, 11, 12, 13])]
     calls = []
     handle = model.lm_head.register_forward_hook(lambda *a: calls.append(1))
-    stats = collect_calibration(model, padded, needs={"inputs", "gate_abs", "intermediate", "sample"},
-                                layers=[0, 1], batch_size=2, progress=False)
+    stats = collect_calibration(
+        model,
+        padded,
+        needs={"inputs", "gate_abs", "intermediate", "sample"},
+        layers=[0, 1],
+        batch_size=2,
+        progress=False,
+    )
     handle.remove()
     assert not calls  # layers 2-3 and the LM head never ran
     assert sorted(stats.layers) == [0, 1]
@@ -110,13 +116,14 @@ def test_calibration_from_texts_uses_the_tokenizer():
             mask = torch.zeros_like(ids)
             for row, text in enumerate(texts):
                 codes = [3 + ord(c) % 90 for c in text]
-                ids[row, width - len(codes):] = torch.tensor(codes)
-                mask[row, width - len(codes):] = 1
+                ids[row, width - len(codes) :] = torch.tensor(codes)
+                mask[row, width - len(codes) :] = 1
             return {"input_ids": ids, "attention_mask": mask}
 
     model = tiny_model()
-    stats = collect_calibration(model, [{"text": "hello there"}, {"text": "abc"}],
-                                tokenizer=CharTokenizer(), needs={"gate_abs"}, progress=False)
+    stats = collect_calibration(
+        model, [{"text": "hello there"}, {"text": "abc"}], tokenizer=CharTokenizer(), needs={"gate_abs"}, progress=False
+    )
     assert stats.layers[0].tokens == 14 and stats.sequences == 2
     assert len(ffn_blocks(model)) == len(stats.layers)
 

@@ -42,8 +42,10 @@ def sparsity_for(name, value):
 
 # every variant on Llama; every method (one path each) on a fused gate_up, a non-gated and a Gemma FFN
 ARCH_CASES = [("LlamaForCausalLM", v) for v in VARIANTS] + [
-    (arch, v) for arch in ("Phi3ForCausalLM", "GPTNeoXForCausalLM", "Gemma2ForCausalLM")
-    for v in VARIANTS if v[1] in ({}, {"reselect_every": 3, "prune": True}, {"threshold_source": "calibration"})
+    (arch, v)
+    for arch in ("Phi3ForCausalLM", "GPTNeoXForCausalLM", "Gemma2ForCausalLM")
+    for v in VARIANTS
+    if v[1] in ({}, {"reselect_every": 3, "prune": True}, {"threshold_source": "calibration"})
 ]
 
 
@@ -56,7 +58,9 @@ def test_sparsity_zero_reproduces_dense_logits_exactly(arch, variant):
     with torch.inference_mode():
         dense_tf = model(**batch.model_inputs()).logits
         dense_inc = incremental_logits(model, batch)
-        with apply_method(model, name, sparsity=0.0, calibration=calibration_set(), progress=False, **options) as session:
+        with apply_method(
+            model, name, sparsity=0.0, calibration=calibration_set(), progress=False, **options
+        ) as session:
             with session.teacher_forced(batch.prompt_lengths):
                 tf = model(**batch.model_inputs()).logits
             inc = incremental_logits(model, batch)
@@ -86,8 +90,9 @@ def test_teacher_forced_equals_prefill_plus_incremental_decode(name, options):
     valid = batch.attention_mask.bool()
     with torch.inference_mode():
         dense = model(**batch.model_inputs()).logits
-        with apply_method(model, name, sparsity=sparsity_for(name, 0.5), calibration=calibration_set(),
-                          progress=False, **options) as session:
+        with apply_method(
+            model, name, sparsity=sparsity_for(name, 0.5), calibration=calibration_set(), progress=False, **options
+        ) as session:
             inc = incremental_logits(model, batch)
             with session.teacher_forced(batch.prompt_lengths):
                 tf = model(**batch.model_inputs()).logits
@@ -98,21 +103,25 @@ def test_teacher_forced_equals_prefill_plus_incremental_decode(name, options):
     assert torch.equal(tf[prompt], dense[prompt])
 
 
-@pytest.mark.parametrize("name,options", [("griffin", {"reselect_every": 2}), ("cats", {})], ids=["griffin-rho2", "cats"])
+@pytest.mark.parametrize(
+    "name,options", [("griffin", {"reselect_every": 2}), ("cats", {})], ids=["griffin-rho2", "cats"]
+)
 def test_teacher_forced_with_per_sequence_prompt_lengths_matches_each_sequence_alone(name, options):
     """Prompts ending at different positions (whole sequences left padded): each equals its own decode."""
     model = tiny_model("LlamaForCausalLM", intermediate_size=128)
     g = torch.Generator().manual_seed(5)
-    pairs = [(torch.randint(3, 96, (p,), generator=g).tolist(), torch.randint(3, 96, (c,), generator=g).tolist())
-             for p, c in ((4, 8), (9, 3), (6, 6))]
+    pairs = [
+        (torch.randint(3, 96, (p,), generator=g).tolist(), torch.randint(3, 96, (c,), generator=g).tolist())
+        for p, c in ((4, 8), (9, 3), (6, 6))
+    ]
     width = max(len(p) + len(c) for p, c in pairs)
     ids = torch.zeros(len(pairs), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     lengths = []
     for row, (p, c) in enumerate(pairs):
         seq = p + c
-        ids[row, width - len(seq):] = torch.tensor(seq)
-        mask[row, width - len(seq):] = 1
+        ids[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
         lengths.append(width - len(c))  # prompt ends here, in padded coordinates
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode(), apply_method(model, name, sparsity=0.5, **options) as session:
@@ -120,7 +129,7 @@ def test_teacher_forced_with_per_sequence_prompt_lengths_matches_each_sequence_a
             tf = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
         for row, (p, c) in enumerate(pairs):
             alone = incremental_logits(model, teacher_forced_batch([p], [c]))[0]
-            torch.testing.assert_close(tf[row, width - len(p) - len(c):], alone, rtol=0, atol=1e-5)
+            torch.testing.assert_close(tf[row, width - len(p) - len(c) :], alone, rtol=0, atol=1e-5)
 
 
 def test_teacher_callback_residuals_equal_efficient_mode():
@@ -141,7 +150,9 @@ def test_teacher_callback_residuals_equal_efficient_mode():
                 teacher = model(**batch.model_inputs()).logits
             ffn_inputs = {}  # each layer's full FFN input in the teacher pass, to replay in efficient mode
             for b in blocks:
-                handle = session.wrapper(b.index).register_forward_pre_hook(lambda m, a, i=b.index: ffn_inputs.__setitem__(i, a[0]))
+                handle = session.wrapper(b.index).register_forward_pre_hook(
+                    lambda m, a, i=b.index: ffn_inputs.__setitem__(i, a[0])
+                )
                 with session.teacher_forced(batch.prompt_lengths):
                     model(**batch.model_inputs())
                 handle.remove()

@@ -27,17 +27,29 @@ def calibration(wide_model):
     with torch.inference_mode():
         prompts = random_prompts(8, 16, seed=1)
         texts = [p + c for p, c in zip(prompts, generate(wide_model, prompts))]
-        return collect_calibration(wide_model, texts, needs={"inputs", "intermediate", "gate_abs", "sample"}, progress=False)
+        return collect_calibration(
+            wide_model, texts, needs={"inputs", "intermediate", "gate_abs", "sample"}, progress=False
+        )
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.7])
-@pytest.mark.parametrize("name,options", [
-    ("topk", {}), ("cats", {}), ("cats", {"threshold_source": "calibration"}),
-    ("teal", {}), ("teal", {"allocation": "greedy"}),
-], ids=["topk", "cats-prompt", "cats-calibration", "teal-uniform", "teal-greedy"])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("topk", {}),
+        ("cats", {}),
+        ("cats", {"threshold_source": "calibration"}),
+        ("teal", {}),
+        ("teal", {"allocation": "greedy"}),
+    ],
+    ids=["topk", "cats-prompt", "cats-calibration", "teal-uniform", "teal-greedy"],
+)
 def test_measured_sparsity_on_generated_tokens_is_the_target(wide_model, calibration, name, options, sparsity):
     prompts = random_prompts(4, 16, seed=2)
-    with torch.inference_mode(), apply_method(wide_model, name, sparsity=sparsity, calibration=calibration, **options) as session:
+    with (
+        torch.inference_mode(),
+        apply_method(wide_model, name, sparsity=sparsity, calibration=calibration, **options) as session,
+    ):
         generate(wide_model, prompts)
         measured = session.measured_sparsity()
     assert abs(measured["overall"] - sparsity) <= 0.02, measured
@@ -74,7 +86,7 @@ def test_griffin_selection_follows_the_equation_and_ignores_pads():
         handle.remove()
         kept = session.kept_neurons(0)
         for row, prompt in enumerate(prompts):
-            x = captured["x"][row, 6 - len(prompt):6]  # the real prompt tokens only
+            x = captured["x"][row, 6 - len(prompt) : 6]  # the real prompt tokens only
             score = torch.zeros(128)
             for token in x:
                 z = block.intermediate(token)
@@ -89,7 +101,10 @@ def test_griffin_reselection_updates_scores_with_the_tokens_generated_since_the_
     batch = teacher_forced_batch([[5, 6, 7, 8]], [[9, 10, 11, 12, 13, 14, 15]])
     rho = 3
     xs = {}
-    with torch.inference_mode(), apply_method(model, "griffin", sparsity=0.75, layers=[0], reselect_every=rho) as session:
+    with (
+        torch.inference_mode(),
+        apply_method(model, "griffin", sparsity=0.75, layers=[0], reselect_every=rho) as session,
+    ):
         wrapper = session.wrapper(0)
         handle = wrapper.register_forward_pre_hook(lambda m, a: xs.setdefault("x", a[0]))
         with session.teacher_forced(batch.prompt_lengths):

@@ -14,8 +14,18 @@ from caprese.errors import CapreseError
 
 pytestmark = pytest.mark.integration  # executes the diagnostics notebook: make test runs it, make test-fast does not
 
-PARAMETERS = ["model", "data", "samples", "layers", "densities", "ranks", "max_new_tokens", "batch_size", "out",
-              "results"]
+PARAMETERS = [
+    "model",
+    "data",
+    "samples",
+    "layers",
+    "densities",
+    "ranks",
+    "max_new_tokens",
+    "batch_size",
+    "out",
+    "results",
+]
 TOY_MATH = Path(caprese.__file__).parent / "models" / "toy_math" / "model.safetensors"
 
 
@@ -29,7 +39,10 @@ def test_notebook_is_committed_without_outputs_and_has_one_parameters_cell():
 
 
 def test_unknown_parameter_fails_before_running_with_a_clear_message(tmp_path):
-    with pytest.raises(CapreseError, match=r"'sample' is not a parameter of notebook layerwise_diagnostics.ipynb; did you mean 'samples'\?") as info:
+    with pytest.raises(
+        CapreseError,
+        match=r"'sample' is not a parameter of notebook layerwise_diagnostics.ipynb; did you mean 'samples'\?",
+    ) as info:
         check_notebook_parameters({"samples": 2, "sample": 2})
     assert "\n" not in str(info.value) and "parameters: model, data, samples" in str(info.value)
     with pytest.raises(CapreseError, match="'rank' is not a parameter"):
@@ -39,8 +52,14 @@ def test_unknown_parameter_fails_before_running_with_a_clear_message(tmp_path):
 
 def _small_parameters(tmp_path):
     if TOY_MATH.exists():
-        return {"model": "toy-math", "data": "toy-math", "samples": 6, "max_new_tokens": 48, "ranks": [4, 8, 16],
-                "densities": [0.1, 0.3, 0.5]}
+        return {
+            "model": "toy-math",
+            "data": "toy-math",
+            "samples": 6,
+            "max_new_tokens": 48,
+            "ranks": [4, 8, 16],
+            "densities": [0.1, 0.3, 0.5],
+        }
     # before the toy-math checkpoint exists, the same notebook runs on a tiny model folder
     import json
 
@@ -49,8 +68,14 @@ def _small_parameters(tmp_path):
     folder = save_tiny_model(tmp_path / "model")
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: {i} + {i}?"}) + "\n" for i in range(4)))
-    return {"model": str(folder), "data": str(prompts), "samples": 4, "max_new_tokens": 8, "ranks": [2, 4],
-            "densities": [0.1, 0.5]}
+    return {
+        "model": str(folder),
+        "data": str(prompts),
+        "samples": 4,
+        "max_new_tokens": 8,
+        "ranks": [2, 4],
+        "densities": [0.1, 0.5],
+    }
 
 
 @pytest.mark.slow

@@ -16,7 +16,9 @@ def _normalise(requirement: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = [r for group in project["optional-dependencies"].values() for r in group]  # test, ui: what make setup installs
+    extras = [
+        r for group in project["optional-dependencies"].values() for r in group
+    ]  # test, ui: what make setup installs
     wanted = {_normalise(r) for r in project["dependencies"] + extras}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))

@@ -63,8 +63,12 @@ def test_paper_spec_points_are_valid_experiments_at_paper_settings(path):
             if cfg.method == "griffin":
                 assert cfg.layers == "first_half"
         methods = {(p.params["method"], p.params["stage"], p.params["kind"]) for p in points}
-        assert {("dense", "none", "caprese"), ("griffin", "e2e", "caprese"), ("griffin", "e2e", "lora"),
-                ("cats", "layerwise", "caprese")} <= methods
+        assert {
+            ("dense", "none", "caprese"),
+            ("griffin", "e2e", "caprese"),
+            ("griffin", "e2e", "lora"),
+            ("cats", "layerwise", "caprese"),
+        } <= methods
     assert load_spec(path, full=True).base["samples"] == 20000
 
 

@@ -23,8 +23,10 @@ def trained_adapter(model, base="tiny", layers=(0, 1), rank=3, seed=0):
     adapter = CapreseAdapter.new(model, base, MethodChoice("griffin", 0.5, list(layers)), list(layers), rank)
     generator = torch.Generator().manual_seed(seed)
     for module in adapter.corrections.values():  # a trained-looking path: both factors non-zero
-        module.set_factors(torch.randn(module.L.shape, generator=generator) * 0.3,
-                           torch.randn(module.R.shape, generator=generator) * 0.3)
+        module.set_factors(
+            torch.randn(module.L.shape, generator=generator) * 0.3,
+            torch.randn(module.R.shape, generator=generator) * 0.3,
+        )
     return adapter
 
 
@@ -48,7 +50,11 @@ def test_peft_round_trip_matches_caprese(tmp_path, architecture):
     assert (expected - plain).abs().max() > 1e-2  # the path matters
 
     out = export_peft(adapter, tmp_path / "peft", model=model)
-    assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors", "caprese_export.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "caprese_export.json",
+    }
     config = peft.PeftConfig.from_pretrained(str(out))
     assert config.peft_type == peft.PeftType.LORA and config.r == 3 and config.lora_alpha == 3
 
@@ -60,7 +66,9 @@ def test_peft_round_trip_matches_caprese(tmp_path, architecture):
     back = CapreseAdapter.load(out, model)  # into caprese again: exact
     assert back.config == adapter.config
     for layer, module in adapter.corrections.items():
-        assert torch.equal(back.corrections[layer].L, module.L.detach()) and torch.equal(back.corrections[layer].R, module.R.detach())
+        assert torch.equal(back.corrections[layer].L, module.L.detach()) and torch.equal(
+            back.corrections[layer].R, module.R.detach()
+        )
 
 
 def test_native_folder_is_not_a_peft_folder(tmp_path):
@@ -101,9 +109,30 @@ def test_export_peft_verb_reads_no_weights(tmp_path, capsys):
     peft_model = load_peft_model(copy.deepcopy(model), tmp_path / "peft")
     ids = torch.arange(3, 15).reshape(1, -1)
     with torch.inference_mode():
-        torch.testing.assert_close(peft_model(input_ids=ids).logits, caprese_logits(model, adapter, ids), atol=1e-5, rtol=0)
-    assert main(["eval", "--model", str(base), "--task", "toy-math", "--samples", "1", "--max-new-tokens", "2",
-                 "--quiet", "--adapter", str(tmp_path / "peft"), "--out", str(tmp_path / "e")]) == 0
+        torch.testing.assert_close(
+            peft_model(input_ids=ids).logits, caprese_logits(model, adapter, ids), atol=1e-5, rtol=0
+        )
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(base),
+                "--task",
+                "toy-math",
+                "--samples",
+                "1",
+                "--max-new-tokens",
+                "2",
+                "--quiet",
+                "--adapter",
+                str(tmp_path / "peft"),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
     lora = CapreseAdapter.new(model, str(base), MethodChoice("griffin", 0.5, [0]), [0], 2, kind="lora")
     lora.save(tmp_path / "lora")
     assert main(["export-peft", str(tmp_path / "lora"), str(tmp_path / "x")]) == 2

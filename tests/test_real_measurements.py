@@ -14,16 +14,20 @@ from caprese.data.tasks import load_task_rows
 from caprese.data.texts import SYMBOLIC_SEED_OFFSET, kjv_passages, load_text_rows, texts_as_items
 from caprese.errors import CapreseError
 from caprese.evaluate import perplexity
+from caprese.methods import apply_method
 from caprese.stats.intervals import paired_difference_interval, wilson_interval
 from caprese.stats.intervals import ratio_bootstrap_interval as ratio_interval
-from caprese.methods import apply_method
 from caprese.testing import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["The cat sat on the mat and looked at the bird for a long time.",
-         "Ann has a red ball and a blue kite, and she flies the kite in the park."]
-PAIRS = [{"id": "a", "prompt": "Question: 2 + 3?\nAnswer:", "response": " 2 + 3 = 5. So the answer is 5."},
-         {"id": "b", "prompt": "Question: 7 + 1?\nAnswer:", "response": " 7 + 1 = 8, and 8 is the answer."}]
+TEXTS = [
+    "The cat sat on the mat and looked at the bird for a long time.",
+    "Ann has a red ball and a blue kite, and she flies the kite in the park.",
+]
+PAIRS = [
+    {"id": "a", "prompt": "Question: 2 + 3?\nAnswer:", "response": " 2 + 3 = 5. So the answer is 5."},
+    {"id": "b", "prompt": "Question: 7 + 1?\nAnswer:", "response": " 7 + 1 = 8, and 8 is the answer."},
+]
 
 
 # -- perplexity / KL ---------------------------------------------------------------------------------
@@ -55,8 +59,9 @@ def test_only_continuation_tokens_predicted_from_generated_positions_are_scored(
 def test_perplexity_is_the_exp_of_token_weighted_nll_and_intervals_bracket_it():
     model, tok = tiny_model(), tiny_tokenizer()
     with apply_method(model, "griffin", 0.5) as session:
-        result = perplexity(model, tok, TEXTS + [p["prompt"] + p["response"] for p in PAIRS], session, prefix_tokens=6,
-                            batch_size=3)
+        result = perplexity(
+            model, tok, TEXTS + [p["prompt"] + p["response"] for p in PAIRS], session, prefix_tokens=6, batch_size=3
+        )
     nll = sum(t.nll for t in result.texts) / sum(t.tokens for t in result.texts)
     assert result.perplexity == pytest.approx(math.exp(nll))
     scores = result.as_dict(per_text=True)
@@ -138,13 +143,19 @@ def test_few_shot_prompt_plain_and_chat():
     tok = tiny_tokenizer()
     shots = [["What is 1 + 2?", "1 + 2 = 3"], ["What is 4 + 4?", "4 + 4 = 8"]]
     prompt = build_prompt(tok, "What is 5 + 2?", shots)
-    assert prompt == ("Question: What is 1 + 2?\nAnswer: 1 + 2 = 3\n\nQuestion: What is 4 + 4?\nAnswer: 4 + 4 = 8\n\n"
-                      "Question: What is 5 + 2?\nAnswer:")
-    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
-                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    assert prompt == (
+        "Question: What is 1 + 2?\nAnswer: 1 + 2 = 3\n\nQuestion: What is 4 + 4?\nAnswer: 4 + 4 = 8\n\n"
+        "Question: What is 5 + 2?\nAnswer:"
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     chat = build_prompt(tok, "What is 5 + 2?", shots)
-    assert chat == ("<user>What is 1 + 2?</user><assistant>1 + 2 = 3</assistant><user>What is 4 + 4?</user>"
-                    "<assistant>4 + 4 = 8</assistant><user>What is 5 + 2?</user><assistant>")
+    assert chat == (
+        "<user>What is 1 + 2?</user><assistant>1 + 2 = 3</assistant><user>What is 4 + 4?</user>"
+        "<assistant>4 + 4 = 8</assistant><user>What is 5 + 2?</user><assistant>"
+    )
     assert "step by step" in build_prompt(tok, "What is 5 + 2?")  # without shots: the paper's instruction
 
 
@@ -157,8 +168,14 @@ def test_real_spec_is_valid_and_full_has_200_per_point(full):
     spec = load_spec(ROOT / "ablations" / "real.yaml", full=full)
     points = spec.points()
     kinds = {(p.params["method"], p.params["stage"], p.params.get("kind", "caprese")) for p in points}
-    assert {("dense", "none", "caprese"), ("griffin", "none", "caprese"), ("cats", "none", "caprese"),
-            ("griffin", "layerwise", "caprese"), ("griffin", "e2e", "caprese"), ("griffin", "e2e", "lora")} <= kinds
+    assert {
+        ("dense", "none", "caprese"),
+        ("griffin", "none", "caprese"),
+        ("cats", "none", "caprese"),
+        ("griffin", "layerwise", "caprese"),
+        ("griffin", "e2e", "caprese"),
+        ("griffin", "e2e", "lora"),
+    } <= kinds
     for point in points:
         cfg = ExperimentConfig.from_params(point.params)
         cfg.check()
@@ -170,15 +187,30 @@ def test_real_spec_is_valid_and_full_has_200_per_point(full):
 def test_real_spec_dry_run_cli(capsys):
     from caprese.cli import main
 
-    assert main(["sweep", str(ROOT / "ablations" / "real.yaml"), "--dry-run", "--runs-dir", "/nonexistent-caprese"]) == 0
+    assert (
+        main(["sweep", str(ROOT / "ablations" / "real.yaml"), "--dry-run", "--runs-dir", "/nonexistent-caprese"]) == 0
+    )
     assert "9 points" in capsys.readouterr().out
 
 
 # -- figures/real panels from a small fake results table -------------------------------------------------
 def _fake_metrics(method, stage, rank, kind, kl_scale, levels=None):
-    config = {"model": "smollm2-135m", "task": "arithmetic", "method": method, "sparsity": 0.5,
-              "layers": "first_half", "stage": stage, "rank": rank, "kind": kind, "samples": 32, "seed": 0,
-              "eval_samples": 10, "eval_seed": 0, "max_new_tokens": 64, "text_sets": "math-text,kjv-prose"}
+    config = {
+        "model": "smollm2-135m",
+        "task": "arithmetic",
+        "method": method,
+        "sparsity": 0.5,
+        "layers": "first_half",
+        "stage": stage,
+        "rank": rank,
+        "kind": kind,
+        "samples": 32,
+        "seed": 0,
+        "eval_samples": 10,
+        "eval_seed": 0,
+        "max_new_tokens": 64,
+        "text_sets": "math-text,kjv-prose",
+    }
     rng = np.random.default_rng(len(method) + rank)
     tf = {}
     for name, scale in (("math-text", kl_scale), ("kjv-prose", kl_scale / 3)):
@@ -186,14 +218,27 @@ def _fake_metrics(method, stage, rank, kind, kl_scale, levels=None):
         kl = list(rng.uniform(0.5, 1.5, 6) * scale * 31)
         dense_nll = list(rng.uniform(20, 40, 6))
         nll = [d + k for d, k in zip(dense_nll, kl)]
-        tf[name] = {"perplexity": math.exp(sum(nll) / 186), "dense_perplexity": math.exp(sum(dense_nll) / 186),
-                    "kl_dense_to_method": sum(kl) / 186, "scored_tokens": 186, "texts": 6,
-                    "ci95": {"perplexity": [1, 9], "dense_perplexity": [1, 9], "kl_dense_to_method": [0, 1]},
-                    "per_text": {"id": [str(i) for i in range(6)], "tokens": tokens, "nll": nll, "dense_nll": dense_nll,
-                                 "kl": kl}}
+        tf[name] = {
+            "perplexity": math.exp(sum(nll) / 186),
+            "dense_perplexity": math.exp(sum(dense_nll) / 186),
+            "kl_dense_to_method": sum(kl) / 186,
+            "scored_tokens": 186,
+            "texts": 6,
+            "ci95": {"perplexity": [1, 9], "dense_perplexity": [1, 9], "kl_dense_to_method": [0, 1]},
+            "per_text": {
+                "id": [str(i) for i in range(6)],
+                "tokens": tokens,
+                "nll": nll,
+                "dense_nll": dense_nll,
+                "kl": kl,
+            },
+        }
     metrics = {"config": config, "teacher_forced": tf}
     if levels:
-        metrics["math"] = {"accuracy": 0.5, "per_level": {str(i + 1): {"count": 10, "correct": c} for i, c in enumerate(levels)}}
+        metrics["math"] = {
+            "accuracy": 0.5,
+            "per_level": {str(i + 1): {"count": 10, "correct": c} for i, c in enumerate(levels)},
+        }
     return metrics
 
 
@@ -203,15 +248,27 @@ def test_real_panels_drawn_from_a_fake_results_csv(tmp_path):
     from caprese.figures import render_all
     from caprese.sweep.collect import flatten
 
-    runs = [("dense", "none", 0, "caprese", 0.0, [9, 5, 1]), ("griffin", "none", 0, "caprese", 0.2, None),
-            ("griffin", "e2e", 16, "caprese", 0.05, None), ("griffin", "e2e", 16, "lora", 0.1, None)]
-    rows = [{"sweep": "real", "run_id": f"r{i}", "status": "done", **flatten(_fake_metrics(*run))} for i, run in enumerate(runs)]
+    runs = [
+        ("dense", "none", 0, "caprese", 0.0, [9, 5, 1]),
+        ("griffin", "none", 0, "caprese", 0.2, None),
+        ("griffin", "e2e", 16, "caprese", 0.05, None),
+        ("griffin", "e2e", 16, "lora", 0.1, None),
+    ]
+    rows = [
+        {"sweep": "real", "run_id": f"r{i}", "status": "done", **flatten(_fake_metrics(*run))}
+        for i, run in enumerate(runs)
+    ]
     (tmp_path / "runs" / "real").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(tmp_path / "runs" / "real" / "results.csv", index=False)
     out = tmp_path / "figures" / "real"
     report = render_all(tmp_path / "runs", out, only="real")
     assert report.ok and len(report.outcomes) == 4 and not report.not_made, report.summary()
-    for name in ("real_teacher_forced.png", "real_task_levels.png", "real_teacher_forced_table.md", "real_task_table.csv"):
+    for name in (
+        "real_teacher_forced.png",
+        "real_task_levels.png",
+        "real_teacher_forced_table.md",
+        "real_task_table.csv",
+    ):
         assert (out / name).stat().st_size > 0
     table = pd.read_csv(out / "real_teacher_forced_table.csv")
     e2e = table[table["label"].str.contains("Caprese") & (table["text_set"] == "math-text")].iloc[0]
@@ -231,9 +288,20 @@ def test_a_teacher_forced_only_run_writes_per_text_scores(tmp_path):
     from caprese.testing import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "model")
-    cfg = ExperimentConfig(model=str(folder), method="topk", sparsity=0.5, eval_samples=0, language_samples=0,
-                           error_samples=0, text_sets="gsm8k-100-solutions,kjv-prose", text_samples=3,
-                           text_prefix_tokens=8, text_tokens=12, batch_size=2, out_dir=str(tmp_path / "runs" / "r"))
+    cfg = ExperimentConfig(
+        model=str(folder),
+        method="topk",
+        sparsity=0.5,
+        eval_samples=0,
+        language_samples=0,
+        error_samples=0,
+        text_sets="gsm8k-100-solutions,kjv-prose",
+        text_samples=3,
+        text_prefix_tokens=8,
+        text_tokens=12,
+        batch_size=2,
+        out_dir=str(tmp_path / "runs" / "r"),
+    )
     run_experiment(cfg)
     metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
     assert "math" not in metrics and set(metrics["teacher_forced"]) == {"gsm8k-100-solutions", "kjv-prose"}

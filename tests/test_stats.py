@@ -39,8 +39,13 @@ def _batch(model, seed=0):
 def _run(model, config, seed=0, store=None):
     ids, mask, lengths = _batch(model, seed)
     stats = FFNStatistics.for_model(model, config=config)
-    with torch.inference_mode(), PhaseTracker(model) as tracker, tracker.teacher_forced(lengths), \
-            collect_statistics(model, stats, tracker=tracker), Trace(model, points=["gate_act", "z"], retain=True) as trace:
+    with (
+        torch.inference_mode(),
+        PhaseTracker(model) as tracker,
+        tracker.teacher_forced(lengths),
+        collect_statistics(model, stats, tracker=tracker),
+        Trace(model, points=["gate_act", "z"], retain=True) as trace,
+    ):
         model(input_ids=ids, attention_mask=mask)
         if store is not None:
             store.update(trace.values())
@@ -122,8 +127,12 @@ def test_ten_times_more_tokens_do_not_grow_the_statistics_memory():
 
     def trace(forwards):
         stats = FFNStatistics.for_model(model, config=StatsConfig(epsilons=EPSILONS, densities=DENSITIES))
-        with torch.inference_mode(), PhaseTracker(model) as tracker, tracker.teacher_forced(lengths), \
-                collect_statistics(model, stats, tracker=tracker):
+        with (
+            torch.inference_mode(),
+            PhaseTracker(model) as tracker,
+            tracker.teacher_forced(lengths),
+            collect_statistics(model, stats, tracker=tracker),
+        ):
             for _ in range(forwards):
                 model(input_ids=ids, attention_mask=mask)
         return stats
@@ -131,8 +140,14 @@ def test_ten_times_more_tokens_do_not_grow_the_statistics_memory():
     small, large = trace(1), trace(10)
     assert large.layer(0).z.total("generated") == 10 * small.layer(0).z.total("generated") > 0
     assert large.memory_bytes() == small.memory_bytes()
-    sizes = lambda s: sum(t.numel() for layer in s.state_dict()["layers"].values() for part in layer.values()
-                          if isinstance(part, dict) for t in part.values() if isinstance(t, torch.Tensor))
+    sizes = lambda s: sum(
+        t.numel()
+        for layer in s.state_dict()["layers"].values()
+        for part in layer.values()
+        if isinstance(part, dict)
+        for t in part.values()
+        if isinstance(t, torch.Tensor)
+    )
     assert sizes(large) == sizes(small)
 
 
@@ -212,8 +227,11 @@ def test_collecting_every_statistic_leaves_logits_bitwise_equal():
     ids, mask, lengths = _batch(model)
     with torch.inference_mode():
         plain = model(input_ids=ids, attention_mask=mask).logits
-        with PhaseTracker(model) as tracker, tracker.teacher_forced(lengths), \
-                collect_statistics(model, config=StatsConfig(epsilons=EPSILONS), tracker=tracker):
+        with (
+            PhaseTracker(model) as tracker,
+            tracker.teacher_forced(lengths),
+            collect_statistics(model, config=StatsConfig(epsilons=EPSILONS), tracker=tracker),
+        ):
             traced = model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(plain, traced)
     assert count_hooks(model) == 0

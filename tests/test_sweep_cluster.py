@@ -63,9 +63,17 @@ def test_local_ray_and_slurm_make_the_same_runs_and_isolate_a_failing_point(tmp_
         assert not report.ok and (report.count(DONE), report.count(FAILED)) == (2, 1), report.summary()
         assert "failed x=2_fail=after: RuntimeError: asked to fail after writing metrics at x=2" in report.summary()
         folders = {p.name for p in (runs / "same").iterdir() if p.is_dir() and not p.name.startswith(".")}
-        done = {rid: numbers(RunFolder(runs / "same" / rid)) for rid in folders if RunFolder(runs / "same" / rid).status() == DONE}
+        done = {
+            rid: numbers(RunFolder(runs / "same" / rid))
+            for rid in folders
+            if RunFolder(runs / "same" / rid).status() == DONE
+        }
         bad = RunFolder(runs / "same" / "x=2_fail=after")
-        assert bad.status() == FAILED and not bad.metrics.exists() and json.loads(bad.failed_metrics.read_text())["y"] == 4.0
+        assert (
+            bad.status() == FAILED
+            and not bad.metrics.exists()
+            and json.loads(bad.failed_metrics.read_text())["y"] == 4.0
+        )
         assert json.loads(bad.error.read_text())["error"] == "RuntimeError: asked to fail after writing metrics at x=2"
         results[name] = (folders, done)
     assert results["local"] == results["ray"] == results["slurm"]
@@ -80,13 +88,26 @@ def test_local_ray_and_slurm_make_the_same_runs_and_isolate_a_failing_point(tmp_
 
 
 def _driver(spec: Path, runs: Path, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "caprese.commands.sweep", str(spec), "--runs-dir", str(runs), "--no-progress", "--workers", "1", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "caprese.commands.sweep",
+        str(spec),
+        "--runs-dir",
+        str(runs),
+        "--no-progress",
+        "--workers",
+        "1",
+        *args,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def _kill_when_started(proc: subprocess.Popen, run: RunFolder) -> None:
     try:
-        wait_for(lambda: (run.path / "started.json").exists() or proc.poll() is not None, 240, "the slow point to start")
+        wait_for(
+            lambda: (run.path / "started.json").exists() or proc.poll() is not None, 240, "the slow point to start"
+        )
         assert proc.poll() is None, proc.stdout.read().decode()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -116,11 +137,15 @@ def test_ray_driver_killed_mid_sweep_then_resumed(tmp_path, ray_cluster):
 def test_slurm_driver_killed_mid_sweep_then_resumed_reattaches_to_its_job(tmp_path):
     runs = tmp_path / "runs"
     spec = write_spec(tmp_path, {"zip": {"x": [1, 2, 3], "sleep_s": [0.0, 12.0, 0.0]}}, "skill")
-    first, slow, last = (RunFolder(runs / "skill" / rid) for rid in ("x=1_sleep_s=0.0", "x=2_sleep_s=12.0", "x=3_sleep_s=0.0"))
+    first, slow, last = (
+        RunFolder(runs / "skill" / rid) for rid in ("x=1_sleep_s=0.0", "x=2_sleep_s=12.0", "x=3_sleep_s=0.0")
+    )
     _kill_when_started(_driver(spec, runs, "--launcher", "slurm", "--submitit-cluster", "local"), slow)
     job = json.loads((slow.path / JOB_FILE).read_text())
     assert first.status() == DONE and not last.path.exists()  # --workers 1: the third was never submitted
-    report = run_sweep(load_spec(spec), runs_dir=runs, progress=False, launcher="slurm", workers=1, launcher_options=SLURM_LOCAL)
+    report = run_sweep(
+        load_spec(spec), runs_dir=runs, progress=False, launcher="slurm", workers=1, launcher_options=SLURM_LOCAL
+    )
     assert [p.run_id for p in report.already_done] == [first.run_id]
     assert [(o.point.run_id, o.status) for o in report.outcomes] == [(slow.run_id, DONE), (last.run_id, DONE)]
     # the job the killed driver submitted finished the slow point: it was not submitted again
@@ -135,8 +160,13 @@ def test_slurm_job_preempted_is_requeued_and_finishes(tmp_path):
     spec = write_spec(tmp_path, {"base": {"sleep_s": 6.0}, "grid": {"x": [5]}}, "preempt")
     run = RunFolder(runs / "preempt" / "x=5")
     box = {}
-    thread = threading.Thread(target=lambda: box.update(report=run_sweep(
-        load_spec(spec), runs_dir=runs, progress=False, launcher="slurm", launcher_options=SLURM_LOCAL)))
+    thread = threading.Thread(
+        target=lambda: box.update(
+            report=run_sweep(
+                load_spec(spec), runs_dir=runs, progress=False, launcher="slurm", launcher_options=SLURM_LOCAL
+            )
+        )
+    )
     thread.start()
     wait_for(lambda: (run.path / "started.json").exists(), 240, "the point to start")
     first_kernel = json.loads((run.path / "started.json").read_text())["pid"]

@@ -21,8 +21,16 @@ def write_spec(folder: Path, data: dict, name: str = "demo.yaml") -> Path:
 
 
 def test_resources_come_from_the_spec_and_its_full_variant(tmp_path):
-    spec = load_spec(write_spec(tmp_path, {"grid": {"x": [1]}, "resources": {"cpus": 4, "gpus": 0.5},
-                                           "full": {"grid": {"x": [1, 2]}, "resources": {"gpus": 1}}}))
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            {
+                "grid": {"x": [1]},
+                "resources": {"cpus": 4, "gpus": 0.5},
+                "full": {"grid": {"x": [1, 2]}, "resources": {"gpus": 1}},
+            },
+        )
+    )
     assert spec.resources == Resources(cpus=4, gpus=0.5)
     assert load_spec(spec.path, full=True).resources == Resources(cpus=4, gpus=1)
     assert load_spec(write_spec(tmp_path, {"grid": {"x": [1]}}, "plain.yaml")).resources == Resources(cpus=1, gpus=0)
@@ -58,12 +66,20 @@ def test_a_flag_of_another_launcher_or_a_whole_gpu_problem_fails_before_any_run(
     with pytest.raises(SweepSpecError, match="--submitit-cluster 'pbs'"):
         LauncherOptions(submitit_cluster="pbs")
     with pytest.raises(SweepSpecError, match="--partition is an option of --launcher slurm, not ray"):
-        run_sweep(load_spec(path), runs_dir=runs, launcher="ray", launcher_options=LauncherOptions(partition="gpu"), progress=False)
+        run_sweep(
+            load_spec(path),
+            runs_dir=runs,
+            launcher="ray",
+            launcher_options=LauncherOptions(partition="gpu"),
+            progress=False,
+        )
     assert not runs.exists()  # nothing ran, nothing was written
 
 
 def test_dry_run_with_a_cluster_launcher_starts_nothing(tmp_path, capsys):
     path = write_spec(tmp_path, {"grid": {"x": [1, 2]}, "resources": {"cpus": 2, "gpus": 1}})
-    code = sweep_command.main([str(path), "--runs-dir", str(tmp_path / "runs"), "--launcher", "slurm", "--partition", "gpu", "--dry-run"])
+    code = sweep_command.main(
+        [str(path), "--runs-dir", str(tmp_path / "runs"), "--launcher", "slurm", "--partition", "gpu", "--dry-run"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "pending    x=1" in out and "2 points, 0 done, 2 to run (dry run" in out

@@ -71,7 +71,10 @@ def test_a_failing_point_is_recorded_while_two_workers_finish_the_others(tmp_pat
     assert "failed x=2_fail=after_sleep_s=2.0: RuntimeError: asked to fail after writing metrics at x=2" in out
 
     sweep = runs / "demo"
-    ok1, bad, ok3 = (RunFolder(sweep / rid) for rid in ("x=1_fail=no_sleep_s=2.0", "x=2_fail=after_sleep_s=2.0", "x=3_fail=no_sleep_s=0.0"))
+    ok1, bad, ok3 = (
+        RunFolder(sweep / rid)
+        for rid in ("x=1_fail=no_sleep_s=2.0", "x=2_fail=after_sleep_s=2.0", "x=3_fail=no_sleep_s=0.0")
+    )
     assert ok1.status() == ok3.status() == DONE and bad.status() == FAILED
     # it raised after writing metrics.json: set aside, so the run does not count as done
     assert not bad.metrics.exists() and json.loads(bad.failed_metrics.read_text())["y"] == 4.0
@@ -111,7 +114,9 @@ def test_sigkill_mid_sweep_then_resume_loses_nothing_and_reruns_nothing(tmp_path
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         # kill it while the second run is inside its notebook (it writes started.json, then sleeps)
-        wait_for(lambda: (slow.path / "started.json").exists() or proc.poll() is not None, 120, "the second run to start")
+        wait_for(
+            lambda: (slow.path / "started.json").exists() or proc.poll() is not None, 120, "the second run to start"
+        )
         assert proc.poll() is None, proc.stdout.read().decode()
         proc.send_signal(signal.SIGKILL)
         proc.wait()

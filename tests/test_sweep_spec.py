@@ -29,7 +29,9 @@ def errors_of(excinfo) -> list[str]:
 
 
 def test_grid_is_a_cartesian_product_over_base_values(tmp_path):
-    spec = load_spec(write_spec(tmp_path, {"base": {"x": 5, "label": "b"}, "grid": {"x": [1, 2], "scale": [0.5, 1.0, 2.0]}}))
+    spec = load_spec(
+        write_spec(tmp_path, {"base": {"x": 5, "label": "b"}, "grid": {"x": [1, 2], "scale": [0.5, 1.0, 2.0]}})
+    )
     points = spec.points()
     assert len(points) == 6
     assert [p.run_id for p in points[:3]] == ["x=1_scale=0.5", "x=1_scale=1.0", "x=1_scale=2.0"]
@@ -71,7 +73,11 @@ def test_run_ids_are_readable_stable_and_unique():
 def test_full_variant_merges_base_replaces_grid_and_gets_its_own_folder(tmp_path):
     path = write_spec(
         tmp_path,
-        {"base": {"label": "a", "x": 1}, "grid": {"scale": [1.0]}, "full": {"base": {"label": "z"}, "grid": {"scale": [1.0, 2.0, 3.0]}, "timeout": 99}},
+        {
+            "base": {"label": "a", "x": 1},
+            "grid": {"scale": [1.0]},
+            "full": {"base": {"label": "z"}, "grid": {"scale": [1.0, 2.0, 3.0]}, "timeout": 99},
+        },
     )
     small, full = load_spec(path), load_spec(path, full=True)
     assert len(small.points()) == 1 and len(full.points()) == 3
@@ -304,5 +310,7 @@ def test_an_old_run_made_with_other_model_weights_is_refused(tmp_path):
     (folder / "README.md").write_text("a model card is prose, not the model")
     run_sweep(spec, runs_dir=runs, dry_run=True, progress=False, echo=lambda line: None)
     tiny_model("LlamaForCausalLM", num_hidden_layers=1, seed=1).save_pretrained(folder)  # retrained
-    with pytest.raises(SweepSpecError, match=r"rank=4 was made with other weights of model '.*model' \(fingerprint \w+ -> \w+\)"):
+    with pytest.raises(
+        SweepSpecError, match=r"rank=4 was made with other weights of model '.*model' \(fingerprint \w+ -> \w+\)"
+    ):
         run_sweep(spec, runs_dir=runs, dry_run=True, progress=False, echo=lambda line: None)

@@ -36,8 +36,10 @@ def test_checkpoint_is_committed_small_and_a_swiglu_llama():
 def test_loading_never_trains():
     import subprocess
 
-    code = ("import sys, caprese.models.loading as l; l.load_model('toy-math'); "
-            "print('caprese.models.train_toy_math' in sys.modules)")
+    code = (
+        "import sys, caprese.models.loading as l; l.load_model('toy-math'); "
+        "print('caprese.models.train_toy_math' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip().endswith("False")
 
@@ -103,7 +105,12 @@ def test_quick_accuracy_on_fresh_problems():
     assert metrics["per_level"]["1"]["accuracy"] >= 0.85
     assert metrics["per_level"]["3"]["accuracy"] >= 0.6
     language = load_task_rows("toy-language", 40, seed=12345)
-    assert evaluate_accuracy(model, tokenizer, language, GenerationSettings(max_new_tokens=24), progress=False).metrics["accuracy"] >= 0.9
+    assert (
+        evaluate_accuracy(model, tokenizer, language, GenerationSettings(max_new_tokens=24), progress=False).metrics[
+            "accuracy"
+        ]
+        >= 0.9
+    )
 
 
 def test_training_script_runs_and_is_seeded(tmp_path):
@@ -112,8 +119,27 @@ def test_training_script_runs_and_is_seeded(tmp_path):
     from caprese.models.loading import load_model
 
     def tiny_run(out, seed):
-        train_toy_math.main(["--out", str(out), "--steps", "3", "--batch-size", "4", "--d-model", "32",
-                             "--layers", "1", "--head-dim", "16", "--seed", str(seed), "--no-card", "--log-every", "1"])
+        train_toy_math.main(
+            [
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--d-model",
+                "32",
+                "--layers",
+                "1",
+                "--head-dim",
+                "16",
+                "--seed",
+                str(seed),
+                "--no-card",
+                "--log-every",
+                "1",
+            ]
+        )
         return (out / "model.safetensors").read_bytes()
 
     first, again, other = tiny_run(tmp_path / "a", 0), tiny_run(tmp_path / "b", 0), tiny_run(tmp_path / "c", 1)

@@ -84,7 +84,10 @@ def test_points_hold_the_ffn_equations(arch):
 def test_only_requested_points_and_layers_are_hooked_and_nothing_is_kept_by_default():
     model = tiny_model(num_hidden_layers=4)
     got = []
-    with torch.inference_mode(), Trace(model, points=["z"], layers=[1, 3], callback={"z": lambda layer, v: got.append(layer)}) as trace:
+    with (
+        torch.inference_mode(),
+        Trace(model, points=["z"], layers=[1, 3], callback={"z": lambda layer, v: got.append(layer)}) as trace,
+    ):
         assert count_hooks(model) == 2
         model(_ids(model))
         assert trace.values() == {}
@@ -119,8 +122,10 @@ def test_shared_modules_are_refused_rather_than_misattributed():
 def test_stop_ends_the_forward_after_the_last_traced_layer():
     model = tiny_model(num_hidden_layers=4)
     reached = []
-    handles = [layer.register_forward_pre_hook(lambda m, a, i=i: reached.append(i)) for i, layer in
-               enumerate(model.model.layers)]
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, i=i: reached.append(i))
+        for i, layer in enumerate(model.model.layers)
+    ]
     after_forward = []
     with torch.inference_mode(), Trace(model, points=["z", "gate_act"], layers=[0, 1], stop=True, retain=True) as trace:
         model(_ids(model))
@@ -146,8 +151,11 @@ def test_callbacks_computing_through_the_model_do_not_feed_back_into_traces(tiny
     def recompute(layer, z):
         blocks[layer].output(z * 0)  # calls down_proj again: must not reach any trace
 
-    with torch.inference_mode(), Trace(tiny_llama, points=["z"], callback={"z": lambda layer, v: counted.append(layer)}), \
-            Trace(tiny_llama, points=["z"], callback={"z": recompute}):
+    with (
+        torch.inference_mode(),
+        Trace(tiny_llama, points=["z"], callback={"z": lambda layer, v: counted.append(layer)}),
+        Trace(tiny_llama, points=["z"], callback={"z": recompute}),
+    ):
         tiny_llama(_ids(tiny_llama))
         with untraced():
             tiny_llama(_ids(tiny_llama))
@@ -163,8 +171,11 @@ def test_ffn_points_follow_a_method_wrapper_installed_before_the_trace():
     with torch.inference_mode():
         with Trace(model, points=["ffn_out"], retain=True) as dense:
             model(**batch.model_inputs())
-        with apply_method(model, "topk", sparsity=0.5) as session, session.teacher_forced(batch.prompt_lengths), \
-                Trace(model, points=["ffn_out"], retain=True) as sparse:
+        with (
+            apply_method(model, "topk", sparsity=0.5) as session,
+            session.teacher_forced(batch.prompt_lengths),
+            Trace(model, points=["ffn_out"], retain=True) as sparse,
+        ):
             model(**batch.model_inputs())
     prompt, generated = ~batch.generated[0], batch.generated[0]
     assert torch.equal(sparse[0, "ffn_out"][0, prompt], dense[0, "ffn_out"][0, prompt])  # full FFN on the prompt

@@ -153,7 +153,9 @@ class FFNBlock:
     def install(self, module: nn.Module) -> nn.Module:
         """Put `module` at the FFN path; returns what was there."""
         parent_path, _, name = self.layout.ffn.rpartition(".")
-        parent = get_path(self.layer, parent_path, what="ffn", arch=self.layout.architecture) if parent_path else self.layer
+        parent = (
+            get_path(self.layer, parent_path, what="ffn", arch=self.layout.architecture) if parent_path else self.layer
+        )
         previous = getattr(parent, name)
         setattr(parent, name, module)
         return previous
@@ -170,8 +172,9 @@ def _linear(module: nn.Module, path: str | None, *, arch: str, shape: tuple[int,
     return linear
 
 
-def ffn_blocks(model: nn.Module, layout: ArchitectureLayout | None = None, *,
-               adapter: ArchitectureLayout | None = None) -> list[FFNBlock]:
+def ffn_blocks(
+    model: nn.Module, layout: ArchitectureLayout | None = None, *, adapter: ArchitectureLayout | None = None
+) -> list[FFNBlock]:
     """Resolve and shape-check every layer's FFN; raises a one-line CapreseError on any gap.
     (`adapter=` is the deprecated name of `layout=`.)"""
     layout = layout or adapter or layout_for(model)

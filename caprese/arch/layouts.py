@@ -109,9 +109,7 @@ def layout_for(config_or_model) -> ArchitectureLayout:
     config = getattr(config_or_model, "config", config_or_model)
     arch = type(config_or_model).__name__ if hasattr(config_or_model, "config") else architecture_of(config)
     if arch not in LAYOUTS:
-        raise CapreseError(
-            f"architecture {arch!r} is not supported (supported: {', '.join(LAYOUTS.names())})"
-        )
+        raise CapreseError(f"architecture {arch!r} is not supported (supported: {', '.join(LAYOUTS.names())})")
     return LAYOUTS.get(arch)
 
 

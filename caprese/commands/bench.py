@@ -15,11 +15,15 @@ MODEL_RANK = 16
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="decode latency: full vs GRIFFIN vs GRIFFIN+LoRA vs Caprese merged")
-    parser.add_argument("--shapes", default="Llama-3.1-8B,Qwen2.5-14B", help="comma-separated: Llama-3.1-8B, Qwen2.5-14B, or DxD_FF")
+    parser.add_argument(
+        "--shapes", default="Llama-3.1-8B,Qwen2.5-14B", help="comma-separated: Llama-3.1-8B, Qwen2.5-14B, or DxD_FF"
+    )
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes")
     parser.add_argument("--layers", type=int, default=4, help="FFNs in the timed stack (default: 4)")
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--rank", type=int, default=RANK, help="Caprese rank r (LoRA's r' is matched to its parameters)")
+    parser.add_argument(
+        "--rank", type=int, default=RANK, help="Caprese rank r (LoRA's r' is matched to its parameters)"
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default=None, help="also time whole-model generation of this model (e.g. toy-math)")
@@ -81,19 +85,34 @@ def run(args) -> int:
         print(f"{'shape':<14}{'dtype':<10}{'variant':<16}{'ms':>9}{'/full':>8}{'limit':>8}{'/limit':>8}")
         for name, d, d_ff in shapes:
             for dtype in dtypes:
-                r = ffn_decode_latency(name, d, d_ff, layers=args.layers, dtype=dtype, device=args.device,
-                                       sparsity=args.sparsity, rank=args.rank, repeats=args.repeats).as_dict()
+                r = ffn_decode_latency(
+                    name,
+                    d,
+                    d_ff,
+                    layers=args.layers,
+                    dtype=dtype,
+                    device=args.device,
+                    sparsity=args.sparsity,
+                    rank=args.rank,
+                    repeats=args.repeats,
+                ).as_dict()
                 results["ffn_stack"].append(r)
                 for variant, ms in r["ms"].items():
-                    print(f"{name:<14}{r['dtype']:<10}{variant:<16}{ms:>9.2f}{r['ratio_to_full'][variant]:>8.3f}"
-                          f"{r['bytes_limit'][variant]:>8.3f}{r['ratio_to_limit'][variant]:>8.3f}")
-                print(f"{'':<24}Caprese merged / GRIFFIN = {r['caprese_vs_griffin']:.3f}, "
-                      f"GRIFFIN+LoRA / GRIFFIN = {r['lora_vs_griffin']:.3f}")
+                    print(
+                        f"{name:<14}{r['dtype']:<10}{variant:<16}{ms:>9.2f}{r['ratio_to_full'][variant]:>8.3f}"
+                        f"{r['bytes_limit'][variant]:>8.3f}{r['ratio_to_limit'][variant]:>8.3f}"
+                    )
+                print(
+                    f"{'':<24}Caprese merged / GRIFFIN = {r['caprese_vs_griffin']:.3f}, "
+                    f"GRIFFIN+LoRA / GRIFFIN = {r['lora_vs_griffin']:.3f}"
+                )
                 del r
                 torch.cuda.empty_cache() if torch.cuda.is_available() else None
     if args.model:
         model, tokenizer = load_model(args.model, device=args.device)
-        g = generation_latency(model, tokenizer, sparsity=args.sparsity, rank=args.model_rank, repeats=max(3, args.repeats // 4))
+        g = generation_latency(
+            model, tokenizer, sparsity=args.sparsity, rank=args.model_rank, repeats=max(3, args.repeats // 4)
+        )
         results["generation"] = {"model": args.model, **g}
         print(f"whole-model decoding of {args.model} ({g['new_tokens']} tokens, GRIFFIN on {g['layers']}):")
         for variant, ms in g["ms_per_token"].items():

@@ -14,7 +14,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "its status (done, failed, incomplete, pending), written atomically.",
     )
     parser.add_argument("sweep_dir", help="a sweep folder, e.g. runs/rank")
-    parser.add_argument("--out", default=None, metavar="PATH.csv", help="output CSV (default <sweep_dir>/results.csv; the parquet goes next to it)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH.csv",
+        help="output CSV (default <sweep_dir>/results.csv; the parquet goes next to it)",
+    )
     parser.add_argument("--no-parquet", action="store_true", help="write the CSV only")
     parser.set_defaults(run=run)
     return parser

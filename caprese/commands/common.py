@@ -9,8 +9,9 @@ import typing
 
 def add_model_arguments(parser) -> None:
     """The model options every verb that loads a model shares."""
-    parser.add_argument("--model", required=True,
-                        help="built-in name (toy-math, smollm2-135m), local model folder, or Hugging Face id")
+    parser.add_argument(
+        "--model", required=True, help="built-in name (toy-math, smollm2-135m), local model folder, or Hugging Face id"
+    )
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
 
@@ -25,8 +26,15 @@ def add_config_arguments(group, config_class, flags: dict[str, str]) -> None:
         text = f"{f.metadata['help']} (default: {f.default})"
         dest = flag.replace("-", "_")
         if hints[name] is bool:
-            group.add_argument(f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=f.default,
-                               help=text)
+            group.add_argument(
+                f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=text
+            )
         else:
-            group.add_argument(f"--{flag}", dest=dest, type=hints[name], default=f.default,
-                               choices=f.metadata.get("choices"), help=text)
+            group.add_argument(
+                f"--{flag}",
+                dest=dest,
+                type=hints[name],
+                default=f.default,
+                choices=f.metadata.get("choices"),
+                help=text,
+            )

@@ -16,16 +16,27 @@ from .common import add_model_arguments
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("diagnose", help="per-layer FFN sparsity statistics and reconstruction error (figure 2)")
+    parser = subparsers.add_parser(
+        "diagnose", help="per-layer FFN sparsity statistics and reconstruction error (figure 2)"
+    )
     add_model_arguments(parser)
-    parser.add_argument("--data", required=True,
-                        help="task name (e.g. toy-math, gsm8k-100), a GSM8K-format file, or a .jsonl file with a 'prompt' field")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="task name (e.g. toy-math, gsm8k-100), a GSM8K-format file, or a .jsonl file with a 'prompt' field",
+    )
     parser.add_argument("--samples", type=int, default=16, help="prompts to generate from (default 16)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--layers", nargs="+", default=["all"], help="layer indices, 'all' or 'first_half' (default all)")
-    parser.add_argument("--densities", nargs="+", type=float, default=None, help="top-k densities k/D_FF (default 0.05 0.1 0.2 0.3 0.5)")
+    parser.add_argument(
+        "--layers", nargs="+", default=["all"], help="layer indices, 'all' or 'first_half' (default all)"
+    )
+    parser.add_argument(
+        "--densities", nargs="+", type=float, default=None, help="top-k densities k/D_FF (default 0.05 0.1 0.2 0.3 0.5)"
+    )
     parser.add_argument("--ranks", nargs="+", type=int, default=None, help="correction ranks (default D/32 D/16 D/8)")
-    parser.add_argument("--epsilons", nargs="+", type=float, default=None, help="ε for fraction |Z| ≤ ε (default 0 and 2^-12..2^4)")
+    parser.add_argument(
+        "--epsilons", nargs="+", type=float, default=None, help="ε for fraction |Z| ≤ ε (default 0 and 2^-12..2^4)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=96, help="greedy continuation length (default 96)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default 8)")
     parser.add_argument("--ridge", type=float, default=None, help="relative ridge of the rank-r fit (default 1e-6)")
@@ -40,8 +51,13 @@ def config_from_args(args, num_layers: int | None):
     from ..methods.base import resolve_layers
 
     layers = None if num_layers is None else tuple(resolve_layers(",".join(args.layers), num_layers))
-    options = dict(samples=args.samples, layers=layers, max_new_tokens=args.max_new_tokens,
-                   batch_size=args.batch_size, seed=args.seed)
+    options = dict(
+        samples=args.samples,
+        layers=layers,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     for name in ("densities", "ranks", "epsilons", "ridge"):
         value = getattr(args, name)
         if value is not None:
@@ -71,16 +87,21 @@ def run(args) -> int:
     for rank in config.ranks or ():
         check_rank_fits("rank", rank, [(f"model {args.model!r}", blocks[0].hidden_size)])
     prompts = build_prompts(rows, tokenizer)
-    result = run_diagnostics(model, tokenizer, prompts, config, model_name=args.model, data_name=args.data,
-                             progress=not args.quiet)
+    result = run_diagnostics(
+        model, tokenizer, prompts, config, model_name=args.model, data_name=args.data, progress=not args.quiet
+    )
     with staged_folder(args.out) as stage:
         paths = result.write(stage)
     paths = {name: Path(args.out) / Path(path).relative_to(stage) for name, path in paths.items()}
-    print(f"diagnosed {len(result.samples)} samples ({sum(len(s.generated_ids) for s in result.samples)} generated tokens), "
-          f"layers {result.layers}, ranks {list(result.ranks)} -> {args.out}")
+    print(
+        f"diagnosed {len(result.samples)} samples ({sum(len(s.generated_ids) for s in result.samples)} generated tokens), "
+        f"layers {result.layers}, ranks {list(result.ranks)} -> {args.out}"
+    )
     for row in result.figure2_rows():
         label = "top-k" if row["rank"] == 0 else f"top-k + rank {row['rank']}"
-        print(f"  density {row['density']:<5g} {label:<16} relative error {row['relative_l2']:.4f}  cosine {row['cosine']:.4f}")
+        print(
+            f"  density {row['density']:<5g} {label:<16} relative error {row['relative_l2']:.4f}  cosine {row['cosine']:.4f}"
+        )
     for warning in result.warnings():
         print(f"warning: {warning}")
     print(f"wrote {len(paths)} files, e.g. {paths['summary']}")

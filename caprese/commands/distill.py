@@ -30,27 +30,68 @@ def add_parser(subparsers) -> None:
     group.add_argument("--rank", type=int, required=True, help="rank r of each low-rank path (1..D)")
     group.add_argument("--samples", type=int, default=512, help="distillation samples (default: 512)")
     group.add_argument("--stage", default="layerwise", help=f"{' | '.join(STAGES)} (default: layerwise)")
-    group.add_argument("--kind", default=KINDS[0],
-                       help="caprese (the x L R path) | lora (the eq-11 baseline on GRIFFIN, rank matched to --rank's parameters)")
-    group.add_argument("--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)")
-    group.add_argument("--mix-data", default="", metavar="SOURCE",
-                       help="extra non-math rows to mix in: toy-language (questions) | toy-language-text (plain stories, "
-                            "taken as written) | toy-math | gsm-symbolic | a GSM8K-format file | a .txt file (one text per line)")
+    group.add_argument(
+        "--kind",
+        default=KINDS[0],
+        help="caprese (the x L R path) | lora (the eq-11 baseline on GRIFFIN, rank matched to --rank's parameters)",
+    )
+    group.add_argument(
+        "--data", default="toy-math", help="toy-math | gsm-symbolic | a GSM8K-format file (default: toy-math)"
+    )
+    group.add_argument(
+        "--mix-data",
+        default="",
+        metavar="SOURCE",
+        help="extra non-math rows to mix in: toy-language (questions) | toy-language-text (plain stories, "
+        "taken as written) | toy-math | gsm-symbolic | a GSM8K-format file | a .txt file (one text per line)",
+    )
     group.add_argument("--mix-samples", type=int, default=0, metavar="N", help="how many --mix-data rows (default: 0)")
-    group.add_argument("--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)")
+    group.add_argument(
+        "--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)"
+    )
     group.add_argument("--max-new-tokens", type=int, default=256, help="teacher response length cap (default: 256)")
-    group.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)")
-    add_config_arguments(group, LayerwiseConfig, {"init": "init", "ridge": "ridge", "lr": "lr", "batch_size": "batch-size",
-                                                  "epochs": "epochs"})
-    add_config_arguments(group, E2EConfig, {"lr": "e2e-lr", "batch_size": "e2e-batch-size", "epochs": "e2e-epochs",
-                                            "gradient_checkpointing": "gradient-checkpointing"})
-    group.add_argument("--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)")
+    group.add_argument(
+        "--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)"
+    )
+    add_config_arguments(
+        group,
+        LayerwiseConfig,
+        {"init": "init", "ridge": "ridge", "lr": "lr", "batch_size": "batch-size", "epochs": "epochs"},
+    )
+    add_config_arguments(
+        group,
+        E2EConfig,
+        {
+            "lr": "e2e-lr",
+            "batch_size": "e2e-batch-size",
+            "epochs": "e2e-epochs",
+            "gradient_checkpointing": "gradient-checkpointing",
+        },
+    )
+    group.add_argument(
+        "--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)"
+    )
     group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--layer-parallel", type=int, default=None, metavar="N",
-                       help="fit the layer-wise stage's layers as Ray tasks, N at once (pip install 'caprese[ray]'); same adapter as serial")
-    group.add_argument("--layer-parallel-gpus", type=float, default=None, metavar="G",
-                       help="GPUs per layer fit under --layer-parallel (fractions share a GPU; default 1 when the model is on a GPU, else 0)")
-    group.add_argument("--ray-address", default=None, metavar="ADDR", help="Ray cluster for --layer-parallel (default: start a local one)")
+    group.add_argument(
+        "--layer-parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fit the layer-wise stage's layers as Ray tasks, N at once (pip install 'caprese[ray]'); same adapter as serial",
+    )
+    group.add_argument(
+        "--layer-parallel-gpus",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs per layer fit under --layer-parallel (fractions share a GPU; default 1 when the model is on a GPU, else 0)",
+    )
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster for --layer-parallel (default: start a local one)",
+    )
     group.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
 
@@ -73,12 +114,28 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
         from ..distill.parallel import LayerParallel
 
         if args.stage == "closed_form" or args.kind == "lora":
-            raise CapreseError(f"--layer-parallel parallelizes the layer-wise Caprese fit; not for --stage {args.stage} --kind {args.kind}")
-        args.layer_parallel_config = LayerParallel(workers=args.layer_parallel, address=args.ray_address, gpus=args.layer_parallel_gpus)
-    layerwise = LayerwiseConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                                init=args.init, ridge=args.ridge, seed=args.seed)
-    e2e = E2EConfig(lr=args.e2e_lr, batch_size=args.e2e_batch_size, epochs=args.e2e_epochs,
-                    gradient_checkpointing=args.gradient_checkpointing, seed=args.seed)
+            raise CapreseError(
+                f"--layer-parallel parallelizes the layer-wise Caprese fit; not for --stage {args.stage} --kind {args.kind}"
+            )
+        args.layer_parallel_config = LayerParallel(
+            workers=args.layer_parallel, address=args.ray_address, gpus=args.layer_parallel_gpus
+        )
+    layerwise = LayerwiseConfig(
+        rank=args.rank,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        init=args.init,
+        ridge=args.ridge,
+        seed=args.seed,
+    )
+    e2e = E2EConfig(
+        lr=args.e2e_lr,
+        batch_size=args.e2e_batch_size,
+        epochs=args.e2e_epochs,
+        gradient_checkpointing=args.gradient_checkpointing,
+        seed=args.seed,
+    )
     return layerwise, e2e
 
 
@@ -95,7 +152,9 @@ def run(args) -> int:
     spec = method_from_args(args)
     layerwise, e2e = check_arguments(args)  # fail before the model loads
     # everything that needs no weights: the questions (data files), model source, adapter, --out
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed).check()
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
+    ).check()
     questions = mixed_question_rows(args.data, args.samples, args.mix_data, args.mix_samples, seed=args.seed)
     choice = MethodChoice.from_spec(spec)
     choice.calibration_texts()  # reads a --calibration file now
@@ -113,18 +172,31 @@ def run(args) -> int:
         rows = distillation_rows(model, tokenizer, questions, responses=args.responses, settings=settings)
         write_jsonl(stage / "distill_data.jsonl", rows)
         adapter = distill(
-            model, tokenizer, rows, choice, rank=args.rank, stage=args.stage, layerwise=layerwise, e2e=e2e,
-            base_model=args.model, start_from=start_from, kind=args.kind,
+            model,
+            tokenizer,
+            rows,
+            choice,
+            rank=args.rank,
+            stage=args.stage,
+            layerwise=layerwise,
+            e2e=e2e,
+            base_model=args.model,
+            start_from=start_from,
+            kind=args.kind,
             layer_parallel=getattr(args, "layer_parallel_config", None),
         )
         report = write_results(stage, model, adapter, args, spec, start)
-    print(f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "
-          f"{report['extra_percent_of_model']:.2f}% of the model, {report['extra_percent_of_ffn']:.2f}% of its FFNs)")
+    print(
+        f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "
+        f"{report['extra_percent_of_model']:.2f}% of the model, {report['extra_percent_of_ffn']:.2f}% of its FFNs)"
+    )
     for layer, losses in adapter.config.final_losses.get("layerwise", {}).items():
         print(f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}")
     if "e2e_epochs" in adapter.config.final_losses:
-        print(f"  end-to-end loss: {adapter.config.final_losses['e2e_initial']:.4g} -> "
-              f"{adapter.config.final_losses['e2e_epochs'][-1]:.4g} (last epoch mean)")
+        print(
+            f"  end-to-end loss: {adapter.config.final_losses['e2e_initial']:.4g} -> "
+            f"{adapter.config.final_losses['e2e_epochs'][-1]:.4g} (last epoch mean)"
+        )
     return 0
 
 
@@ -136,10 +208,19 @@ def write_results(out: Path, model, adapter, args, spec, start: float) -> dict:
     adapter.save(out / "adapter")
     report = adapter_report(model, adapter)
     write_json(out / "spectra.json", report.pop("singular_values"))
-    metrics = {"model": args.model, "method": spec.describe(), "kind": args.kind, "rank": args.rank,
-               "adapter_rank": adapter.config.rank, "stage": args.stage,
-               "samples": args.samples, "data": args.data, "responses": args.responses,
-               "seconds": round(time.perf_counter() - start, 2), **report,
-               "losses": adapter.config.final_losses}
+    metrics = {
+        "model": args.model,
+        "method": spec.describe(),
+        "kind": args.kind,
+        "rank": args.rank,
+        "adapter_rank": adapter.config.rank,
+        "stage": args.stage,
+        "samples": args.samples,
+        "data": args.data,
+        "responses": args.responses,
+        "seconds": round(time.perf_counter() - start, 2),
+        **report,
+        "losses": adapter.config.final_losses,
+    }
     write_json(out / "metrics.json", metrics)
     return report

@@ -36,14 +36,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=DefaultsOnceFormatter,
     )
     add_model_arguments(parser)
-    parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}; a GSM8K-format or MATH-style "
-                        ".jsonl/.json/.parquet file; or math:FILE_OR_HUB_ID")
-    parser.add_argument("--scoring", default="auto",
-                        help="answer scoring: auto (the task's: gsm, or math-verify for MATH-style tasks) | gsm | math-verify")
+    parser.add_argument(
+        "--task",
+        required=True,
+        help=f"one of: {', '.join(task_names())}; a GSM8K-format or MATH-style "
+        ".jsonl/.json/.parquet file; or math:FILE_OR_HUB_ID",
+    )
+    parser.add_argument(
+        "--scoring",
+        default="auto",
+        help="answer scoring: auto (the task's: gsm, or math-verify for MATH-style tasks) | gsm | math-verify",
+    )
     parser.add_argument("--samples", type=int, default=200, help="number of problems (fixed sets use their first N)")
     parser.add_argument("--out", required=True, help="output folder for metrics.json and samples.jsonl")
-    parser.add_argument("--levels", default=None, help="tasks with levels (toy-math, arithmetic): comma-separated levels, e.g. 1,3,5")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of generated tasks (toy-math, toy-language, gsm-symbolic)")
+    parser.add_argument(
+        "--levels", default=None, help="tasks with levels (toy-math, arithmetic): comma-separated levels, e.g. 1,3,5"
+    )
+    parser.add_argument(
+        "--data-seed", type=int, default=0, help="seed of generated tasks (toy-math, toy-language, gsm-symbolic)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
@@ -52,13 +63,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_arguments(parser)
     extra = parser.add_argument_group("Caprese and evaluation breadth")
-    extra.add_argument("--adapter", default=None, metavar="DIR",
-                       help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers")
+    extra.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers",
+    )
     extra.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
-    extra.add_argument("--language-samples", type=int, default=0,
-                       help="also score toy-language short answers and teacher-forced perplexity / KL on this many texts")
-    extra.add_argument("--coverage-samples", type=int, default=0, metavar="N",
-                       help="also sample N responses per prompt for pass@k, k = 1..N (needs --temperature > 0)")
+    extra.add_argument(
+        "--language-samples",
+        type=int,
+        default=0,
+        help="also score toy-language short answers and teacher-forced perplexity / KL on this many texts",
+    )
+    extra.add_argument(
+        "--coverage-samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also sample N responses per prompt for pass@k, k = 1..N (needs --temperature > 0)",
+    )
     extra.add_argument("--coverage-prompts", type=int, default=20, help="prompts used for coverage")
     extra.add_argument("--coverage-temperature", type=float, default=0.7, help="sampling temperature for coverage")
     parser.set_defaults(run=run)
@@ -71,16 +95,22 @@ def parse_levels(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise CapreseError(f"--levels {text!r} is not a comma-separated list of integers (allowed: 1, 2, 3, 4, 5)") from None
+        raise CapreseError(
+            f"--levels {text!r} is not a comma-separated list of integers (allowed: 1, 2, 3, 4, 5)"
+        ) from None
 
 
 def format_summary(metrics: dict) -> str:
-    lines = [f"{metrics['task']} on {metrics['model']}: accuracy {metrics['accuracy']:.3f} "
-             f"({metrics['correct']}/{metrics['count']}), mean response tokens {metrics['mean_response_tokens']:.1f}, "
-             f"{metrics['seconds']:.1f}s"]
+    lines = [
+        f"{metrics['task']} on {metrics['model']}: accuracy {metrics['accuracy']:.3f} "
+        f"({metrics['correct']}/{metrics['count']}), mean response tokens {metrics['mean_response_tokens']:.1f}, "
+        f"{metrics['seconds']:.1f}s"
+    ]
     for level, group in metrics["per_level"].items():
-        lines.append(f"  level {level}: accuracy {group['accuracy']:.3f} ({group['correct']}/{group['count']}), "
-                     f"mean response tokens {group['mean_response_tokens']:.1f}")
+        lines.append(
+            f"  level {level}: accuracy {group['accuracy']:.3f} ({group['correct']}/{group['count']}), "
+            f"mean response tokens {group['mean_response_tokens']:.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -109,8 +139,13 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate.run import evaluate_model
     from ..models.loading import load_model
 
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed).check()
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    ).check()
     for name in ("language_samples", "coverage_samples"):
         if getattr(args, name) < 0:
             raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 0")
@@ -143,14 +178,27 @@ def run(args: argparse.Namespace) -> int:
     context, adapter = method_context(args, model, tokenizer)
     with context as session:
         session.reset_measurements()
-        result = evaluate_accuracy(model, tokenizer, rows, settings, progress=not args.quiet, desc=f"eval {args.task}",
-                                   scoring=scoring)
+        result = evaluate_accuracy(
+            model, tokenizer, rows, settings, progress=not args.quiet, desc=f"eval {args.task}", scoring=scoring
+        )
         breadth = evaluate_model(
-            model, tokenizer, session, task=args.task, eval_samples=0, max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size, language_samples=args.language_samples, coverage_samples=args.coverage_samples,
-            coverage_prompts=args.coverage_prompts, temperature=args.coverage_temperature, top_p=args.top_p,
-            seed=args.seed, extra_parameters=adapter.parameter_count() if adapter else 0, progress=not args.quiet,
-            coverage_rows=rows, scoring=scoring,
+            model,
+            tokenizer,
+            session,
+            task=args.task,
+            eval_samples=0,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            language_samples=args.language_samples,
+            coverage_samples=args.coverage_samples,
+            coverage_prompts=args.coverage_prompts,
+            temperature=args.coverage_temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            extra_parameters=adapter.parameter_count() if adapter else 0,
+            progress=not args.quiet,
+            coverage_rows=rows,
+            scoring=scoring,
         )
     metrics = {
         "model": args.model,
@@ -160,12 +208,23 @@ def run(args: argparse.Namespace) -> int:
         "data_seed": args.data_seed,
         **result.metrics,
         "method": session.describe(),
-        "adapter": None if adapter is None else {"path": args.adapter, "kind": adapter.kind, "rank": adapter.config.rank,
-                                                 "stage": adapter.config.stage, "merged": args.merged},
+        "adapter": None
+        if adapter is None
+        else {
+            "path": args.adapter,
+            "kind": adapter.kind,
+            "rank": adapter.config.rank,
+            "stage": adapter.config.stage,
+            "merged": args.merged,
+        },
         **breadth,
         "seconds": time.time() - started,
-        "settings": {**settings.as_dict(), "dtype": args.dtype, "device": args.device,
-                     "torch_threads": torch.get_num_threads()},
+        "settings": {
+            **settings.as_dict(),
+            "dtype": args.dtype,
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     out = Path(args.out)
     with staged_folder(out) as stage:  # an earlier result in --out stays whole until this one is

@@ -20,10 +20,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="write a Caprese adapter as a PEFT LoRA folder (needs peft: caprese[eval])",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("adapter", metavar="ADAPTER", help="a caprese adapter folder (caprese distill --out DIR -> DIR/adapter)")
+    parser.add_argument(
+        "adapter", metavar="ADAPTER", help="a caprese adapter folder (caprese distill --out DIR -> DIR/adapter)"
+    )
     parser.add_argument("out", metavar="OUT", help="the PEFT folder to write")
-    parser.add_argument("--model", default=None,
-                        help="the base model (default: the adapter's base_model, read as a module tree without weights)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the base model (default: the adapter's base_model, read as a module tree without weights)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -31,7 +36,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..distill.adapter import CapreseAdapter
     from ..distill.peft_export import export_peft
-
     from ..io import check_output_dir
 
     CapreseAdapter.load(args.adapter)  # a damaged adapter fails before anything else
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     adapter = CapreseAdapter.load(args.adapter, model)
     out = export_peft(adapter, args.out, model=model)
     layers = ", ".join(str(layer) for layer in adapter.config.layers)
-    print(f"wrote PEFT LoRA folder {out} (rank {adapter.config.rank}, layers {layers}; "
-          f"trained for {adapter.config.method} at sparsity {adapter.config.method_config.get('sparsity')})")
+    print(
+        f"wrote PEFT LoRA folder {out} (rank {adapter.config.rank}, layers {layers}; "
+        f"trained for {adapter.config.method} at sparsity {adapter.config.method_config.get('sparsity')})"
+    )
     return 0

@@ -15,16 +15,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with figures/README.md saying where each came from. A figure whose sweep has not run is reported "
         "in one line and skipped; the others still render.",
     )
-    parser.add_argument("--runs", default="runs", metavar="DIR", help="the folder holding the sweep folders (default runs/)")
-    parser.add_argument("--out", default="figures", metavar="DIR", help="where figures and tables go (default figures/)")
-    parser.add_argument("--diagnostics", default=None, metavar="DIR",
-                        help="a caprese diagnose output folder: draw figure 2 from its figure2.csv "
-                        "(default: the fig2 sweep, else OUT/diagnostics or RUNS/diagnostics if they hold one)")
-    parser.add_argument("--latency", default=None, metavar="PATH.json",
-                        help="latency benchmark results for table 5 (default OUT/latency.json)")
-    parser.add_argument("--only", default=None, metavar="KEYS",
-                        help="comma-separated figure/table keys or groups to draw: 'real' for the real-model panels "
-                        "(figures/real/), 'paper' for the paper's figures (the default)")
+    parser.add_argument(
+        "--runs", default="runs", metavar="DIR", help="the folder holding the sweep folders (default runs/)"
+    )
+    parser.add_argument(
+        "--out", default="figures", metavar="DIR", help="where figures and tables go (default figures/)"
+    )
+    parser.add_argument(
+        "--diagnostics",
+        default=None,
+        metavar="DIR",
+        help="a caprese diagnose output folder: draw figure 2 from its figure2.csv "
+        "(default: the fig2 sweep, else OUT/diagnostics or RUNS/diagnostics if they hold one)",
+    )
+    parser.add_argument(
+        "--latency",
+        default=None,
+        metavar="PATH.json",
+        help="latency benchmark results for table 5 (default OUT/latency.json)",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="KEYS",
+        help="comma-separated figure/table keys or groups to draw: 'real' for the real-model panels "
+        "(figures/real/), 'paper' for the paper's figures (the default)",
+    )
     parser.set_defaults(run=run)
     return parser
 

@@ -19,8 +19,10 @@ def run(args) -> int:
     blocks = ffn_blocks(model, layout)
     total = sum(p.numel() for p in model.parameters())
     ffn = sum(b.ffn_parameter_count() for b in blocks)
-    print(f"{args.model}: {layout.architecture}, {len(blocks)} layers, D={blocks[0].hidden_size}, "
-          f"D_FF={blocks[0].intermediate_size}, activation={type(blocks[0].act).__name__}, "
-          f"{'gated' if layout.gated else 'non-gated'}")
+    print(
+        f"{args.model}: {layout.architecture}, {len(blocks)} layers, D={blocks[0].hidden_size}, "
+        f"D_FF={blocks[0].intermediate_size}, activation={type(blocks[0].act).__name__}, "
+        f"{'gated' if layout.gated else 'non-gated'}"
+    )
     print(f"parameters: {total:,} total, {ffn:,} in FFNs ({100 * ffn / total:.1f}%)")
     return 0

@@ -32,15 +32,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=DefaultsOnceFormatter,
     )
     parser.add_argument("--model", required=True, help="built-in name (toy-math, smollm2-135m), model folder or hub id")
-    parser.add_argument("--tasks", required=True,
-                        help="comma-separated lm-eval task names, e.g. caprese_toy_math,caprese_toy_math_mc or gsm8k")
+    parser.add_argument(
+        "--tasks",
+        required=True,
+        help="comma-separated lm-eval task names, e.g. caprese_toy_math,caprese_toy_math_mc or gsm8k",
+    )
     parser.add_argument("--out", required=True, help="output folder for metrics.json and lm_eval_results.json")
     parser.add_argument("--limit", type=float, default=None, help="first N documents per task (or a fraction < 1)")
     parser.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="generation cap for generate_until tasks (default: the task's max_gen_toks)")
-    parser.add_argument("--apply-chat-template", action="store_true", help="render prompts with the model's chat template")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation cap for generate_until tasks (default: the task's max_gen_toks)",
+    )
+    parser.add_argument(
+        "--apply-chat-template", action="store_true", help="render prompts with the model's chat template"
+    )
     parser.add_argument("--include-path", default=None, metavar="DIR", help="a folder of your own YAML tasks")
     parser.add_argument("--log-samples", action="store_true", help="also write every document's response/score")
     parser.add_argument("--seed", type=int, default=0, help="lm-eval's random / numpy / torch / few-shot seed")
@@ -48,8 +57,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     add_method_arguments(parser)
     extra = parser.add_argument_group("Caprese")
-    extra.add_argument("--adapter", default=None, metavar="DIR",
-                       help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers")
+    extra.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers",
+    )
     extra.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
     parser.set_defaults(run=run)
     return parser
@@ -85,23 +98,40 @@ def run(args: argparse.Namespace) -> int:
         close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         ours = task_manager(include_defaults=False).all_tasks
-        raise CapreseError(f"unknown lm-eval task {unknown[0]!r}{hint} (caprese's offline tasks: "
-                           f"{', '.join(n for n in ours if n.startswith('caprese_'))}; or any lm-eval task)")
+        raise CapreseError(
+            f"unknown lm-eval task {unknown[0]!r}{hint} (caprese's offline tasks: "
+            f"{', '.join(n for n in ours if n.startswith('caprese_'))}; or any lm-eval task)"
+        )
     method = {key: getattr(args, key) for key in method_option_names()}  # the very flags add_method_arguments made
     from ..io import check_output_dir
     from ..models.loading import check_model_options
 
     check_model_options(args.model, args.dtype, args.device)
     check_output_dir(args.out)  # before the model loads and the tasks run
-    lm = CapreseLM(pretrained=args.model, adapter=args.adapter, merged=args.merged, dtype=args.dtype,
-                   device=args.device, batch_size=args.batch_size, **method)
+    lm = CapreseLM(
+        pretrained=args.model,
+        adapter=args.adapter,
+        merged=args.merged,
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+        **method,
+    )
     started = time.time()
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     results = lm_eval.simple_evaluate(
-        model=lm, tasks=tasks, num_fewshot=args.num_fewshot, limit=limit, task_manager=manager,
+        model=lm,
+        tasks=tasks,
+        num_fewshot=args.num_fewshot,
+        limit=limit,
+        task_manager=manager,
         gen_kwargs=None if args.max_new_tokens is None else {"max_gen_toks": args.max_new_tokens},
-        apply_chat_template=args.apply_chat_template, log_samples=args.log_samples,
-        random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed, fewshot_random_seed=args.seed,
+        apply_chat_template=args.apply_chat_template,
+        log_samples=args.log_samples,
+        random_seed=args.seed,
+        numpy_random_seed=args.seed,
+        torch_random_seed=args.seed,
+        fewshot_random_seed=args.seed,
     )
     samples = results.pop("samples", None) or {}
     out = Path(args.out)
@@ -114,15 +144,27 @@ def run(args: argparse.Namespace) -> int:
     metrics = {
         "model": args.model,
         "tasks": tasks,
-        "results": {task: {k: v for k, v in values.items() if k not in ("name", "alias")}
-                    for task, values in jsonable["results"].items()},
+        "results": {
+            task: {k: v for k, v in values.items() if k not in ("name", "alias")}
+            for task, values in jsonable["results"].items()
+        },
         **lm.describe(),
         "last_session": lm.last_session,
-        "harness": {"lm_eval_version": getattr(lm_eval, "__version__", None), "limit": limit,
-                    "num_fewshot": args.num_fewshot, "apply_chat_template": args.apply_chat_template},
+        "harness": {
+            "lm_eval_version": getattr(lm_eval, "__version__", None),
+            "limit": limit,
+            "num_fewshot": args.num_fewshot,
+            "apply_chat_template": args.apply_chat_template,
+        },
         "seconds": time.time() - started,
-        "settings": {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
-                     "device": args.device, "seed": args.seed, "torch_threads": torch.get_num_threads()},
+        "settings": {
+            "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "dtype": args.dtype,
+            "device": args.device,
+            "seed": args.seed,
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
     for task, values in metrics["results"].items():

@@ -17,21 +17,75 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "so running the same command again resumes. Everything is checked before the first run.",
     )
     parser.add_argument("spec", help="the sweep spec, e.g. ablations/rank.yaml")
-    parser.add_argument("--workers", type=int, default=None, metavar="N", help="points run at once (local: default 1; ray: default what the cluster fits; slurm: the array's concurrency cap, default none)")
-    parser.add_argument("--dry-run", action="store_true", help="check the spec and list the points with their status; run nothing")
-    parser.add_argument("--only", action="append", default=[], metavar="KEY=VAL", help="run only points with KEY=VAL (repeatable; a key given twice allows either value)")
-    parser.add_argument("--full", action="store_true", help="use the spec's full: grid (the paper-sized sweep, into runs/<name>-full/)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds per run before it is killed and recorded as failed (default: the spec's timeout:, else 3600)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="points run at once (local: default 1; ray: default what the cluster fits; slurm: the array's concurrency cap, default none)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check the spec and list the points with their status; run nothing"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=VAL",
+        help="run only points with KEY=VAL (repeatable; a key given twice allows either value)",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="use the spec's full: grid (the paper-sized sweep, into runs/<name>-full/)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds per run before it is killed and recorded as failed (default: the spec's timeout:, else 3600)",
+    )
     parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="where sweep folders go (default runs/)")
-    parser.add_argument("--kernel", default=None, metavar="NAME", help="Jupyter kernel to run the notebook with (default caprese)")
+    parser.add_argument(
+        "--kernel", default=None, metavar="NAME", help="Jupyter kernel to run the notebook with (default caprese)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    cluster = parser.add_argument_group("on a cluster", "the same spec and runs/<sweep>/<run-id>/ layout on Ray or Slurm; the runs dir must be on a filesystem every node mounts (README: On a cluster)")
-    cluster.add_argument("--launcher", default="local", metavar="NAME", help="local (default: worker processes here), ray (pip install 'caprese[ray]'), slurm (pip install 'caprese[slurm]')")
-    cluster.add_argument("--address", default=None, metavar="ADDR", help="ray: the cluster to join (auto, ray://HOST:10001, HOST:6379); default: start a local one")
+    cluster = parser.add_argument_group(
+        "on a cluster",
+        "the same spec and runs/<sweep>/<run-id>/ layout on Ray or Slurm; the runs dir must be on a filesystem every node mounts (README: On a cluster)",
+    )
+    cluster.add_argument(
+        "--launcher",
+        default="local",
+        metavar="NAME",
+        help="local (default: worker processes here), ray (pip install 'caprese[ray]'), slurm (pip install 'caprese[slurm]')",
+    )
+    cluster.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="ray: the cluster to join (auto, ray://HOST:10001, HOST:6379); default: start a local one",
+    )
     cluster.add_argument("--partition", default=None, metavar="NAME", help="slurm: the partition")
-    cluster.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="slurm: minutes per job (default: the point timeout + 5)")
-    cluster.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VAL", help="slurm: another sbatch option, e.g. account=proj, qos=high, mem=64G (repeatable)")
-    cluster.add_argument("--submitit-cluster", default="slurm", metavar="NAME", help="slurm: submitit's executor, slurm (default) or local (jobs on this machine)")
+    cluster.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="slurm: minutes per job (default: the point timeout + 5)",
+    )
+    cluster.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VAL",
+        help="slurm: another sbatch option, e.g. account=proj, qos=high, mem=64G (repeatable)",
+    )
+    cluster.add_argument(
+        "--submitit-cluster",
+        default="slurm",
+        metavar="NAME",
+        help="slurm: submitit's executor, slurm (default) or local (jobs on this machine)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -47,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
             if not sep or not key.strip():
                 raise SweepSpecError(f"--slurm-option {item!r}: write KEY=VALUE, e.g. --slurm-option account=myproj")
             slurm_options[key.strip()] = value.strip()
-        options = LauncherOptions(address=args.address, partition=args.partition, time_limit_min=args.time_limit,
-                                  slurm_options=slurm_options, submitit_cluster=args.submitit_cluster)
+        options = LauncherOptions(
+            address=args.address,
+            partition=args.partition,
+            time_limit_min=args.time_limit,
+            slurm_options=slurm_options,
+            submitit_cluster=args.submitit_cluster,
+        )
         spec = load_spec(args.spec, full=args.full)
         report = run_sweep(
             spec,
@@ -63,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
             launcher_options=options,
         )
     except KeyboardInterrupt:
-        print("caprese sweep: interrupted; unfinished runs were stopped and resume when you run the same command again", file=sys.stderr)
+        print(
+            "caprese sweep: interrupted; unfinished runs were stopped and resume when you run the same command again",
+            file=sys.stderr,
+        )
         return 130
     except SweepSpecError as err:
         # one line per problem, every one of them, so a spec is fixed in one go

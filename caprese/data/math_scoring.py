@@ -81,11 +81,26 @@ def score_math_response(response: str, reference) -> dict:
     return {"predicted": found[-1] if found else None, "correct": correct}
 
 
-SCORINGS.register("gsm", Scoring("gsm", "GSM8K-style: `####`, `\\boxed{}` or last number, compared by value",
-                                 score_response, "Put your final answer after ####."), aliases=("numeric",))
-SCORINGS.register("math-verify", Scoring("math-verify", "MATH-style: last `\\boxed{}` compared with math-verify",
-                                         score_math_response, "Put your final answer within \\boxed{}."),
-                  aliases=("math", "math_verify"))
+SCORINGS.register(
+    "gsm",
+    Scoring(
+        "gsm",
+        "GSM8K-style: `####`, `\\boxed{}` or last number, compared by value",
+        score_response,
+        "Put your final answer after ####.",
+    ),
+    aliases=("numeric",),
+)
+SCORINGS.register(
+    "math-verify",
+    Scoring(
+        "math-verify",
+        "MATH-style: last `\\boxed{}` compared with math-verify",
+        score_math_response,
+        "Put your final answer within \\boxed{}.",
+    ),
+    aliases=("math", "math_verify"),
+)
 
 
 def score_with(scoring: str, response: str, reference) -> dict:

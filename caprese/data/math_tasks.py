@@ -32,13 +32,17 @@ def _level(value) -> int | None:
 def normalise_math_row(row: dict, index: int, source: str) -> dict:
     """Check a MATH-style row and map it to caprese's fields."""
     if "problem" not in row:
-        raise CapreseError(f"{source}: row {index} lacks field 'problem' (MATH-style rows need 'problem' and 'solution' or 'answer')")
+        raise CapreseError(
+            f"{source}: row {index} lacks field 'problem' (MATH-style rows need 'problem' and 'solution' or 'answer')"
+        )
     solution = str(row.get("solution") or "")
     final = row.get("answer")
     if final is None or not str(final).strip():
         final = extract_boxed(solution)
     if final is None:
-        raise CapreseError(f"{source}: row {index} has no 'answer' and its solution no \\boxed{{...}}: {solution[-60:]!r}")
+        raise CapreseError(
+            f"{source}: row {index} has no 'answer' and its solution no \\boxed{{...}}: {solution[-60:]!r}"
+        )
     row_id = row.get("id", row.get("unique_id"))
     return {
         "id": str(row_id) if row_id is not None else f"{Path(source).stem}-{index}",

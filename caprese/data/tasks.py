@@ -52,25 +52,48 @@ def load_toy_math(request: TaskRequest) -> list[dict]:
 
 
 def load_arithmetic(request: TaskRequest) -> list[dict]:
-    return arithmetic.generate_rows(request.samples, split="test", seed=request.seed,
-                                    levels=request.levels or arithmetic.LEVELS)
+    return arithmetic.generate_rows(
+        request.samples, split="test", seed=request.seed, levels=request.levels or arithmetic.LEVELS
+    )
 
 
 def load_toy_language(request: TaskRequest) -> list[dict]:
     return toy_language.generate_rows(request.samples, split="test", seed=request.seed)
 
 
-register_task(Task("toy-math", "held-out toy arithmetic word problems, levels 1-5 mixed evenly", load_toy_math, has_levels=True,
-                   check_levels=toy_math.check_levels))
-register_task(Task("arithmetic", "few-shot chat arithmetic, levels 1-5 (1: a + b one digit ... 5: a + b - c + d two digits)",
-                   load_arithmetic, has_levels=True, check_levels=arithmetic.check_levels))
+register_task(
+    Task(
+        "toy-math",
+        "held-out toy arithmetic word problems, levels 1-5 mixed evenly",
+        load_toy_math,
+        has_levels=True,
+        check_levels=toy_math.check_levels,
+    )
+)
+register_task(
+    Task(
+        "arithmetic",
+        "few-shot chat arithmetic, levels 1-5 (1: a + b one digit ... 5: a + b - c + d two digits)",
+        load_arithmetic,
+        has_levels=True,
+        check_levels=arithmetic.check_levels,
+    )
+)
 register_task(Task("toy-language", "held-out toy story questions (short answers, no arithmetic)", load_toy_language))
 register_task(
-    Task("gsm8k-100", "the 100 original GSM8K test problems behind GSM-Symbolic (offline)", lambda r: first(gsm.load_gsm8k_100(), r.samples)),
+    Task(
+        "gsm8k-100",
+        "the 100 original GSM8K test problems behind GSM-Symbolic (offline)",
+        lambda r: first(gsm.load_gsm8k_100(), r.samples),
+    ),
     aliases=("gsm8k100",),
 )
 register_task(
-    Task("gsm-symbolic", "reasoning-gym's seeded gsm_symbolic generator", lambda r: gsm.gsm_symbolic_rows(r.samples, r.seed)),
+    Task(
+        "gsm-symbolic",
+        "reasoning-gym's seeded gsm_symbolic generator",
+        lambda r: gsm.gsm_symbolic_rows(r.samples, r.seed),
+    ),
     aliases=("gsm_symbolic",),
 )
 

@@ -49,14 +49,19 @@ def _solution(answer: str) -> str:
 def _gsm8k_100(samples: int, seed: int) -> list[dict]:
     from .gsm import load_gsm8k_100
 
-    return [{"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])} for r in load_gsm8k_100()[:samples]]
+    return [
+        {"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])}
+        for r in load_gsm8k_100()[:samples]
+    ]
 
 
 def _gsm_symbolic(samples: int, seed: int) -> list[dict]:
     from .gsm import gsm_symbolic_rows
 
-    return [{"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])}
-            for r in gsm_symbolic_rows(samples, seed=seed + SYMBOLIC_SEED_OFFSET)]
+    return [
+        {"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])}
+        for r in gsm_symbolic_rows(samples, seed=seed + SYMBOLIC_SEED_OFFSET)
+    ]
 
 
 def _math_text(samples: int, seed: int) -> list[dict]:
@@ -76,11 +81,19 @@ def _kjv(samples: int, seed: int) -> list[dict]:
     return [{"id": f"kjv-genesis-{i}", "text": text} for i, text in enumerate(passages[:samples])]
 
 
-TEXT_SETS.register("gsm8k-100-solutions", TextSet("gsm8k-100-solutions", "GSM8K-100 reference solutions", _gsm8k_100, "math"))
-TEXT_SETS.register("gsm-symbolic-solutions",
-                   TextSet("gsm-symbolic-solutions", "reasoning-gym gsm_symbolic worked solutions", _gsm_symbolic, "math"))
-TEXT_SETS.register("math-text", TextSet("math-text", "GSM8K-100 then gsm-symbolic worked solutions", _math_text, "math"))
-TEXT_SETS.register("kjv-prose", TextSet("kjv-prose", "King James Version Genesis passages (public domain)", _kjv, "prose"))
+TEXT_SETS.register(
+    "gsm8k-100-solutions", TextSet("gsm8k-100-solutions", "GSM8K-100 reference solutions", _gsm8k_100, "math")
+)
+TEXT_SETS.register(
+    "gsm-symbolic-solutions",
+    TextSet("gsm-symbolic-solutions", "reasoning-gym gsm_symbolic worked solutions", _gsm_symbolic, "math"),
+)
+TEXT_SETS.register(
+    "math-text", TextSet("math-text", "GSM8K-100 then gsm-symbolic worked solutions", _math_text, "math")
+)
+TEXT_SETS.register(
+    "kjv-prose", TextSet("kjv-prose", "King James Version Genesis passages (public domain)", _kjv, "prose")
+)
 
 
 def load_text_rows(name: str, samples: int, seed: int = 0) -> list[dict]:
@@ -99,6 +112,11 @@ def texts_as_items(tokenizer, rows: list[dict]) -> list:
             items.append(row["text"])
         else:
             chat = bool(getattr(tokenizer, "chat_template", None))
-            items.append({"id": row["id"], "prompt": build_prompt(tokenizer, row["question"]),
-                          "response": row["solution"] if chat else f" {row['solution']}"})
+            items.append(
+                {
+                    "id": row["id"],
+                    "prompt": build_prompt(tokenizer, row["question"]),
+                    "response": row["solution"] if chat else f" {row['solution']}",
+                }
+            )
     return items

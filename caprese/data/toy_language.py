@@ -67,10 +67,19 @@ def story_facts(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
     activity, day, place = rng.choice(ACTIVITIES), rng.choice(DAYS), rng.choice(PLACES)
     who = dict(zip(("colour", "city", "activity", "day"), rng.choices((ann, tom, sam), k=4)))
     return {
-        "colour": (owns := f"{who['colour']}'s {obj} is {colour}.", f"What colour is {who['colour']}'s {obj}?", colour, owns),
+        "colour": (
+            owns := f"{who['colour']}'s {obj} is {colour}.",
+            f"What colour is {who['colour']}'s {obj}?",
+            colour,
+            owns,
+        ),
         "city": (lives := f"{who['city']} lives in {city}.", f"Where does {who['city']} live?", city, lives),
-        "activity": (likes := f"{who['activity']} likes to {activity}.", f"What does {who['activity']} like to do?",
-                     activity, likes),
+        "activity": (
+            likes := f"{who['activity']} likes to {activity}.",
+            f"What does {who['activity']} like to do?",
+            activity,
+            likes,
+        ),
         "day": (
             f"On {day}, {who['day']} went to the {place} with {sam if who['day'] != sam else ann}.",
             f"On which day did {who['day']} go to the {place}?",

@@ -34,28 +34,59 @@ STEP_LINE = re.compile(r"^([A-Z][a-z]+): (\d+) ([-+*/]) (\d+) = (\d+)\.$")  # "S
 
 # (name, subject pronoun, object pronoun, possessive)
 PEOPLE = (
-    ("Ann", "she", "her", "her"), ("Ben", "he", "him", "his"), ("Cara", "she", "her", "her"),
-    ("Dan", "he", "him", "his"), ("Eva", "she", "her", "her"), ("Finn", "he", "him", "his"),
-    ("Gina", "she", "her", "her"), ("Hugo", "he", "him", "his"), ("Iris", "she", "her", "her"),
-    ("Jack", "he", "him", "his"), ("Kim", "she", "her", "her"), ("Leo", "he", "him", "his"),
-    ("Mia", "she", "her", "her"), ("Noah", "he", "him", "his"), ("Olga", "she", "her", "her"),
-    ("Paul", "he", "him", "his"), ("Rosa", "she", "her", "her"), ("Sam", "he", "him", "his"),
-    ("Tina", "she", "her", "her"), ("Omar", "he", "him", "his"),
+    ("Ann", "she", "her", "her"),
+    ("Ben", "he", "him", "his"),
+    ("Cara", "she", "her", "her"),
+    ("Dan", "he", "him", "his"),
+    ("Eva", "she", "her", "her"),
+    ("Finn", "he", "him", "his"),
+    ("Gina", "she", "her", "her"),
+    ("Hugo", "he", "him", "his"),
+    ("Iris", "she", "her", "her"),
+    ("Jack", "he", "him", "his"),
+    ("Kim", "she", "her", "her"),
+    ("Leo", "he", "him", "his"),
+    ("Mia", "she", "her", "her"),
+    ("Noah", "he", "him", "his"),
+    ("Olga", "she", "her", "her"),
+    ("Paul", "he", "him", "his"),
+    ("Rosa", "she", "her", "her"),
+    ("Sam", "he", "him", "his"),
+    ("Tina", "she", "her", "her"),
+    ("Omar", "he", "him", "his"),
 )
 ITEMS = (
-    "apples", "marbles", "stickers", "coins", "cards", "books", "pencils", "shells",
-    "stamps", "beads", "cookies", "eggs", "toys", "buttons", "flowers", "candies",
+    "apples",
+    "marbles",
+    "stickers",
+    "coins",
+    "cards",
+    "books",
+    "pencils",
+    "shells",
+    "stamps",
+    "beads",
+    "cookies",
+    "eggs",
+    "toys",
+    "buttons",
+    "flowers",
+    "candies",
 )
 
 # Each operation has sentence templates; {P}/{p} subject pronoun, {o} object, {s} possessive,
 # {F} a friend's name, {n} the operand, {i} the item word.
 TEMPLATES = {
     "+": (
-        "{p} buys {n} more {i}.", "{p} finds {n} more {i}.", "{F} gives {o} {n} {i}.",
+        "{p} buys {n} more {i}.",
+        "{p} finds {n} more {i}.",
+        "{F} gives {o} {n} {i}.",
         "{p} gets {n} more {i} from {F}.",
     ),
     "-": (
-        "{p} gives {n} {i} to {F}.", "{p} loses {n} {i}.", "{p} sells {n} {i}.",
+        "{p} gives {n} {i} to {F}.",
+        "{p} loses {n} {i}.",
+        "{p} sells {n} {i}.",
         "{p} uses {n} of {s} {i}.",
     ),
     "*": ("{p} has {n} times as many {i}.", "the number of {s} {i} grows {n} times."),
@@ -177,7 +208,10 @@ def make_problem(rng: random.Random, level: int) -> MathProblem:
     steps = draw_steps(rng, start, level)
     opening = f"{person[0]} has {start} {item}."
     used: set[str] = set()
-    events = [f"{ordinal}, {describe_step(rng, step, person, friend[0], item, used)}" for ordinal, step in zip(ORDINALS, steps)]
+    events = [
+        f"{ordinal}, {describe_step(rng, step, person, friend[0], item, used)}"
+        for ordinal, step in zip(ORDINALS, steps)
+    ]
     question = " ".join([opening, *events, f"How many {item} does {person[0]} have now?"])
     final = steps[-1].result
     worked = "\n".join(f"{ordinal}: {step.equation()}" for ordinal, step in zip(ORDINALS, steps))

@@ -10,12 +10,12 @@ Any FFN approximation plugs into the same measurement: `ResidualStudy.observe(la
 
 from .error import ErrorMeter
 from .pipeline import (
-                       DiagnoseConfig,
-                       DiagnosticsResult,
-                       GeneratedSample,
-                       generate_continuations,
-                       load_prompts,
-                       run_diagnostics,
+    DiagnoseConfig,
+    DiagnosticsResult,
+    GeneratedSample,
+    generate_continuations,
+    load_prompts,
+    run_diagnostics,
 )
 from .reconstruction import OracleTopKProbe, ResidualStudy, default_ranks, oracle_labels, split_of, teacher_callback
 

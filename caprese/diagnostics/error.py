@@ -34,7 +34,9 @@ class ErrorMeter(StreamingStatistic):
 
     def update(self, reference: torch.Tensor, approx: torch.Tensor) -> None:
         if reference.shape != approx.shape:
-            raise CapreseError(f"reference {tuple(reference.shape)} and approximation {tuple(approx.shape)} differ in shape")
+            raise CapreseError(
+                f"reference {tuple(reference.shape)} and approximation {tuple(approx.shape)} differ in shape"
+            )
         ref = reference.reshape(-1, reference.shape[-1]).double()
         app = approx.reshape(-1, approx.shape[-1]).double()
         if ref.shape[0] == 0:

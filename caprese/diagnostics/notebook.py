@@ -35,16 +35,28 @@ def check_notebook_parameters(parameters: dict[str, Any], notebook: str | Path =
             raise CapreseError(unknown)
 
 
-def execute_notebook(parameters: dict[str, Any], output: str | Path, *, notebook: str | Path = NOTEBOOK,
-                     kernel: str = KERNEL, timeout: int = 1800) -> Path:
+def execute_notebook(
+    parameters: dict[str, Any],
+    output: str | Path,
+    *,
+    notebook: str | Path = NOTEBOOK,
+    kernel: str = KERNEL,
+    timeout: int = 1800,
+) -> Path:
     """Check the parameters, then execute the notebook with papermill into `output` (an .ipynb path)."""
     import papermill
 
     check_notebook_parameters(parameters, notebook)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=kernel,
-                               execution_timeout=timeout, progress_bar=False)
+    papermill.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters=parameters,
+        kernel_name=kernel,
+        execution_timeout=timeout,
+        progress_bar=False,
+    )
     return output
 
 
@@ -57,14 +69,27 @@ def _check_list(name: str, value: Any, kinds: tuple[type, ...], what: str, *, al
     if value is None and allow_none:
         return None
     if not isinstance(value, (list, tuple)) or not value:
-        raise CapreseError(f"parameter {name}={value!r} must be a non-empty list of {what}" + (" or None" if allow_none else ""))
+        raise CapreseError(
+            f"parameter {name}={value!r} must be a non-empty list of {what}" + (" or None" if allow_none else "")
+        )
     for item in value:
         _check_type(name, item, kinds, f"a list of {what}")
     return tuple(value)
 
 
-def notebook_config(*, model: Any, data: Any, samples: Any, layers: Any, densities: Any, ranks: Any,
-                    out: Any, max_new_tokens: Any = 96, batch_size: Any = 8, results: Any = None) -> DiagnoseConfig:
+def notebook_config(
+    *,
+    model: Any,
+    data: Any,
+    samples: Any,
+    layers: Any,
+    densities: Any,
+    ranks: Any,
+    out: Any,
+    max_new_tokens: Any = 96,
+    batch_size: Any = 8,
+    results: Any = None,
+) -> DiagnoseConfig:
     """Type-check the notebook's parameters (JSON-able values) and build the run's config.
 
     `results`, when given, must be a finished diagnose folder (checked here, before anything runs)."""
@@ -76,11 +101,19 @@ def notebook_config(*, model: Any, data: Any, samples: Any, layers: Any, densiti
         _check_type("results", results, (str,), "a diagnose folder (string) or None")
         missing = [name for name in FOLDER_FILES if not (Path(results).expanduser() / name).is_file()]
         if missing:
-            raise CapreseError(f"parameter results={results!r} is not a finished diagnose folder (no {', '.join(missing)})")
+            raise CapreseError(
+                f"parameter results={results!r} is not a finished diagnose folder (no {', '.join(missing)})"
+            )
     for name, value in (("samples", samples), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
         _check_type(name, value, (int,), "an integer")
     layers = _check_list("layers", layers, (int,), "layer indices", allow_none=True)
     densities = _check_list("densities", densities, (int, float), "numbers in (0, 1]", allow_none=False)
     ranks = _check_list("ranks", ranks, (int,), "integers", allow_none=True)
-    return DiagnoseConfig(samples=samples, layers=layers, densities=densities, ranks=ranks,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return DiagnoseConfig(
+        samples=samples,
+        layers=layers,
+        densities=densities,
+        ranks=ranks,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )

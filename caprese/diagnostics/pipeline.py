@@ -88,8 +88,9 @@ def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
 
 
 @torch.inference_mode()
-def generate_continuations(model, tokenizer, prompts: Sequence[dict], *, max_new_tokens: int, batch_size: int,
-                           progress: bool = True) -> list[GeneratedSample]:
+def generate_continuations(
+    model, tokenizer, prompts: Sequence[dict], *, max_new_tokens: int, batch_size: int, progress: bool = True
+) -> list[GeneratedSample]:
     """Greedy continuations of `prompts` ({"id", "prompt"} rows), batched with left padding.
 
     Token ids, not text, are what the traced pass needs (re-tokenising text can change them),
@@ -109,8 +110,15 @@ def generate_continuations(model, tokenizer, prompts: Sequence[dict], *, max_new
         for row, r in enumerate(rows):
             prompt = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
             generated = _until_eos(out[row, width:].tolist(), eos)
-            samples.append(GeneratedSample(start + row, str(r.get("id", start + row)), prompt, generated,
-                                           tokenizer.decode(generated, skip_special_tokens=True)))
+            samples.append(
+                GeneratedSample(
+                    start + row,
+                    str(r.get("id", start + row)),
+                    prompt,
+                    generated,
+                    tokenizer.decode(generated, skip_special_tokens=True),
+                )
+            )
         bar.update(len(rows))
     bar.close()
     return samples
@@ -152,10 +160,16 @@ class DiagnosticsResult:
         out = []
         for (density, rank), rows in sorted(groups.items()):
             n = len(rows)
-            out.append({"density": density, "rank": rank,
-                        "relative_l2": sum(r["relative_l2"] for r in rows) / n,
-                        "cosine": sum(r["cosine"] for r in rows) / n,
-                        "layers": n, "tokens": rows[0]["tokens"]})
+            out.append(
+                {
+                    "density": density,
+                    "rank": rank,
+                    "relative_l2": sum(r["relative_l2"] for r in rows) / n,
+                    "cosine": sum(r["cosine"] for r in rows) / n,
+                    "layers": n,
+                    "tokens": rows[0]["tokens"],
+                }
+            )
         return out
 
     def rank_versus_density(self) -> list[dict[str, Any]]:
@@ -184,9 +198,18 @@ class DiagnosticsResult:
                     lo, hi = max(below), min(above)
                     e_lo, e_hi = table[(lo, 0)], table[(hi, 0)]
                     dense_error, measured = e_lo + (e_hi - e_lo) * (target - lo) / (hi - lo), False
-                out.append({"density": d, "rank": r, "error_rank0": table[(d, 0)], "error_with_rank": table[(d, r)],
-                            "density_plus_r_over_dff": target, "error_at_that_density": dense_error,
-                            "measured": measured, "rank_wins": table[(d, r)] < dense_error})
+                out.append(
+                    {
+                        "density": d,
+                        "rank": r,
+                        "error_rank0": table[(d, 0)],
+                        "error_with_rank": table[(d, r)],
+                        "density_plus_r_over_dff": target,
+                        "error_at_that_density": dense_error,
+                        "measured": measured,
+                        "rank_wins": table[(d, r)] < dense_error,
+                    }
+                )
         return out
 
     def warnings(self) -> list[str]:
@@ -195,19 +218,28 @@ class DiagnosticsResult:
         fit_tokens = min((int(acc.count) for acc in self.study.fits.values()), default=None)
         # measured on toy-math (D=128): ~580 fit tokens made every rank raise the held-out error
         if fit_tokens is not None and fit_tokens < MIN_FIT_TOKENS_PER_DIM * self.hidden_size:
-            out.append(f"the rank-r fit saw {fit_tokens} generated tokens for D={self.hidden_size} inputs: "
-                       "corrections may overfit (held-out errors show it); use more --samples or --max-new-tokens")
+            out.append(
+                f"the rank-r fit saw {fit_tokens} generated tokens for D={self.hidden_size} inputs: "
+                "corrections may overfit (held-out errors show it); use more --samples or --max-new-tokens"
+            )
         return out
 
     def summary(self) -> dict[str, Any]:
         generated = [len(s.generated_ids) for s in self.samples]
         return {
-            "model": self.model, "data": self.data, "config": asdict(self.config),
-            "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
-            "num_layers": self.num_layers, "layers": self.layers, "ranks": list(self.ranks),
-            "samples": len(self.samples), "generated_tokens": sum(generated),
+            "model": self.model,
+            "data": self.data,
+            "config": asdict(self.config),
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_layers": self.num_layers,
+            "layers": self.layers,
+            "ranks": list(self.ranks),
+            "samples": len(self.samples),
+            "generated_tokens": sum(generated),
             "split": "sequence-level: even samples fit the rank-r corrections, odd samples measure errors",
-            "figure2": self.figure2_rows(), "rank_versus_density": self.rank_versus_density(),
+            "figure2": self.figure2_rows(),
+            "rank_versus_density": self.rank_versus_density(),
             "warnings": self.warnings(),
         }
 
@@ -223,9 +255,20 @@ class DiagnosticsResult:
             "errors_json": write_json(out / "errors.json", self.all_error_rows()),
             "errors_csv": write_csv(out / "errors.csv", self.all_error_rows()),
             "figure2_csv": write_csv(out / "figure2.csv", self.figure2_rows()),
-            "generations": write_jsonl(out / "generations.jsonl", [
-                {"index": s.index, "id": s.id, "split": split_of(s.index), "prompt_tokens": len(s.prompt_ids),
-                 "generated_tokens": len(s.generated_ids), "text": s.text} for s in self.samples]),
+            "generations": write_jsonl(
+                out / "generations.jsonl",
+                [
+                    {
+                        "index": s.index,
+                        "id": s.id,
+                        "split": split_of(s.index),
+                        "prompt_tokens": len(s.prompt_ids),
+                        "generated_tokens": len(s.generated_ids),
+                        "text": s.text,
+                    }
+                    for s in self.samples
+                ],
+            ),
         }
         buffer = io.BytesIO()
         state = {"stats": self.stats.state_dict(), "study": self.study.state_dict()}
@@ -246,8 +289,10 @@ def load_prompt_rows(data: str, samples: int, seed: int = 0) -> list[dict]:
     if path.suffix == ".jsonl" and path.is_file():
         rows = read_jsonl(path)
         if rows and all("prompt" in row for row in rows):
-            return [{"id": str(row.get("id", f"{path.stem}-{i}")), "prompt": str(row["prompt"])}
-                    for i, row in enumerate(rows[:samples])]
+            return [
+                {"id": str(row.get("id", f"{path.stem}-{i}")), "prompt": str(row["prompt"])}
+                for i, row in enumerate(rows[:samples])
+            ]
     from ..data.tasks import load_task_rows
 
     return load_task_rows(str(data), samples, seed)
@@ -256,8 +301,12 @@ def load_prompt_rows(data: str, samples: int, seed: int = 0) -> list[dict]:
 def build_prompts(rows: Sequence[dict], tokenizer) -> list[dict]:
     from ..data.prompts import build_prompt
 
-    return [row if "prompt" in row and "question" not in row
-            else {"id": str(row["id"]), "prompt": build_prompt(tokenizer, row["question"])} for row in rows]
+    return [
+        row
+        if "prompt" in row and "question" not in row
+        else {"id": str(row["id"]), "prompt": build_prompt(tokenizer, row["question"])}
+        for row in rows
+    ]
 
 
 def load_prompts(data: str, tokenizer, samples: int, seed: int = 0) -> list[dict]:
@@ -265,8 +314,16 @@ def load_prompts(data: str, tokenizer, samples: int, seed: int = 0) -> list[dict
     return build_prompts(load_prompt_rows(data, samples, seed), tokenizer)
 
 
-def run_diagnostics(model, tokenizer, prompts: Sequence[dict], config: DiagnoseConfig | None = None, *,
-                    model_name: str = "", data_name: str = "", progress: bool = True) -> DiagnosticsResult:
+def run_diagnostics(
+    model,
+    tokenizer,
+    prompts: Sequence[dict],
+    config: DiagnoseConfig | None = None,
+    *,
+    model_name: str = "",
+    data_name: str = "",
+    progress: bool = True,
+) -> DiagnosticsResult:
     """Generate, then trace statistics and the oracle top-k reconstruction study (see module docstring)."""
     config = config or DiagnoseConfig()
     if not prompts:
@@ -277,11 +334,15 @@ def run_diagnostics(model, tokenizer, prompts: Sequence[dict], config: DiagnoseC
     ranks = check_ranks(config.ranks if config.ranks is not None else default_ranks(hidden), hidden)
     prompts = list(prompts)[: config.samples]
     if ranks and len(prompts) < 2:
-        raise CapreseError(f"rank-r corrections need at least 2 samples (one to fit, one to measure), got {len(prompts)}")
-    samples = generate_continuations(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
-                                     batch_size=config.batch_size, progress=progress)
-    stats = FFNStatistics.for_model(model, layers, StatsConfig(epsilons=config.epsilons, densities=config.densities),
-                                    blocks=blocks)
+        raise CapreseError(
+            f"rank-r corrections need at least 2 samples (one to fit, one to measure), got {len(prompts)}"
+        )
+    samples = generate_continuations(
+        model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, progress=progress
+    )
+    stats = FFNStatistics.for_model(
+        model, layers, StatsConfig(epsilons=config.epsilons, densities=config.densities), blocks=blocks
+    )
     study = ResidualStudy(hidden, layers, oracle_labels(config.densities), ranks, ridge=config.ridge)
     prompt_study = study.measurer()
     probe = OracleTopKProbe(study, blocks, config.densities, prompt_study=prompt_study)
@@ -289,20 +350,26 @@ def run_diagnostics(model, tokenizer, prompts: Sequence[dict], config: DiagnoseC
     device = next(model.parameters()).device
     splits = ("fit", "eval") if ranks else ("eval",)
     bar = tqdm(total=len(samples), desc="trace", unit="seq", disable=not progress)
-    with torch.inference_mode(), PhaseTracker(model) as tracker, \
-            collect_statistics(model, stats, tracker=tracker, blocks=blocks), \
-            Trace(model, probe.points, layers, callback=probe.callbacks(tracker), blocks=blocks):
+    with (
+        torch.inference_mode(),
+        PhaseTracker(model) as tracker,
+        collect_statistics(model, stats, tracker=tracker, blocks=blocks),
+        Trace(model, probe.points, layers, callback=probe.callbacks(tracker), blocks=blocks),
+    ):
         for split in splits:
             study.set_split(split)
             chosen = [s for s in samples if split_of(s.index) == split or len(splits) == 1]
             for start in range(0, len(chosen), config.batch_size):
                 part = chosen[start : start + config.batch_size]
-                batch = teacher_forced_batch([s.prompt_ids for s in part], [s.generated_ids for s in part], pad_id).to(device)
+                batch = teacher_forced_batch([s.prompt_ids for s in part], [s.generated_ids for s in part], pad_id).to(
+                    device
+                )
                 with tracker.teacher_forced(batch.prompt_lengths):
                     model(**batch.model_inputs(), use_cache=False)
                 bar.update(len(part))
             if split == "fit":
                 study.fit()
     bar.close()
-    return DiagnosticsResult(model_name, data_name, config, hidden, width, len(blocks), ranks, stats, study, samples,
-                             prompt_study)
+    return DiagnosticsResult(
+        model_name, data_name, config, hidden, width, len(blocks), ranks, stats, study, samples, prompt_study
+    )

@@ -75,8 +75,15 @@ def quantile_plot(stats: FFNStatistics) -> Figure:
     for phase in PHASES:
         for q, color in zip(qs, colors):
             values = [stats.layer(layer).z.quantile(q, phase) for layer in layers]
-            ax.plot(layers, values, PHASE_STYLE[phase], color=color, marker="o", markersize=3,
-                    label=f"q={q:g}" if phase == "generated" else None)
+            ax.plot(
+                layers,
+                values,
+                PHASE_STYLE[phase],
+                color=color,
+                marker="o",
+                markersize=3,
+                label=f"q={q:g}" if phase == "generated" else None,
+            )
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
@@ -124,10 +131,9 @@ def layer_histograms(stats: FFNStatistics, layer: int) -> Figure:
             total = hist.total(phase)
             if total == 0 or counts.numel() == 0:
                 continue
-            widths = (upper.log10() - lower.clamp_min(1e-45).log10())
+            widths = upper.log10() - lower.clamp_min(1e-45).log10()
             density = (counts.double() / total) / widths
-            ax.stairs(density.tolist(), [lower[0].item()] + upper.tolist(), label=phase,
-                      linestyle=PHASE_STYLE[phase])
+            ax.stairs(density.tolist(), [lower[0].item()] + upper.tolist(), label=phase, linestyle=PHASE_STYLE[phase])
         ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel("density per log10 unit")
@@ -136,8 +142,9 @@ def layer_histograms(stats: FFNStatistics, layer: int) -> Figure:
     return fig
 
 
-def layer_panel(stats: FFNStatistics, errors: list[dict[str, Any]], layer: int, phase: str, *,
-                epsilon: float | None = None) -> Figure:
+def layer_panel(
+    stats: FFNStatistics, errors: list[dict[str, Any]], layer: int, phase: str, *, epsilon: float | None = None
+) -> Figure:
     """Everything about one layer in one phase (the other phase drawn faint for reference):
     |Z| (and |σ(gate)|) histogram, fraction |Z| ≤ ε vs ε (the chosen ε marked), top-k energy kept
     and GRIFFIN flocking overlap vs density, and figure 2's error vs density per correction rank.
@@ -150,17 +157,25 @@ def layer_panel(stats: FFNStatistics, errors: list[dict[str, Any]], layer: int, 
     fig = ReportFigure(figsize=(9.0, 6.4), layout="constrained")
     (ax_hist, ax_eps), (ax_topk, ax_err) = fig.subplots(2, 2)
 
-    parts = [("|Z|", layer_stats.z, "C0")] + ([("|σ(x W_g)|", layer_stats.gate, "C1")] if layer_stats.gate is not None else [])
+    parts = [("|Z|", layer_stats.z, "C0")] + (
+        [("|σ(x W_g)|", layer_stats.gate, "C1")] if layer_stats.gate is not None else []
+    )
     for name, hist, color in parts:
         for p, alpha in ((phase, 1.0), (other, 0.3)):
             lower, upper, counts = hist.nonzero_bins(p)
             total = hist.total(p)
             if total == 0 or counts.numel() == 0:
                 continue
-            widths = (upper.log10() - lower.clamp_min(1e-45).log10())
+            widths = upper.log10() - lower.clamp_min(1e-45).log10()
             density = (counts.double() / total) / widths
-            ax_hist.stairs(density.tolist(), [lower[0].item()] + upper.tolist(), color=color, alpha=alpha,
-                           linestyle=PHASE_STYLE[p], label=f"{name} ({p})")
+            ax_hist.stairs(
+                density.tolist(),
+                [lower[0].item()] + upper.tolist(),
+                color=color,
+                alpha=alpha,
+                linestyle=PHASE_STYLE[p],
+                label=f"{name} ({p})",
+            )
     ax_hist.set_xscale("log")
     ax_hist.set_xlabel("magnitude")
     ax_hist.set_ylabel("density per log10 unit")
@@ -184,11 +199,27 @@ def layer_panel(stats: FFNStatistics, errors: list[dict[str, Any]], layer: int, 
     densities = list(stats.config.densities)
     for p, alpha in ((phase, 1.0), (other, 0.3)):
         if layer_stats.topk is not None:
-            ax_topk.plot(densities, layer_stats.topk.kept_fractions(p), PHASE_STYLE[p], marker="o", markersize=3,
-                         color="C2", alpha=alpha, label=f"top-k energy kept ({p})")
+            ax_topk.plot(
+                densities,
+                layer_stats.topk.kept_fractions(p),
+                PHASE_STYLE[p],
+                marker="o",
+                markersize=3,
+                color="C2",
+                alpha=alpha,
+                label=f"top-k energy kept ({p})",
+            )
         if layer_stats.flocking is not None:
-            ax_topk.plot(densities, layer_stats.flocking.overlaps(p), PHASE_STYLE[p], marker="s", markersize=3,
-                         color="C4", alpha=alpha, label=f"GRIFFIN overlap ({p})")
+            ax_topk.plot(
+                densities,
+                layer_stats.flocking.overlaps(p),
+                PHASE_STYLE[p],
+                marker="s",
+                markersize=3,
+                color="C4",
+                alpha=alpha,
+                label=f"GRIFFIN overlap ({p})",
+            )
     ax_topk.set_ylim(0, 1.02)
     ax_topk.set_xlabel("density k / D_FF")
     ax_topk.set_ylabel("fraction")
@@ -202,11 +233,24 @@ def layer_panel(stats: FFNStatistics, errors: list[dict[str, Any]], layer: int, 
         by_rank.setdefault(r["rank"], {})[r["density"]] = r["relative_l2"]
     for i, (rank, points) in enumerate(sorted(by_rank.items())):
         ds = sorted(points)
-        ax_err.plot(ds, [points[d] for d in ds], marker="o", markersize=3, color=f"C{i}",
-                    label="top-k" if rank == 0 else f"top-k + rank {rank}")
+        ax_err.plot(
+            ds,
+            [points[d] for d in ds],
+            marker="o",
+            markersize=3,
+            color=f"C{i}",
+            label="top-k" if rank == 0 else f"top-k + rank {rank}",
+        )
     if not rows:
-        ax_err.text(0.5, 0.5, f"no reconstruction errors\nrecorded for {phase} tokens", ha="center", va="center",
-                    transform=ax_err.transAxes, fontsize=9)
+        ax_err.text(
+            0.5,
+            0.5,
+            f"no reconstruction errors\nrecorded for {phase} tokens",
+            ha="center",
+            va="center",
+            transform=ax_err.transAxes,
+            fontsize=9,
+        )
     else:
         ax_err.set_ylim(bottom=0)
         ax_err.legend(fontsize=7)

@@ -78,12 +78,20 @@ class ResidualStudy:
             raise CapreseError("a residual study needs at least one approximation label")
         self.ranks = check_ranks(ranks, self.hidden_size)
         self.ridge = float(ridge)
-        self.fits = {
-            layer: RegressionAccumulator(self.hidden_size, self.hidden_size, len(self.labels), device=device)
+        self.fits = (
+            {
+                layer: RegressionAccumulator(self.hidden_size, self.hidden_size, len(self.labels), device=device)
+                for layer in self.layers
+            }
+            if self.ranks
+            else {}
+        )
+        self.meters = {
+            (layer, label, rank): ErrorMeter()
             for layer in self.layers
-        } if self.ranks else {}
-        self.meters = {(layer, label, rank): ErrorMeter() for layer in self.layers for label in self.labels
-                       for rank in (0,) + self.ranks}
+            for label in self.labels
+            for rank in (0,) + self.ranks
+        }
         self.factors: dict[tuple[int, str], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.split = "fit" if self.ranks else "eval"
         self._fitted_by = self  # the study whose fit split produced `factors`
@@ -107,12 +115,16 @@ class ResidualStudy:
             raise CapreseError("call fit() after the fit split and before the eval split")
         self.split = split
 
-    def observe(self, layer: int, x: torch.Tensor, reference: torch.Tensor, approximations: Mapping[str, torch.Tensor]) -> None:
+    def observe(
+        self, layer: int, x: torch.Tensor, reference: torch.Tensor, approximations: Mapping[str, torch.Tensor]
+    ) -> None:
         """(N, D) FFN inputs, FF(x) and every label's FF̂(x) on the same N tokens."""
         if layer not in self.layers:
             raise CapreseError(f"layer {layer} is not part of this study (layers: {list(self.layers)})")
         if set(approximations) != set(self.labels):
-            raise CapreseError(f"approximations {sorted(approximations)} do not match the study's labels {sorted(self.labels)}")
+            raise CapreseError(
+                f"approximations {sorted(approximations)} do not match the study's labels {sorted(self.labels)}"
+            )
         if x.shape[0] == 0:
             return
         if self.ranks and not self.fits and not self.factors:
@@ -131,8 +143,9 @@ class ResidualStudy:
                 correction = (x.to(L.dtype) @ L.to(x.device)) @ R.to(x.device)
                 self.meters[(layer, label, rank)].update(reference, approx + correction.to(approx.dtype))
 
-    def observe_residuals(self, layer: int, x: torch.Tensor, reference: torch.Tensor,
-                          residuals: Mapping[str, torch.Tensor]) -> None:
+    def observe_residuals(
+        self, layer: int, x: torch.Tensor, reference: torch.Tensor, residuals: Mapping[str, torch.Tensor]
+    ) -> None:
         """Same as `observe`, given FF(x) − FF̂(x) per label instead of FF̂(x)."""
         self.observe(layer, x, reference, {label: reference - r for label, r in residuals.items()})
 
@@ -151,20 +164,34 @@ class ResidualStudy:
         for (layer, label, rank), meter in self.meters.items():
             fits = self._fitted_by.fits
             fit_tokens = int(fits[layer].count) if fits else 0
-            rows.append({"layer": layer, "label": label, **self.labels[label], "rank": rank,
-                         **meter.result(), "fit_tokens": fit_tokens})
+            rows.append(
+                {
+                    "layer": layer,
+                    "label": label,
+                    **self.labels[label],
+                    "rank": rank,
+                    **meter.result(),
+                    "fit_tokens": fit_tokens,
+                }
+            )
         return rows
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "labels": self.labels, "ranks": list(self.ranks), "layers": list(self.layers), "ridge": self.ridge,
+            "labels": self.labels,
+            "ranks": list(self.ranks),
+            "layers": list(self.layers),
+            "ridge": self.ridge,
             "fits": {layer: acc.state_dict() for layer, acc in self.fits.items()},
             "meters": {f"{layer}|{label}|{rank}": m.state_dict() for (layer, label, rank), m in self.meters.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if list(state["ranks"]) != list(self.ranks) or list(state["layers"]) != list(self.layers) \
-                or list(state["labels"]) != list(self.labels):
+        if (
+            list(state["ranks"]) != list(self.ranks)
+            or list(state["layers"]) != list(self.layers)
+            or list(state["labels"]) != list(self.labels)
+        ):
             raise CapreseError("study state has other layers, labels or ranks than this study")
         for layer, acc in self.fits.items():
             acc.load_state_dict(state["fits"][layer])
@@ -198,8 +225,9 @@ class OracleTopKProbe:
 
     points = ("ffn_in", "z", "ffn_out")
 
-    def __init__(self, study: ResidualStudy, blocks, densities: Iterable[float], *,
-                 prompt_study: ResidualStudy | None = None):
+    def __init__(
+        self, study: ResidualStudy, blocks, densities: Iterable[float], *, prompt_study: ResidualStudy | None = None
+    ):
         self.study = study
         self.prompt_study = prompt_study
         self.blocks = blocks
@@ -219,7 +247,9 @@ class OracleTopKProbe:
         def on_out(layer: int, out: torch.Tensor) -> None:
             x, z = self._x.pop(layer, None), self._z.pop(layer, None)
             if x is None or z is None:
-                raise CapreseError(f"layer {layer}: FFN output arrived without its input and Z (is a method wrapper slicing W_2?)")
+                raise CapreseError(
+                    f"layer {layer}: FFN output arrived without its input and Z (is a method wrapper slicing W_2?)"
+                )
             phase = tracker.phase()
             if self.prompt_study is not None and self.study.split == "eval":
                 prompt = phase.prompt_valid

@@ -45,12 +45,15 @@ class DiagnosticsView:
         folder = Path(folder).expanduser()
         missing = [name for name in FOLDER_FILES if not (folder / name).is_file()]
         if missing:
-            raise CapreseError(f"{str(folder)!r} is not a finished diagnose folder: no {', '.join(missing)} "
-                               f"(write one with: caprese diagnose --model M --data D --out {folder})")
+            raise CapreseError(
+                f"{str(folder)!r} is not a finished diagnose folder: no {', '.join(missing)} "
+                f"(write one with: caprese diagnose --model M --data D --out {folder})"
+            )
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
         stats = FFNStatistics.from_state_dict(state["stats"])
-        errors = [{**row, "phase": row.get("phase", "generated")}
-                  for row in json.loads((folder / "errors.json").read_text())]
+        errors = [
+            {**row, "phase": row.get("phase", "generated")} for row in json.loads((folder / "errors.json").read_text())
+        ]
         return cls(stats, errors, json.loads((folder / "summary.json").read_text()), folder)
 
     # -- what there is ---------------------------------------------------------------------------
@@ -71,7 +74,9 @@ class DiagnosticsView:
         self.stats.layer(layer)
         phase_index(phase)
         if epsilon is not None and epsilon not in self.epsilons:
-            raise CapreseError(f"ε={epsilon!r} was not recorded (recorded: {', '.join(f'{e:g}' for e in self.epsilons)})")
+            raise CapreseError(
+                f"ε={epsilon!r} was not recorded (recorded: {', '.join(f'{e:g}' for e in self.epsilons)})"
+            )
 
     # -- one layer -------------------------------------------------------------------------------
     def error_rows(self, layer: int, phase: str) -> list[dict[str, Any]]:
@@ -92,21 +97,36 @@ class DiagnosticsView:
             at_d = {r["rank"]: r["relative_l2"] for r in errors if r["density"] == d}
             ranked = {rank: e for rank, e in at_d.items() if rank > 0}
             best = min(ranked, key=ranked.get) if ranked else None
-            per_density.append({"density": d, "topk_energy_kept": topk[i], "griffin_overlap": overlap[i],
-                                "error_topk": at_d.get(0, math.nan), "best_rank": best,
-                                "error_best_rank": ranked[best] if best is not None else math.nan})
+            per_density.append(
+                {
+                    "density": d,
+                    "topk_energy_kept": topk[i],
+                    "griffin_overlap": overlap[i],
+                    "error_topk": at_d.get(0, math.nan),
+                    "best_rank": best,
+                    "error_best_rank": ranked[best] if best is not None else math.nan,
+                }
+            )
         return {
-            "layer": layer, "phase": phase, "tokens": stats.z.total(phase) // stats.width, "width": stats.width,
-            "epsilon": epsilon, "sparsity": stats.z.fractions(phase)[self.epsilons.index(epsilon)],
-            "median_abs_z": stats.z.quantile(0.5, phase), "densities": per_density,
+            "layer": layer,
+            "phase": phase,
+            "tokens": stats.z.total(phase) // stats.width,
+            "width": stats.width,
+            "epsilon": epsilon,
+            "sparsity": stats.z.fractions(phase)[self.epsilons.index(epsilon)],
+            "median_abs_z": stats.z.quantile(0.5, phase),
+            "densities": per_density,
         }
 
     def figure(self, layer: int, phase: str, epsilon: float | None = None):
         self.check(layer, phase, epsilon)
-        return plots.layer_panel(self.stats, self.errors, layer, phase,
-                                 epsilon=self.default_epsilon if epsilon is None else epsilon)
+        return plots.layer_panel(
+            self.stats, self.errors, layer, phase, epsilon=self.default_epsilon if epsilon is None else epsilon
+        )
 
-    def export(self, layer: int, phase: str, epsilon: float | None = None, out: str | Path | None = None) -> dict[str, Path]:
+    def export(
+        self, layer: int, phase: str, epsilon: float | None = None, out: str | Path | None = None
+    ) -> dict[str, Path]:
         """The layer's figure as PNG and PDF under `out` (default: <folder>/explorer/)."""
         if out is None:
             if self.folder is None:

@@ -60,16 +60,21 @@ def _rank(rank) -> str:
 def numbers_html(n: dict) -> str:
     """The layer's numbers as a small HTML table (plain text inside: the browser test reads it)."""
     eps = plots._eps_label(n["epsilon"])
-    head = (f"<b>layer {n['layer']}</b>, {html.escape(n['phase'])} tokens: {n['tokens']} tokens, D_FF {n['width']}<br>"
-            f"<span class='caprese-sparsity'>fraction |Z| ≤ ε={eps}: {_fmt(n['sparsity'])}</span>; "
-            f"median |Z| {_fmt(n['median_abs_z'], 5)}")
+    head = (
+        f"<b>layer {n['layer']}</b>, {html.escape(n['phase'])} tokens: {n['tokens']} tokens, D_FF {n['width']}<br>"
+        f"<span class='caprese-sparsity'>fraction |Z| ≤ ε={eps}: {_fmt(n['sparsity'])}</span>; "
+        f"median |Z| {_fmt(n['median_abs_z'], 5)}"
+    )
     rows = "".join(
         f"<tr><td>{d['density']:g}</td><td>{_fmt(d['topk_energy_kept'])}</td><td>{_fmt(d['griffin_overlap'])}</td>"
         f"<td>{_fmt(d['error_topk'])}</td><td>{_fmt(d['error_best_rank'])}{_rank(d['best_rank'])}</td></tr>"
-        for d in n["densities"])
-    table = ("<table cellpadding='2' style='font-size:12px'>"
-             "<tr><th>density</th><th>top-k energy</th><th>GRIFFIN overlap</th><th>error top-k</th>"
-             f"<th>error + best rank</th></tr>{rows}</table>")
+        for d in n["densities"]
+    )
+    table = (
+        "<table cellpadding='2' style='font-size:12px'>"
+        "<tr><th>density</th><th>top-k energy</th><th>GRIFFIN overlap</th><th>error top-k</th>"
+        f"<th>error + best rank</th></tr>{rows}</table>"
+    )
     return f"<div style='font-size:13px;line-height:1.4'>{head}{table}</div>"
 
 
@@ -82,26 +87,44 @@ class LayerExplorer:
         self.view = as_view(source)
         layers = self.view.layers
         self._png: dict[tuple, bytes] = {}
-        self.layer = widgets.SelectionSlider(options=layers, value=layers[0], description="Layer",
-                                             continuous_update=False)
-        self.compare = widgets.Dropdown(options=[("none", NO_LAYER)] + [(f"layer {i}", i) for i in layers],
-                                        value=NO_LAYER, description="Compare")
+        self.layer = widgets.SelectionSlider(
+            options=layers, value=layers[0], description="Layer", continuous_update=False
+        )
+        self.compare = widgets.Dropdown(
+            options=[("none", NO_LAYER)] + [(f"layer {i}", i) for i in layers], value=NO_LAYER, description="Compare"
+        )
         self.phase = widgets.ToggleButtons(options=list(plots.PHASES[::-1]), value="generated", description="Tokens")
-        self.epsilon = widgets.Dropdown(options=[(plots._eps_label(e), e) for e in self.view.epsilons],
-                                        value=self.view.default_epsilon, description="ε")
+        self.epsilon = widgets.Dropdown(
+            options=[(plots._eps_label(e), e) for e in self.view.epsilons],
+            value=self.view.default_epsilon,
+            description="ε",
+        )
         self.save = widgets.Button(description="Save PNG + PDF", icon="download")
         self.status = widgets.HTML()
-        for w, name in ((self.layer, "layer"), (self.compare, "compare"), (self.phase, "phase"),
-                        (self.epsilon, "epsilon"), (self.save, "export"), (self.status, "status")):
+        for w, name in (
+            (self.layer, "layer"),
+            (self.compare, "compare"),
+            (self.phase, "phase"),
+            (self.epsilon, "epsilon"),
+            (self.save, "export"),
+            (self.status, "status"),
+        ):
             w.add_class(f"caprese-{name}")
         self.panels = [self._panel(widgets, slot) for slot in ("a", "b")]
         summary = self.view.summary
         header = widgets.HTML(
             f"<b>{html.escape(str(summary.get('model', '')))}</b> on {html.escape(str(summary.get('data', '')))}: "
             f"{summary.get('samples', '?')} samples, {summary.get('generated_tokens', '?')} generated tokens, "
-            f"layers {layers[0]}–{layers[-1]}" + (f" · {html.escape(str(self.view.folder))}" if self.view.folder else ""))
-        controls = widgets.VBox([widgets.HBox([self.layer, self.compare]), widgets.HBox([self.phase, self.epsilon]),
-                                 widgets.HBox([self.save, self.status])])
+            f"layers {layers[0]}–{layers[-1]}"
+            + (f" · {html.escape(str(self.view.folder))}" if self.view.folder else "")
+        )
+        controls = widgets.VBox(
+            [
+                widgets.HBox([self.layer, self.compare]),
+                widgets.HBox([self.phase, self.epsilon]),
+                widgets.HBox([self.save, self.status]),
+            ]
+        )
         self.widget = widgets.VBox([header, controls, widgets.HBox([p[0] for p in self.panels])])
         self.widget.add_class("caprese-explorer")
         for control in (self.layer, self.compare, self.phase, self.epsilon):

@@ -63,15 +63,20 @@ class CapreseAdapter:
 
     @property
     def choice(self) -> MethodChoice:
-        return MethodChoice(self.config.method, self.config.method_config["sparsity"], self.config.layers,
-                            dict(self.config.method_config.get("options", {})))
+        return MethodChoice(
+            self.config.method,
+            self.config.method_config["sparsity"],
+            self.config.layers,
+            dict(self.config.method_config.get("options", {})),
+        )
 
     def parameter_count(self) -> int:
         return sum(p.numel() for module in self.corrections.values() for p in module.parameters())
 
     @contextlib.contextmanager
-    def apply(self, model, tokenizer=None, *, calibration=None, merged: bool = False, accumulate_fp32: bool = False,
-              **kwargs):
+    def apply(
+        self, model, tokenizer=None, *, calibration=None, merged: bool = False, accumulate_fp32: bool = False, **kwargs
+    ):
         """The efficient method with these modules attached, for the `with` block.
 
         merged=True (Caprese only) concatenates each path into the pruned GRIFFIN weights (eqs 9-10):
@@ -83,8 +88,10 @@ class CapreseAdapter:
         if merged and self.kind != "caprese":
             raise CapreseError(f"merged inference is Caprese's (eqs 9-10), not adapter kind {self.kind!r}")
         if accumulate_fp32 and (merged or self.kind != "caprese"):
-            raise CapreseError("accumulate_fp32 is for the unmerged Caprese path (merged weights and LoRA factors "
-                               "run in the model's dtype)")
+            raise CapreseError(
+                "accumulate_fp32 is for the unmerged Caprese path (merged weights and LoRA factors "
+                "run in the model's dtype)"
+            )
         choice = self.choice
         choice.calibration = calibration
         choice.calibration_source = None
@@ -129,7 +136,7 @@ class CapreseAdapter:
         corrections = {}
         for layer in config.layers:
             prefix = f"layers.{layer}."
-            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             module = build_module(config, layer, gated=gated)
             try:
                 module.load_state_dict(state, strict=True)
@@ -140,14 +147,27 @@ class CapreseAdapter:
         return cls(config, corrections)
 
     @classmethod
-    def new(cls, model, base_model: str, choice: MethodChoice, layers: list[int], rank: int, *,
-            kind: str = "caprese", **fields) -> CapreseAdapter:
+    def new(
+        cls,
+        model,
+        base_model: str,
+        choice: MethodChoice,
+        layers: list[int],
+        rank: int,
+        *,
+        kind: str = "caprese",
+        **fields,
+    ) -> CapreseAdapter:
         check_choice("adapter kind", kind, KINDS)
         gated = ffn_blocks(model)[0].gated
         config = AdapterConfig(
-            kind=kind, rank=rank, layers=list(layers), method=choice.name,
+            kind=kind,
+            rank=rank,
+            layers=list(layers),
+            method=choice.name,
             method_config={"sparsity": choice.sparsity, "options": dict(choice.options), "gated": gated},
-            **describe_base(model, base_model), **fields,
+            **describe_base(model, base_model),
+            **fields,
         )
         device = next(model.parameters()).device
         return cls(config, {layer: build_module(config, layer, gated=gated, device=device) for layer in layers})

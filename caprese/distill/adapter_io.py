@@ -114,8 +114,10 @@ def _read_folder(folder: Path, load_file) -> tuple[AdapterConfig, dict[str, torc
     if not config_file.exists() and (folder / LEGACY_CONFIG).exists():
         legacy = read_json(folder / LEGACY_CONFIG)
         if isinstance(legacy, dict) and "peft_type" in legacy:
-            raise CapreseError(f"{str(folder)!r} is a PEFT adapter without caprese's metadata ({CONFIG} or "
-                               "caprese_export.json); load it with peft, or export one with `caprese export-peft`")
+            raise CapreseError(
+                f"{str(folder)!r} is a PEFT adapter without caprese's metadata ({CONFIG} or "
+                "caprese_export.json); load it with peft, or export one with `caprese export-peft`"
+            )
         config_file = folder / LEGACY_CONFIG
     if not config_file.exists() or not (folder / WEIGHTS).exists():
         raise CapreseError(f"adapter folder {str(folder)!r} lacks {CONFIG} or {WEIGHTS}")
@@ -127,9 +129,22 @@ def _read_folder(folder: Path, load_file) -> tuple[AdapterConfig, dict[str, torc
     return config, tensors
 
 
-_FIELD_TYPES = {"kind": str, "base_model": str, "base_fingerprint": str, "architecture": str, "hidden_size": int,
-                "intermediate_size": int, "rank": int, "method": str, "method_config": dict, "stage": str,
-                "training": dict, "final_losses": dict, "layers": list, "format": str}
+_FIELD_TYPES = {
+    "kind": str,
+    "base_model": str,
+    "base_fingerprint": str,
+    "architecture": str,
+    "hidden_size": int,
+    "intermediate_size": int,
+    "rank": int,
+    "method": str,
+    "method_config": dict,
+    "stage": str,
+    "training": dict,
+    "final_losses": dict,
+    "layers": list,
+    "format": str,
+}
 
 
 def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> AdapterConfig:
@@ -138,7 +153,9 @@ def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> Ada
     if not isinstance(raw, dict):
         raise CapreseError(f"{where!r} holds {type(raw).__name__}, not a JSON object")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise CapreseError(f"adapter format_version {raw.get('format_version')!r} in {where!r} is not supported (expected {FORMAT_VERSION})")
+        raise CapreseError(
+            f"adapter format_version {raw.get('format_version')!r} in {where!r} is not supported (expected {FORMAT_VERSION})"
+        )
     raw = {**raw, "format": raw.get("format", FORMAT)}
     if raw["format"] != FORMAT:
         raise CapreseError(f"{where!r} has format {raw['format']!r}, not {FORMAT!r}")
@@ -148,8 +165,11 @@ def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> Ada
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CapreseError(f"{where!r}: unknown key {key!r}{hint} (allowed: {', '.join(known)})")
-    missing = [f.name for f in fields(AdapterConfig)
-               if f.default is MISSING and f.default_factory is MISSING and f.name not in raw]
+    missing = [
+        f.name
+        for f in fields(AdapterConfig)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in raw
+    ]
     if missing:
         raise CapreseError(f"{where!r} lacks {', '.join(map(repr, missing))}")
     for key, kind in _FIELD_TYPES.items():
@@ -167,15 +187,14 @@ def check_adapter_fits(config: AdapterConfig, tensors: dict[str, torch.Tensor], 
     base = describe_base(model, config.base_model, config.base_fingerprint)
     for key in ("architecture", "hidden_size", "intermediate_size"):
         if base[key] != getattr(config, key):
-            raise CapreseError(
-                f"adapter was made for {key}={getattr(config, key)!r} but the model has {base[key]!r}"
-            )
+            raise CapreseError(f"adapter was made for {key}={getattr(config, key)!r} but the model has {base[key]!r}")
     n_layers = len(ffn_blocks(model))
     bad_layers = [i for i in config.layers if not 0 <= i < n_layers]
     if bad_layers:
         raise CapreseError(f"adapter layers {bad_layers} do not exist in a {n_layers}-layer model")
-    if base["base_fingerprint"] != config.base_fingerprint and not signatures_match(base["base_signature"],
-                                                                                   config.base_signature):
+    if base["base_fingerprint"] != config.base_fingerprint and not signatures_match(
+        base["base_signature"], config.base_signature
+    ):
         raise CapreseError(
             f"adapter was made for base model {config.base_model!r} (fingerprint {config.base_fingerprint[:20]}), "
             f"not this one (fingerprint {base['base_fingerprint'][:20]})"

@@ -1,8 +1,8 @@
 """`distill`: from prompt/response rows to a trained CapreseAdapter, through the chosen stages.
 
-    stage="closed_form"  the reduced-rank regression of eq 7 (no training; small models)
-    stage="layerwise"    eq 7 trained with Adam (optionally starting from the closed form)
-    stage="e2e"          layer-wise first (or `start_from`), then eq 8 end-to-end
+stage="closed_form"  the reduced-rank regression of eq 7 (no training; small models)
+stage="layerwise"    eq 7 trained with Adam (optionally starting from the closed form)
+stage="e2e"          layer-wise first (or `start_from`), then eq 8 end-to-end
 """
 
 from __future__ import annotations
@@ -31,8 +31,17 @@ from .teacher import Teacher
 __all__ = ["STAGES", "distill", "closed_form_factors"]
 
 
-def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int], hidden_size: int, rank: int,
-                        *, ridge: float = LayerwiseConfig.ridge, batch_size: int = 64, progress: bool = True):
+def closed_form_factors(
+    teacher: Teacher,
+    n_samples: int,
+    layers: Sequence[int],
+    hidden_size: int,
+    rank: int,
+    *,
+    ridge: float = LayerwiseConfig.ridge,
+    batch_size: int = 64,
+    progress: bool = True,
+):
     """Per layer, the exact minimiser of eq 7 (reduced-rank regression) from one streamed teacher pass."""
     accumulators = {layer: RegressionAccumulator(hidden_size, hidden_size) for layer in layers}
 
@@ -45,9 +54,15 @@ def closed_form_factors(teacher: Teacher, n_samples: int, layers: Sequence[int],
     return {layer: acc.fit(rank, ridge=ridge) for layer, acc in accumulators.items()}
 
 
-
-def check_distill_inputs(model, choice: MethodChoice, *, rank: int, stage: str = "layerwise", kind: str = "caprese",
-                         start_from: CapreseAdapter | None = None) -> list[int]:
+def check_distill_inputs(
+    model,
+    choice: MethodChoice,
+    *,
+    rank: int,
+    stage: str = "layerwise",
+    kind: str = "caprese",
+    start_from: CapreseAdapter | None = None,
+) -> list[int]:
     """Everything about a distillation that the model decides, checked before any teacher
     response is generated: stage and kind, a method to correct, rank 1..D, the layers, the LoRA
     baseline's limits and a `start_from` adapter's layers and rank. Returns the layer indices."""
@@ -61,8 +76,10 @@ def check_distill_inputs(model, choice: MethodChoice, *, rank: int, stage: str =
     layers = resolve_layers(choice.layers, len(blocks))
     if kind == "lora":
         if not METHODS.get(choice.name).defines("with_lora"):
-            raise CapreseError(f"the LoRA baseline is not defined for method {choice.name!r} "
-                               f"(choose from: {', '.join(lora_methods())})")
+            raise CapreseError(
+                f"the LoRA baseline is not defined for method {choice.name!r} "
+                f"(choose from: {', '.join(lora_methods())})"
+            )
         if stage == "closed_form":
             raise CapreseError("the LoRA baseline has no closed form (choose stage: layerwise, e2e)")
         if start_from is not None:
@@ -107,29 +124,56 @@ def distill(
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if kind == "lora":
-        run = _Run(model, tokenizer, rows, pairs, pad, choice, layers, rank, stage, layerwise, e2e, base_model,
-                   micro_batch, progress)
+        run = _Run(
+            model,
+            tokenizer,
+            rows,
+            pairs,
+            pad,
+            choice,
+            layers,
+            rank,
+            stage,
+            layerwise,
+            e2e,
+            base_model,
+            micro_batch,
+            progress,
+        )
         return _distill_lora(run)
     teacher = Teacher(model, choice, pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
     adapter = CapreseAdapter.new(
-        model, base_model, choice, layers, rank, stage=stage, data_hash=rows_hash(rows),
+        model,
+        base_model,
+        choice,
+        layers,
+        rank,
+        stage=stage,
+        data_hash=rows_hash(rows),
         training={"samples": len(rows), "layerwise": asdict(layerwise), "e2e": asdict(e2e) if stage == "e2e" else None},
     )
     losses: dict = {}
     if start_from is not None:
         # copies of the loaded float32 masters on the model's device: start_from itself stays as loaded
         device = next(model.parameters()).device
-        adapter.corrections = {layer: copy.deepcopy(c).to(device=device, dtype=torch.float32)
-                               for layer, c in start_from.corrections.items()}
+        adapter.corrections = {
+            layer: copy.deepcopy(c).to(device=device, dtype=torch.float32)
+            for layer, c in start_from.corrections.items()
+        }
     elif stage == "closed_form" or layerwise.init == "closed_form":
-        factors = closed_form_factors(teacher, len(pairs), layers, hidden, rank, ridge=layerwise.ridge, progress=progress)
+        factors = closed_form_factors(
+            teacher, len(pairs), layers, hidden, rank, ridge=layerwise.ridge, progress=progress
+        )
         for layer, (L, R) in factors.items():
             adapter.corrections[layer].set_factors(L, R)
         if stage == "closed_form":
             losses["layerwise"] = _layerwise_losses(teacher, adapter, len(pairs))
     if stage != "closed_form" and start_from is None:
-        initial = {layer: (c.L.detach(), c.R.detach()) for layer, c in adapter.corrections.items()} \
-            if layerwise.init == "closed_form" else None
+        initial = (
+            {layer: (c.L.detach(), c.R.detach()) for layer, c in adapter.corrections.items()}
+            if layerwise.init == "closed_form"
+            else None
+        )
         train = train_layerwise
         if layer_parallel is not None:
             from functools import partial
@@ -138,8 +182,16 @@ def distill(
 
             train = partial(train_layerwise_parallel, parallel=layer_parallel)
         try:
-            result = train(teacher, len(pairs), layers, hidden, layerwise,
-                           device=next(model.parameters()).device, initial=initial, progress=progress)
+            result = train(
+                teacher,
+                len(pairs),
+                layers,
+                hidden,
+                layerwise,
+                device=next(model.parameters()).device,
+                initial=initial,
+                progress=progress,
+            )
         except NonFiniteLoss as err:
             adapter.corrections = err.result.corrections
             raise
@@ -147,8 +199,9 @@ def distill(
         losses["layerwise_epochs"] = {str(k): v for k, v in result.epoch_losses.items()}
         losses["layerwise"] = _layerwise_losses(teacher, adapter, len(pairs))
     if stage == "e2e":
-        result = train_end_to_end(model, choice, pairs, pad, adapter.corrections, e2e, tokenizer=tokenizer,
-                                  progress=progress)
+        result = train_end_to_end(
+            model, choice, pairs, pad, adapter.corrections, e2e, tokenizer=tokenizer, progress=progress
+        )
         losses["e2e_epochs"] = result.epoch_losses
         losses["e2e_initial"] = result.initial_loss
     return adapter.with_config(final_losses=losses)
@@ -178,17 +231,49 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
     block = ffn_blocks(run.model)[0]  # the method, stage and rank were checked by check_distill_inputs
     lora_rank = lora_rank_for(block.hidden_size, block.intermediate_size, run.rank, block.gated)
     adapter = CapreseAdapter.new(
-        run.model, run.base_model, run.choice, run.layers, lora_rank, kind="lora", stage=run.stage,
+        run.model,
+        run.base_model,
+        run.choice,
+        run.layers,
+        lora_rank,
+        kind="lora",
+        stage=run.stage,
         data_hash=rows_hash(run.rows),
-        training={"samples": len(run.rows), "matched_caprese_rank": run.rank, "layerwise": asdict(run.layerwise),
-                  "e2e": asdict(run.e2e) if run.stage == "e2e" else None},
+        training={
+            "samples": len(run.rows),
+            "matched_caprese_rank": run.rank,
+            "layerwise": asdict(run.layerwise),
+            "e2e": asdict(run.e2e) if run.stage == "e2e" else None,
+        },
     )
-    losses = {"layerwise_epochs": {str(k): v for k, v in train_lora_layerwise(
-        run.model, run.choice, run.pairs, run.pad, adapter.corrections, run.layerwise, tokenizer=run.tokenizer,
-        micro_batch=run.micro_batch, progress=run.progress).items()}}
+    losses = {
+        "layerwise_epochs": {
+            str(k): v
+            for k, v in train_lora_layerwise(
+                run.model,
+                run.choice,
+                run.pairs,
+                run.pad,
+                adapter.corrections,
+                run.layerwise,
+                tokenizer=run.tokenizer,
+                micro_batch=run.micro_batch,
+                progress=run.progress,
+            ).items()
+        }
+    }
     if run.stage == "e2e":
-        result = train_end_to_end(run.model, run.choice, run.pairs, run.pad, adapter.corrections, run.e2e,
-                                  tokenizer=run.tokenizer, progress=run.progress, attach=attach_lora)
+        result = train_end_to_end(
+            run.model,
+            run.choice,
+            run.pairs,
+            run.pad,
+            adapter.corrections,
+            run.e2e,
+            tokenizer=run.tokenizer,
+            progress=run.progress,
+            attach=attach_lora,
+        )
         losses["e2e_epochs"] = result.epoch_losses
         losses["e2e_initial"] = result.initial_loss
     return adapter.with_config(final_losses=losses)
@@ -197,5 +282,6 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
 def _layerwise_losses(teacher: Teacher, adapter: CapreseAdapter, n_samples: int) -> dict:
     """Eq-7 loss per layer over all samples, with and without the low-rank path (one streamed pass)."""
     losses = streamed_layerwise_losses(teacher, n_samples, adapter.corrections)
-    return {str(layer): {"loss": with_path, "loss_without_path": without}
-            for layer, (with_path, without) in losses.items()}
+    return {
+        str(layer): {"loss": with_path, "loss_without_path": without} for layer, (with_path, without) in losses.items()
+    }

@@ -41,8 +41,10 @@ def question_rows(source: str, samples: int, seed: int = 0) -> list[dict]:
         return gsm.gsm_symbolic_rows(samples, seed)
     path = Path(source).expanduser()
     if not path.is_file():
-        raise CapreseError(f"distillation data {source!r} is not allowed (choose from: {', '.join(SOURCES)}, "
-                           "a GSM8K-format file or a .txt file of texts, one per line)")
+        raise CapreseError(
+            f"distillation data {source!r} is not allowed (choose from: {', '.join(SOURCES)}, "
+            "a GSM8K-format file or a .txt file of texts, one per line)"
+        )
     rows = plain_text_file_rows(path) if path.suffix == ".txt" else gsm.load_gsm_file(path)
     if len(rows) < samples:
         raise CapreseError(f"data file {source!r} has {len(rows)} rows, fewer than samples={samples}")
@@ -61,7 +63,9 @@ def mixed_question_rows(source: str, samples: int, mix: str = "", mix_samples: i
     if mix_samples < 0:
         raise CapreseError(f"mix_samples {mix_samples!r} must be >= 0")
     if mix_samples and not mix:
-        raise CapreseError(f"mix_samples {mix_samples!r} needs a mix source (choose from: {', '.join(SOURCES)}, or a file)")
+        raise CapreseError(
+            f"mix_samples {mix_samples!r} needs a mix source (choose from: {', '.join(SOURCES)}, or a file)"
+        )
     return rows + (question_rows(mix, mix_samples, seed=seed) if mix_samples else [])
 
 
@@ -71,15 +75,24 @@ def text_row(tokenizer, row: dict, prefix_tokens: int = PREFIX_TOKENS) -> dict:
     text = row["text"]
     ids = tokenizer(text)["input_ids"]
     if len(ids) <= prefix_tokens:
-        raise CapreseError(f"text {row.get('id')!r} has {len(ids)} tokens, needs more than prefix_tokens={prefix_tokens}")
+        raise CapreseError(
+            f"text {row.get('id')!r} has {len(ids)} tokens, needs more than prefix_tokens={prefix_tokens}"
+        )
     prompt = tokenizer.decode(ids[:prefix_tokens], skip_special_tokens=True)
     if not text.startswith(prompt):
         raise CapreseError(f"text {row.get('id')!r}: its first {prefix_tokens} tokens do not decode to a prefix of it")
-    return {"id": row.get("id"), "question": None, "prompt": prompt, "response": text[len(prompt):]}
+    return {"id": row.get("id"), "question": None, "prompt": prompt, "response": text[len(prompt) :]}
 
 
-def distillation_rows(model, tokenizer, questions: list[dict], *, responses: str = "model",
-                      settings: GenerationSettings = GenerationSettings(), progress: bool = True) -> list[dict]:
+def distillation_rows(
+    model,
+    tokenizer,
+    questions: list[dict],
+    *,
+    responses: str = "model",
+    settings: GenerationSettings = GenerationSettings(),
+    progress: bool = True,
+) -> list[dict]:
     """{prompt, response, question, id, level?} per question; responses from the dense model
     (greedy or sampled per `settings`) or the dataset's own solutions. Plain-text rows
     ({"id", "text"}) become prompt/response pairs as written, in their place in the list."""
@@ -90,11 +103,14 @@ def distillation_rows(model, tokenizer, questions: list[dict], *, responses: str
     return [texts[i] if i in texts else next(answered) for i in range(len(questions))]
 
 
-def _question_rows(model, tokenizer, questions: list[dict], responses: str,
-                   settings: GenerationSettings, progress: bool) -> list[dict]:
+def _question_rows(
+    model, tokenizer, questions: list[dict], responses: str, settings: GenerationSettings, progress: bool
+) -> list[dict]:
     prompts = [build_prompt(tokenizer, row["question"]) for row in questions]
     if responses == "model":
-        texts = [g.text for g in generate(model, tokenizer, prompts, settings, progress=progress, desc="teacher responses")]
+        texts = [
+            g.text for g in generate(model, tokenizer, prompts, settings, progress=progress, desc="teacher responses")
+        ]
     else:
         chat = bool(getattr(tokenizer, "chat_template", None))
         texts = [row["answer"] if chat else plain_response(row["answer"]) for row in questions]

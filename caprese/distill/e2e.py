@@ -77,8 +77,10 @@ def _check_masters(corrections: dict[int, torch.nn.Module]) -> None:
     for layer, module in corrections.items():
         for name, p in module.named_parameters():
             if p.dtype != torch.float32:
-                raise CapreseError(f"layer {layer}: trainable {name} is {p.dtype}; end-to-end distillation trains "
-                                   "float32 master factors (build them with dtype=torch.float32)")
+                raise CapreseError(
+                    f"layer {layer}: trainable {name} is {p.dtype}; end-to-end distillation trains "
+                    "float32 master factors (build them with dtype=torch.float32)"
+                )
 
 
 def train_end_to_end(

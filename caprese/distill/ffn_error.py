@@ -37,8 +37,16 @@ def _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch, attach=N
     return {layer: meter.result() for layer, meter in meters.items()}
 
 
-def ffn_errors(model, choice: MethodChoice, pairs: Sequence[TokenizedPair], pad_token_id: int, adapter=None, *,
-               tokenizer=None, micro_batch: int = 16) -> dict[str, dict]:
+def ffn_errors(
+    model,
+    choice: MethodChoice,
+    pairs: Sequence[TokenizedPair],
+    pad_token_id: int,
+    adapter=None,
+    *,
+    tokenizer=None,
+    micro_batch: int = 16,
+) -> dict[str, dict]:
     """{layer: {"method": {...}, "<adapter kind>": {...}}} (the second only with an adapter)."""
     from .adapter import attach
 
@@ -46,8 +54,15 @@ def ffn_errors(model, choice: MethodChoice, pairs: Sequence[TokenizedPair], pad_
     out = {str(layer): {"method": result} for layer, result in sorted(method.items())}
     if adapter is not None:
         modules = adapter.modules_for(model)  # copies: the adapter's own factors stay as trained
-        adapted = _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch,
-                          attach=lambda session: attach(adapter.kind, session, modules))
+        adapted = _errors(
+            model,
+            choice,
+            pairs,
+            pad_token_id,
+            tokenizer,
+            micro_batch,
+            attach=lambda session: attach(adapter.kind, session, modules),
+        )
         for layer, result in adapted.items():
             out[str(layer)][adapter.kind] = result
     return out

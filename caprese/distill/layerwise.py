@@ -29,8 +29,14 @@ from .optim import adam_with_linear_schedule
 from .path import LowRankPath
 from .rollback import NonFiniteLoss, Rollback
 
-__all__ = ["LayerwiseConfig", "NonFiniteLoss", "train_layerwise", "layerwise_loss", "evaluate_layerwise_loss",
-           "streamed_layerwise_losses"]
+__all__ = [
+    "LayerwiseConfig",
+    "NonFiniteLoss",
+    "train_layerwise",
+    "layerwise_loss",
+    "evaluate_layerwise_loss",
+    "streamed_layerwise_losses",
+]
 
 ResidualBatch = dict[int, tuple[torch.Tensor, torch.Tensor]]
 """layer index -> (x: (T, D) FFN inputs of generated tokens, y: (T, D) residuals FF(x) − FF̂(x))."""
@@ -271,5 +277,7 @@ def streamed_layerwise_losses(
     with torch.no_grad():
         for start in range(0, n_samples, chunk):
             teacher.stream(list(range(start, min(start + chunk, n_samples))), consume)
-    return {layer: (with_path[layer].item() / max(1, counts[layer]), without[layer].item() / max(1, counts[layer]))
-            for layer in corrections}
+    return {
+        layer: (with_path[layer].item() / max(1, counts[layer]), without[layer].item() / max(1, counts[layer]))
+        for layer in corrections
+    }

@@ -35,8 +35,17 @@ def lora_rank_for(hidden: int, intermediate: int, caprese_rank: int, gated: bool
 class LoraPath(nn.Module):
     """Rank-r' LoRA factors for W_g (if gated), W_1 and W_2 of one FFN."""
 
-    def __init__(self, hidden: int, intermediate: int, rank: int, gated: bool = True, *, seed: int = 0,
-                 device=None, dtype=torch.float32):
+    def __init__(
+        self,
+        hidden: int,
+        intermediate: int,
+        rank: int,
+        gated: bool = True,
+        *,
+        seed: int = 0,
+        device=None,
+        dtype=torch.float32,
+    ):
         super().__init__()
         if rank < 1:
             raise CapreseError(f"LoRA rank {rank!r} must be >= 1")
@@ -60,8 +69,15 @@ class LoraPath(nn.Module):
     def sliced(self, kept: torch.Tensor) -> SlicedLora:
         """The factors restricted to each sequence's kept neurons E ((B, k) indices)."""
         b_gate = self.B_gate[:, kept].permute(1, 0, 2) if self.gated else None  # (B, r', k)
-        return SlicedLora(kept, self.A_gate if self.gated else None, b_gate, self.A_up,
-                          self.B_up[:, kept].permute(1, 0, 2), self.A_down[kept], self.B_down)
+        return SlicedLora(
+            kept,
+            self.A_gate if self.gated else None,
+            b_gate,
+            self.A_up,
+            self.B_up[:, kept].permute(1, 0, 2),
+            self.A_down[kept],
+            self.B_down,
+        )
 
 
 @dataclass
@@ -93,8 +109,10 @@ def attach_lora(session, paths: dict[int, LoraPath]) -> None:
         wrapper = session.wrapper(layer)
         adapted = wrapper.method.with_lora(path)
         if adapted is None:
-            raise CapreseError(f"the LoRA baseline is not defined for method {wrapper.method.name!r} "
-                               f"(methods that define it: {', '.join(lora_methods())})")
+            raise CapreseError(
+                f"the LoRA baseline is not defined for method {wrapper.method.name!r} "
+                f"(methods that define it: {', '.join(lora_methods())})"
+            )
         wrapper.method = adapted
 
 
@@ -103,8 +121,18 @@ def lora_methods() -> list[str]:
     return [name for name, cls in METHODS.items() if cls.defines("with_lora")]
 
 
-def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[int, LoraPath], config, *,
-                         tokenizer=None, micro_batch: int = 16, progress: bool = True) -> dict[int, list[float]]:
+def train_lora_layerwise(
+    model,
+    choice,
+    pairs,
+    pad_token_id: int,
+    paths: dict[int, LoraPath],
+    config,
+    *,
+    tokenizer=None,
+    micro_batch: int = 16,
+    progress: bool = True,
+) -> dict[int, list[float]]:
     """Layer-wise (eq-7-style) training of the LoRA baseline: each layer's LoRA-GRIFFIN block
     matches the original FFN output on generated tokens, given the original model's inputs.
 
@@ -118,7 +146,9 @@ def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[in
         p.requires_grad_(False)
     params = [p for path in paths.values() for p in path.parameters()]
     batches = [list(range(s, min(s + config.batch_size, len(pairs)))) for s in range(0, len(pairs), config.batch_size)]
-    optimizer, scheduler = adam_with_linear_schedule(params, config.lr, len(batches) * config.epochs, config.warmup_fraction)
+    optimizer, scheduler = adam_with_linear_schedule(
+        params, config.lr, len(batches) * config.epochs, config.warmup_fraction
+    )
     losses: dict[int, list[float]] = {layer: [] for layer in paths}
     generator = torch.Generator().manual_seed(config.seed)
     sums: dict[int, torch.Tensor] = {}
@@ -136,7 +166,9 @@ def train_lora_layerwise(model, choice, pairs, pad_token_id: int, paths: dict[in
                     optimizer.zero_grad(set_to_none=True)
                     tokens = 0
                     for start in range(0, len(batches[key]), micro_batch):
-                        batch = collate([pairs[i] for i in batches[key][start : start + micro_batch]], pad_token_id).to(device)
+                        batch = collate([pairs[i] for i in batches[key][start : start + micro_batch]], pad_token_id).to(
+                            device
+                        )
                         sums.clear()
                         with session.teacher_forced(batch.prompt_lengths):
                             model(**batch.model_inputs(), logits_to_keep=1)

@@ -45,7 +45,9 @@ class LayerParallel:
             raise CapreseError(f"layer-parallel workers {self.workers!r} must be an integer >= 1")
         if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) or not self.cpus > 0:
             raise CapreseError(f"layer-parallel cpus {self.cpus!r} must be a positive number")
-        if self.gpus is not None and (isinstance(self.gpus, bool) or not isinstance(self.gpus, (int, float)) or self.gpus < 0):
+        if self.gpus is not None and (
+            isinstance(self.gpus, bool) or not isinstance(self.gpus, (int, float)) or self.gpus < 0
+        ):
             raise CapreseError(f"layer-parallel gpus {self.gpus!r} must be a number >= 0 (fractions share a GPU)")
 
 
@@ -57,8 +59,16 @@ def _ray():
     return ray
 
 
-def _fit_layer(layer: int, batch_refs: list, n_samples: int, hidden_size: int, config: LayerwiseConfig,
-               initial: tuple[torch.Tensor, torch.Tensor] | None, device: str | None, threads: int):
+def _fit_layer(
+    layer: int,
+    batch_refs: list,
+    n_samples: int,
+    hidden_size: int,
+    config: LayerwiseConfig,
+    initial: tuple[torch.Tensor, torch.Tensor] | None,
+    device: str | None,
+    threads: int,
+):
     """A Ray task: `train_layerwise` for one layer on its residuals from the one teacher pass."""
     ray = _ray()
     torch.set_num_threads(threads)
@@ -71,7 +81,9 @@ def _fit_layer(layer: int, batch_refs: list, n_samples: int, hidden_size: int, c
 
     start = {layer: tuple(t.to(device) for t in initial)} if initial is not None else None
     try:
-        result = train_layerwise(teacher, n_samples, [layer], hidden_size, config, device=device, initial=start, progress=False)
+        result = train_layerwise(
+            teacher, n_samples, [layer], hidden_size, config, device=device, initial=start, progress=False
+        )
         error = None
     except NonFiniteLoss as err:
         result, error = err.result, str(err)
@@ -125,13 +137,22 @@ def train_layerwise_parallel(
     threads = max(1, math.floor(parallel.cpus))
     result = LayerwiseResult(corrections={}, epoch_losses={})
     queue, pending, errors = list(layers), {}, []
-    bar = tqdm(total=len(layers), desc=f"layer-wise distillation ({parallel.workers} workers)", disable=not progress, unit="layer")
+    bar = tqdm(
+        total=len(layers),
+        desc=f"layer-wise distillation ({parallel.workers} workers)",
+        disable=not progress,
+        unit="layer",
+    )
     try:
         while queue or pending:
             while queue and len(pending) < parallel.workers:
                 layer = queue.pop(0)
                 start = tuple(t.detach().cpu() for t in initial[layer]) if initial and layer in initial else None
-                pending[task.remote(layer, refs[layer], n_samples, hidden_size, replace(config), start, task_device, threads)] = layer
+                pending[
+                    task.remote(
+                        layer, refs[layer], n_samples, hidden_size, replace(config), start, task_device, threads
+                    )
+                ] = layer
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 del pending[ref]

@@ -23,8 +23,16 @@ class LowRankPath(nn.Module):
     and casts only the result. Inference (`CapreseAdapter.apply`) uses copies already cast to the
     model's dtype, so nothing is cast per step."""
 
-    def __init__(self, hidden_size: int, rank: int, *, dtype=torch.float32, device=None, seed: int | None = None,
-                 accumulate_fp32: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        rank: int,
+        *,
+        dtype=torch.float32,
+        device=None,
+        seed: int | None = None,
+        accumulate_fp32: bool = False,
+    ):
         super().__init__()
         check_rank(rank, hidden_size)
         self.hidden_size, self.rank = hidden_size, rank

@@ -111,7 +111,9 @@ def ffn_module_names(model, layers: list[int]) -> dict[int, str]:
     for layer in layers:
         name = names.get(id(blocks[layer].module))
         if name is None:
-            raise CapreseError(f"layer {layer}: its FFN module is not reachable from the model (leave apply_method first)")
+            raise CapreseError(
+                f"layer {layer}: its FFN module is not reachable from the model (leave apply_method first)"
+            )
         out[layer] = name
     return out
 
@@ -151,16 +153,23 @@ def export_peft(adapter, out: str | os.PathLike, model=None) -> Path:
     if not isinstance(adapter, CapreseAdapter):
         adapter = CapreseAdapter.load(adapter)
     if adapter.kind != "caprese":
-        raise CapreseError(f"only Caprese paths export to PEFT, not adapter kind {adapter.kind!r} "
-                           "(the eq-11 LoRA lives inside GRIFFIN's pruned block)")
+        raise CapreseError(
+            f"only Caprese paths export to PEFT, not adapter kind {adapter.kind!r} "
+            "(the eq-11 LoRA lives inside GRIFFIN's pruned block)"
+        )
     cfg = adapter.config
     if model is None:
         model = _skeleton(cfg.base_model)
     names = ffn_module_names(model, cfg.layers)
     lora = peft.LoraConfig(
-        r=cfg.rank, lora_alpha=cfg.rank, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+        r=cfg.rank,
+        lora_alpha=cfg.rank,
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
         target_modules="|".join(re.escape(names[layer]) for layer in cfg.layers),
-        base_model_name_or_path=cfg.base_model, inference_mode=True,
+        base_model_name_or_path=cfg.base_model,
+        inference_mode=True,
     )
     tensors = {}
     for layer in cfg.layers:
@@ -172,8 +181,11 @@ def export_peft(adapter, out: str | os.PathLike, model=None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / PEFT_WEIGHTS, save_bytes(tensors, metadata={"format": "pt"}))
     lora.save_pretrained(str(out))
-    metadata = {"format": EXPORT_FORMAT, "modules": {str(layer): names[layer] for layer in cfg.layers},
-                "adapter": asdict(cfg)}
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "modules": {str(layer): names[layer] for layer in cfg.layers},
+        "adapter": asdict(cfg),
+    }
     write_json(out / CAPRESE_METADATA, metadata)  # last: a folder is complete once this exists
     return out
 

@@ -45,8 +45,17 @@ class Teacher:
     (memory: one micro-batch); `teacher(indices)` gathers a whole ResidualBatch in float32 on
     `store_device` (memory: every sample of `indices`)."""
 
-    def __init__(self, model, choice: MethodChoice, pairs: Sequence[TokenizedPair], pad_token_id: int,
-                 *, micro_batch: int = 16, store_device="cpu", tokenizer=None):
+    def __init__(
+        self,
+        model,
+        choice: MethodChoice,
+        pairs: Sequence[TokenizedPair],
+        pad_token_id: int,
+        *,
+        micro_batch: int = 16,
+        store_device="cpu",
+        tokenizer=None,
+    ):
         self.model, self.choice, self.pairs = model, choice, pairs
         self.pad_token_id, self.micro_batch = pad_token_id, micro_batch
         self.store_device = store_device

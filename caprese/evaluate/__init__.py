@@ -4,4 +4,13 @@ from .accuracy import EvalResult, evaluate_accuracy, summarise
 from .generation import Generation, GenerationSettings, generate
 from .perplexity import PerplexityResult, perplexity
 
-__all__ = ["EvalResult", "Generation", "GenerationSettings", "evaluate_accuracy", "generate", "perplexity", "PerplexityResult", "summarise"]
+__all__ = [
+    "EvalResult",
+    "Generation",
+    "GenerationSettings",
+    "evaluate_accuracy",
+    "generate",
+    "perplexity",
+    "PerplexityResult",
+    "summarise",
+]

@@ -45,8 +45,15 @@ def summarise(samples: list[dict]) -> dict:
     return {**overall, "per_level": per_level}
 
 
-def evaluate_accuracy(model, tokenizer, rows: list[dict], settings: GenerationSettings = GenerationSettings(),
-                      progress: bool = True, desc: str = "evaluating", scoring: str = "gsm") -> EvalResult:
+def evaluate_accuracy(
+    model,
+    tokenizer,
+    rows: list[dict],
+    settings: GenerationSettings = GenerationSettings(),
+    progress: bool = True,
+    desc: str = "evaluating",
+    scoring: str = "gsm",
+) -> EvalResult:
     """Generate a response per row (question, final_answer; optional few_shot pairs) and score it
     with `scoring` ("gsm": caprese's numeric path; "math-verify": MATH-style answers)."""
     scorer = SCORINGS.get(scoring)
@@ -55,16 +62,18 @@ def evaluate_accuracy(model, tokenizer, rows: list[dict], settings: GenerationSe
     samples = []
     for row, prompt, gen in zip(rows, prompts, generations):
         scored = scorer.score(gen.text, row["final_answer"])
-        samples.append({
-            "id": row.get("id"),
-            "level": row.get("level"),
-            "question": row["question"],
-            "reference": row["final_answer"],
-            "prompt": prompt,
-            "response": gen.text,
-            "predicted": scored["predicted"],
-            "correct": scored["correct"],
-            "response_tokens": gen.n_tokens,
-            "finished": gen.finished,
-        })
+        samples.append(
+            {
+                "id": row.get("id"),
+                "level": row.get("level"),
+                "question": row["question"],
+                "reference": row["final_answer"],
+                "prompt": prompt,
+                "response": gen.text,
+                "predicted": scored["predicted"],
+                "correct": scored["correct"],
+                "response_tokens": gen.n_tokens,
+                "finished": gen.finished,
+            }
+        )
     return EvalResult(metrics={**summarise(samples), "scoring": scorer.name}, samples=samples)

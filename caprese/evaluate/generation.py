@@ -69,12 +69,18 @@ def response_length(tokens: list[int], stop_ids: set[int], pad_id: int | None) -
     return len(tokens), False
 
 
-def generate_batch(model, tokenizer, prompts: list[str], settings: GenerationSettings, stop_ids: list[int]) -> list[Generation]:
+def generate_batch(
+    model, tokenizer, prompts: list[str], settings: GenerationSettings, stop_ids: list[int]
+) -> list[Generation]:
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     add_special = not getattr(tokenizer, "chat_template", None)  # chat templates carry their own BOS
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(model.device)
-    kwargs = {"do_sample": settings.sampling, "max_new_tokens": settings.max_new_tokens,
-              "eos_token_id": stop_ids, "pad_token_id": tokenizer.pad_token_id}
+    kwargs = {
+        "do_sample": settings.sampling,
+        "max_new_tokens": settings.max_new_tokens,
+        "eos_token_id": stop_ids,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if settings.sampling:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
     else:
@@ -95,8 +101,14 @@ def isolated_rng(device: torch.device):
     return torch.random.fork_rng(devices=accelerators)
 
 
-def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings = GenerationSettings(),
-             progress: bool = True, desc: str = "generating") -> list[Generation]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    settings: GenerationSettings = GenerationSettings(),
+    progress: bool = True,
+    desc: str = "generating",
+) -> list[Generation]:
     """One Generation per prompt, in the prompts' order. Sampling is seeded and leaves the
     global torch RNG as it found it."""
     from tqdm import tqdm
@@ -112,7 +124,9 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
             torch.manual_seed(settings.seed)
         with tqdm(total=len(prompts), desc=desc, disable=not progress, unit="sample") as bar:
             for indices in batches:
-                for i, generation in zip(indices, generate_batch(model, tokenizer, [prompts[i] for i in indices], settings, stop_ids)):
+                for i, generation in zip(
+                    indices, generate_batch(model, tokenizer, [prompts[i] for i in indices], settings, stop_ids)
+                ):
                     results[i] = generation
                 bar.update(len(indices))
     return results  # type: ignore[return-value]

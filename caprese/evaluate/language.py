@@ -28,12 +28,18 @@ class LanguageScores:
     so intervals can resample texts (caprese.stats.intervals)."""
 
     def as_dict(self) -> dict:
-        return {"perplexity": self.perplexity, "dense_perplexity": self.dense_perplexity,
-                "kl_dense_to_method": self.kl, "scored_tokens": self.tokens, "per_text": self.per_text}
+        return {
+            "perplexity": self.perplexity,
+            "dense_perplexity": self.dense_perplexity,
+            "kl_dense_to_method": self.kl,
+            "scored_tokens": self.tokens,
+            "per_text": self.per_text,
+        }
 
 
-def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_tokens: int = PREFIX_TOKENS,
-                    batch_size: int = 16) -> LanguageScores:
+def language_scores(
+    model, tokenizer, texts: list[str], session=None, *, prefix_tokens: int = PREFIX_TOKENS, batch_size: int = 16
+) -> LanguageScores:
     """Perplexity of the continuation after `prefix_tokens` (efficient and original) and KL between them.
 
     `session` is what `apply_method` (or an adapter's `apply`) yields; None scores the model as is.
@@ -42,7 +48,9 @@ def language_scores(model, tokenizer, texts: list[str], session=None, *, prefix_
         raise CapreseError(f"prefix_tokens {prefix_tokens!r} must be >= 1")
     items = tokenize_items(tokenizer, texts, prefix_tokens)
     if all(len(continuation) < 2 for _, _, continuation in items):
-        raise CapreseError(f"no token after prefix_tokens={prefix_tokens} to score: use longer texts or a shorter prefix")
+        raise CapreseError(
+            f"no token after prefix_tokens={prefix_tokens} to score: use longer texts or a shorter prefix"
+        )
     result = perplexity(model, tokenizer, texts, session, prefix_tokens=prefix_tokens, batch_size=batch_size)
     per_text = {key: [getattr(t, key) for t in result.texts] for key in ("nll", "dense_nll", "kl", "tokens")}
     return LanguageScores(result.perplexity, result.dense_perplexity, result.kl, result.tokens, per_text)

@@ -73,18 +73,29 @@ class PerplexityResult:
         options = {"confidence": confidence, "resamples": resamples, "seed": seed}
         return {
             "perplexity": list(ratio_interval([t.nll for t in self.texts], tokens, transform=np.exp, **options)),
-            "dense_perplexity": list(ratio_interval([t.dense_nll for t in self.texts], tokens, transform=np.exp, **options)),
+            "dense_perplexity": list(
+                ratio_interval([t.dense_nll for t in self.texts], tokens, transform=np.exp, **options)
+            ),
             "kl_dense_to_method": list(ratio_interval([t.kl for t in self.texts], tokens, **options)),
         }
 
     def as_dict(self, per_text: bool = False) -> dict:
-        out = {"perplexity": self.perplexity, "dense_perplexity": self.dense_perplexity,
-               "kl_dense_to_method": self.kl, "scored_tokens": self.tokens, "texts": len(self.texts),
-               "ci95": self.intervals()}
+        out = {
+            "perplexity": self.perplexity,
+            "dense_perplexity": self.dense_perplexity,
+            "kl_dense_to_method": self.kl,
+            "scored_tokens": self.tokens,
+            "texts": len(self.texts),
+            "ci95": self.intervals(),
+        }
         if per_text:
-            out["per_text"] = {"id": [t.id for t in self.texts], "tokens": [t.tokens for t in self.texts],
-                               "nll": [t.nll for t in self.texts], "dense_nll": [t.dense_nll for t in self.texts],
-                               "kl": [t.kl for t in self.texts]}
+            out["per_text"] = {
+                "id": [t.id for t in self.texts],
+                "tokens": [t.tokens for t in self.texts],
+                "nll": [t.nll for t in self.texts],
+                "dense_nll": [t.dense_nll for t in self.texts],
+                "kl": [t.kl for t in self.texts],
+            }
         return out
 
 
@@ -95,13 +106,16 @@ def token_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tens
     return (ref.exp() * (ref - cur)).sum(-1)
 
 
-def tokenize_items(tokenizer, items: Sequence, prefix_tokens: int = PREFIX_TOKENS,
-                   max_continuation_tokens: int | None = None) -> list[tuple[str, list[int], list[int]]]:
+def tokenize_items(
+    tokenizer, items: Sequence, prefix_tokens: int = PREFIX_TOKENS, max_continuation_tokens: int | None = None
+) -> list[tuple[str, list[int], list[int]]]:
     """(id, context ids, continuation ids) per item; see the module docstring for the two forms."""
     if prefix_tokens < 1:
         raise CapreseError(f"prefix_tokens {prefix_tokens!r} must be >= 1")
     if max_continuation_tokens is not None and max_continuation_tokens < 2:
-        raise CapreseError(f"max_continuation_tokens {max_continuation_tokens!r} must be >= 2 (the first is not scored)")
+        raise CapreseError(
+            f"max_continuation_tokens {max_continuation_tokens!r} must be >= 2 (the first is not scored)"
+        )
     out = []
     for i, item in enumerate(items):
         if isinstance(item, str):
@@ -114,17 +128,28 @@ def tokenize_items(tokenizer, items: Sequence, prefix_tokens: int = PREFIX_TOKEN
             continuation = tokenizer(item["response"], add_special_tokens=False)["input_ids"]
             name = str(item.get("id", i))
         else:
-            raise CapreseError(f"text {i} must be a string or a row with 'prompt' and 'response', got {type(item).__name__}"
-                               + (f" with fields {sorted(item)}" if isinstance(item, dict) else ""))
+            raise CapreseError(
+                f"text {i} must be a string or a row with 'prompt' and 'response', got {type(item).__name__}"
+                + (f" with fields {sorted(item)}" if isinstance(item, dict) else "")
+            )
         if max_continuation_tokens is not None:
             continuation = continuation[:max_continuation_tokens]
         out.append((name, list(context), list(continuation)))
     return out
 
 
-def perplexity(model, tokenizer, texts: Sequence, session=None, *, prefix_tokens: int = PREFIX_TOKENS,
-               max_continuation_tokens: int | None = None, batch_size: int = 16,
-               progress: bool = False, desc: str = "perplexity") -> PerplexityResult:
+def perplexity(
+    model,
+    tokenizer,
+    texts: Sequence,
+    session=None,
+    *,
+    prefix_tokens: int = PREFIX_TOKENS,
+    max_continuation_tokens: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "perplexity",
+) -> PerplexityResult:
     """Teacher-forced scores of `texts` under `session` (what `apply_method` or an adapter's
     `apply` yields; None scores the model as it is, so method = dense and KL = 0).
 
@@ -139,8 +164,10 @@ def perplexity(model, tokenizer, texts: Sequence, session=None, *, prefix_tokens
     if not items:
         raise CapreseError("perplexity needs at least one text")
     if all(len(c) < 2 for _, _, c in items):
-        raise CapreseError(f"no token to score: every continuation has < 2 tokens (prefix_tokens={prefix_tokens}); "
-                           "use longer texts or a shorter prefix")
+        raise CapreseError(
+            f"no token to score: every continuation has < 2 tokens (prefix_tokens={prefix_tokens}); "
+            "use longer texts or a shorter prefix"
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     order = sorted(range(len(items)), key=lambda i: len(items[i][1]) + len(items[i][2]))  # less padding
     scores: dict[int, TextScores] = {}
@@ -167,12 +194,19 @@ def perplexity(model, tokenizer, texts: Sequence, session=None, *, prefix_tokens
             # position t predicts t+1; it is scored when t is a generated token and t+1 a real one
             scored = batch.generated[:, :-1] & batch.generated[:, 1:]
             nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-            dense_nll = nll if dense is logits else F.cross_entropy(dense.float().transpose(1, 2), targets, reduction="none")
+            dense_nll = (
+                nll if dense is logits else F.cross_entropy(dense.float().transpose(1, 2), targets, reduction="none")
+            )
             kl = torch.zeros_like(nll) if dense is logits else token_kl(dense, logits)
             for row, index in enumerate(chunk):
                 mask = scored[row]
-                scores[index] = TextScores(items[index][0], int(mask.sum()), float(nll[row][mask].sum()),
-                                           float(dense_nll[row][mask].sum()), float(kl[row][mask].sum()))
+                scores[index] = TextScores(
+                    items[index][0],
+                    int(mask.sum()),
+                    float(nll[row][mask].sum()),
+                    float(dense_nll[row][mask].sum()),
+                    float(kl[row][mask].sum()),
+                )
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:

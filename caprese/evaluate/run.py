@@ -25,15 +25,33 @@ from .language import language_scores
 from .passk import coverage_curve, relative_compute
 
 
-def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_samples: int = 100, eval_seed: int = 0,
-                   max_new_tokens: int = 160, batch_size: int = 64, language_samples: int = 50,
-                   coverage_samples: int = 0, coverage_prompts: int = 20, temperature: float = 0.7, top_p: float = 1.0,
-                   seed: int = 0, extra_parameters: int = 0, progress: bool = True,
-                   coverage_rows: list[dict] | None = None, scoring: str | None = None) -> dict[str, Any]:
+def evaluate_model(
+    model,
+    tokenizer,
+    session,
+    *,
+    task: str = "toy-math",
+    eval_samples: int = 100,
+    eval_seed: int = 0,
+    max_new_tokens: int = 160,
+    batch_size: int = 64,
+    language_samples: int = 50,
+    coverage_samples: int = 0,
+    coverage_prompts: int = 20,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int = 0,
+    extra_parameters: int = 0,
+    progress: bool = True,
+    coverage_rows: list[dict] | None = None,
+    scoring: str | None = None,
+) -> dict[str, Any]:
     """Every metric of one configuration; eval_samples=0 skips the greedy accuracy (the caller did it).
     `scoring` defaults to the task's (caprese.data.tasks.task_scoring)."""
     if coverage_samples < 0 or (coverage_samples and coverage_prompts < 1):
-        raise CapreseError(f"coverage needs samples >= 1 and prompts >= 1, got {coverage_samples} and {coverage_prompts}")
+        raise CapreseError(
+            f"coverage needs samples >= 1 and prompts >= 1, got {coverage_samples} and {coverage_prompts}"
+        )
     if coverage_samples and temperature <= 0:
         raise CapreseError(f"coverage sampling needs temperature > 0, got {temperature!r}")
     greedy = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size).check()
@@ -57,33 +75,61 @@ def evaluate_model(model, tokenizer, session, *, task: str = "toy-math", eval_sa
         params["model_active_fraction_with_extra"] = params["model_params_active_with_extra"] / params["model_params"]
     out["params"] = params
     if language_samples:
-        language = evaluate_accuracy(model, tokenizer, load_task_rows("toy-language", language_samples, seed=eval_seed),
-                                     greedy, progress=progress, desc="toy-language")
+        language = evaluate_accuracy(
+            model,
+            tokenizer,
+            load_task_rows("toy-language", language_samples, seed=eval_seed),
+            greedy,
+            progress=progress,
+            desc="toy-language",
+        )
         texts = [row["text"] for row in generate_texts(language_samples, split="test", seed=eval_seed)]
         scores = language_scores(model, tokenizer, texts, session, batch_size=batch_size)
-        out["language"] = {"short_answer_accuracy": language.metrics["accuracy"],
-                           "short_answer_correct": language.metrics["correct"],
-                           "short_answer_count": language.metrics["count"], **scores.as_dict()}
+        out["language"] = {
+            "short_answer_accuracy": language.metrics["accuracy"],
+            "short_answer_correct": language.metrics["correct"],
+            "short_answer_count": language.metrics["count"],
+            **scores.as_dict(),
+        }
     if coverage_samples:
         if not rows:
             raise CapreseError("coverage needs prompts: give eval_samples > 0 or coverage_rows")
-        out["coverage"] = _coverage(model, tokenizer, rows[:coverage_prompts], coverage_samples, temperature, top_p,
-                                    seed, max_new_tokens, batch_size, params, progress, scoring)
+        out["coverage"] = _coverage(
+            model,
+            tokenizer,
+            rows[:coverage_prompts],
+            coverage_samples,
+            temperature,
+            top_p,
+            seed,
+            max_new_tokens,
+            batch_size,
+            params,
+            progress,
+            scoring,
+        )
     return out
 
 
-def _coverage(model, tokenizer, rows, n, temperature, top_p, seed, max_new_tokens, batch_size, params, progress,
-              scoring="gsm"):
+def _coverage(
+    model, tokenizer, rows, n, temperature, top_p, seed, max_new_tokens, batch_size, params, progress, scoring="gsm"
+):
     """pass@k for k = 1..n from n sampled responses per prompt (figure 3)."""
     repeated = [row for row in rows for _ in range(n)]
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
-                                  top_p=top_p, seed=seed).check()
-    result = evaluate_accuracy(model, tokenizer, repeated, settings, progress=progress, desc="coverage", scoring=scoring)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed
+    ).check()
+    result = evaluate_accuracy(
+        model, tokenizer, repeated, settings, progress=progress, desc="coverage", scoring=scoring
+    )
     correct = [[bool(s["correct"]) for s in result.samples[i * n : (i + 1) * n]] for i in range(len(rows))]
     curve = coverage_curve(correct)
     fraction = params.get("model_active_fraction_with_extra", params.get("model_active_fraction", 1.0))
     return {
-        "n": n, "prompts": len(rows), "temperature": temperature, "top_p": top_p,
+        "n": n,
+        "prompts": len(rows),
+        "temperature": temperature,
+        "top_p": top_p,
         "correct_per_prompt": [sum(outcomes) for outcomes in correct],  # for intervals over prompts
         "pass_at_k": {str(k): v for k, v in curve.items()},
         "relative_compute": {str(k): relative_compute(k, fraction) for k in curve},

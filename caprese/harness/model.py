@@ -38,7 +38,9 @@ try:
     from lm_eval.api.registry import register_model
     from lm_eval.models.huggingface import HFLM
 except ImportError as err:  # pragma: no cover - exercised only without the extra
-    raise CapreseError(f"the lm-evaluation-harness integration needs lm-eval: pip install 'caprese[eval]' ({err})") from None
+    raise CapreseError(
+        f"the lm-evaluation-harness integration needs lm-eval: pip install 'caprese[eval]' ({err})"
+    ) from None
 
 
 def _method_parser() -> argparse.ArgumentParser:
@@ -101,15 +103,20 @@ def _check_hflm_arguments(kwargs: dict[str, Any], method_keys: set[str]) -> None
     import difflib
     import inspect
 
-    allowed = {name for name, p in inspect.signature(HFLM.__init__).parameters.items()
-               if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"}
+    allowed = {
+        name
+        for name, p in inspect.signature(HFLM.__init__).parameters.items()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"
+    }
     for key in kwargs:
         if key not in allowed:
             known = sorted(allowed | method_keys | set(OWN_ARGUMENTS))
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise CapreseError(f"unknown caprese model argument {key!r}{hint} (caprese's: "
-                               f"{', '.join(sorted(set(OWN_ARGUMENTS) | method_keys))}; or any of HFLM's)")
+            raise CapreseError(
+                f"unknown caprese model argument {key!r}{hint} (caprese's: "
+                f"{', '.join(sorted(set(OWN_ARGUMENTS) | method_keys))}; or any of HFLM's)"
+            )
 
 
 @register_model("caprese")
@@ -123,15 +130,26 @@ class CapreseLM(HFLM):
     Everything else goes to HFLM (batch_size, max_length, ...).
     """
 
-    def __init__(self, pretrained: Any, tokenizer: Any = None, *, adapter: str | None = None, merged: Any = False,
-                 dtype: str = "float32", device: str = "cpu", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pretrained: Any,
+        tokenizer: Any = None,
+        *,
+        adapter: str | None = None,
+        merged: Any = False,
+        dtype: str = "float32",
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> None:
         method_keys = method_option_names()
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in method_keys}
         _check_hflm_arguments(kwargs, method_keys)
         for key in ("peft", "delta", "parallelize", "tp_plan", "autogptq", "gptqmodel", "gguf_file"):
             if kwargs.get(key):
-                raise CapreseError(f"model_args {key}={kwargs[key]!r} is not supported by the caprese model "
-                                   f"(export a Caprese adapter with `caprese export-peft` to use it with model=hf)")
+                raise CapreseError(
+                    f"model_args {key}={kwargs[key]!r} is not supported by the caprese model "
+                    f"(export a Caprese adapter with `caprese export-peft` to use it with model=hf)"
+                )
         merged = _truthy("merged", merged)
         self.spec = method_spec(options)
         self.model_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
@@ -155,7 +173,9 @@ class CapreseLM(HFLM):
             from ..distill.adapter import CapreseAdapter
 
             if self.spec.name != "dense":
-                raise CapreseError(f"method={self.spec.name!r} conflicts with adapter=..., which carries its own method")
+                raise CapreseError(
+                    f"method={self.spec.name!r} conflicts with adapter=..., which carries its own method"
+                )
             self.adapter = CapreseAdapter.load(adapter, model)
         elif merged:
             raise CapreseError("merged=true needs adapter=DIR")
@@ -190,9 +210,15 @@ class CapreseLM(HFLM):
         return {
             "model": self.model_name,
             "method": self.spec.describe() if self.adapter is None else self.adapter.choice.describe(),
-            "adapter": None if self.adapter is None else {
-                "path": str(self.adapter_path), "kind": self.adapter.kind, "rank": self.adapter.config.rank,
-                "stage": self.adapter.config.stage, "merged": self.merged},
+            "adapter": None
+            if self.adapter is None
+            else {
+                "path": str(self.adapter_path),
+                "kind": self.adapter.kind,
+                "rank": self.adapter.config.rank,
+                "stage": self.adapter.config.stage,
+                "merged": self.merged,
+            },
             "loglikelihood": "continuation scored as generated tokens (teacher-forced, context = prompt)",
         }
 
@@ -222,12 +248,14 @@ class CapreseLM(HFLM):
         """Remember each request's model input and how much of it is context, then let HFLM batch."""
         prompts: dict[int, dict[tuple, int]] = defaultdict(dict)
         for _, context_enc, continuation_enc in requests:
-            inp = tuple((context_enc + continuation_enc)[-(self.max_length + 1):][:-1])
+            inp = tuple((context_enc + continuation_enc)[-(self.max_length + 1) :][:-1])
             prompt_length = max(0, len(inp) - (len(continuation_enc) - 1))
             known = prompts[len(inp)].setdefault(inp, prompt_length)
             if known != prompt_length:
-                raise CapreseError("two loglikelihood requests share their input tokens but split context and "
-                                   "continuation differently; the caprese model cannot tell their prompts apart")
+                raise CapreseError(
+                    "two loglikelihood requests share their input tokens but split context and "
+                    "continuation differently; the caprese model cannot tell their prompts apart"
+                )
         self._prompt_index = prompts
         try:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
@@ -246,7 +274,9 @@ class CapreseLM(HFLM):
                     out.append(index[n][tuple(row[:n])])
                     break
             else:
-                raise CapreseError("a loglikelihood batch row matches no request (caprese cannot find its prompt length)")
+                raise CapreseError(
+                    "a loglikelihood batch row matches no request (caprese cannot find its prompt length)"
+                )
         return out
 
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:

@@ -70,6 +70,7 @@ def mc_dataset(samples: int = 100, seed: int = 0, **_metadata: Any):
         label = index % (len(wrong) + 1)  # the right answer's position cycles through the choices
         finals = wrong[:label] + [row["final_answer"]] + wrong[label:]
         choices = [f"{worked}\n#### {final}" for final in finals]
-        rows.append({"id": row["id"], "question": row["question"], "level": row["level"], "choices": choices,
-                     "label": label})
+        rows.append(
+            {"id": row["id"], "question": row["question"], "level": row["level"], "choices": choices, "label": label}
+        )
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})

@@ -20,9 +20,16 @@ from ..arch.ffn import base_model_parameters, ffn_blocks
 from .base import METHODS, LayerShape, MethodConfig, build_config, check_sparsity, resolve_layers
 
 
-def layer_active_parameters(method: str, sparsity: float, hidden: int, intermediate: int, gated: bool,
-                            reselect_every: int | None = None, *, config: MethodConfig | None = None,
-                            ) -> dict[str, float]:
+def layer_active_parameters(
+    method: str,
+    sparsity: float,
+    hidden: int,
+    intermediate: int,
+    gated: bool,
+    reselect_every: int | None = None,
+    *,
+    config: MethodConfig | None = None,
+) -> dict[str, float]:
     """Active FFN weights per generated token in one layer: {"active", "dense", "reselection"}.
     `config` is the method's options (default: its defaults, with `reselect_every` where it has one)."""
     cls = METHODS.get(method)
@@ -31,8 +38,11 @@ def layer_active_parameters(method: str, sparsity: float, hidden: int, intermedi
         has_rho = "reselect_every" in cls.config_class.__dataclass_fields__
         config = build_config(cls, {"reselect_every": reselect_every} if has_rho and reselect_every else {})
     shape = LayerShape(hidden, intermediate, gated)
-    return {"active": float(cls.active_parameters(shape, p, config)), "dense": float(shape.dense),
-            "reselection": float(cls.reselection_parameters(shape, p, config))}
+    return {
+        "active": float(cls.active_parameters(shape, p, config)),
+        "dense": float(shape.dense),
+        "reselection": float(cls.reselection_parameters(shape, p, config)),
+    }
 
 
 def _unique_parameter_count(model: nn.Module) -> int:
@@ -61,24 +71,35 @@ def _summary(method, sparsity, layers, per_layer, n_layers, model_params, resele
     }
 
 
-def active_ffn_parameters(model: nn.Module, method: str, sparsity: float, layers: Any = "all",
-                          reselect_every: int | None = None, *, config: MethodConfig | None = None) -> dict[str, Any]:
+def active_ffn_parameters(
+    model: nn.Module,
+    method: str,
+    sparsity: float,
+    layers: Any = "all",
+    reselect_every: int | None = None,
+    *,
+    config: MethodConfig | None = None,
+) -> dict[str, Any]:
     """Per-generated-token FFN parameters of `method` (with options `config`) on a loaded model,
     and the fraction of the model."""
     blocks = ffn_blocks(model)
     chosen = set(resolve_layers(layers, len(blocks)))
     per_layer = [
-        layer_active_parameters(method, sparsity, b.hidden_size, b.intermediate_size, b.gated, reselect_every,
-                                config=config)
-        if b.index in chosen else
-        layer_active_parameters("dense", 0.0, b.hidden_size, b.intermediate_size, b.gated)
+        layer_active_parameters(
+            method, sparsity, b.hidden_size, b.intermediate_size, b.gated, reselect_every, config=config
+        )
+        if b.index in chosen
+        else layer_active_parameters("dense", 0.0, b.hidden_size, b.intermediate_size, b.gated)
         for b in blocks
     ]
-    return _summary(method, sparsity, sorted(chosen), per_layer, len(blocks), _unique_parameter_count(model), reselect_every)
+    return _summary(
+        method, sparsity, sorted(chosen), per_layer, len(blocks), _unique_parameter_count(model), reselect_every
+    )
 
 
-def active_ffn_parameters_from_config(config, method: str, sparsity: float, layers: Any = "all",
-                                      reselect_every: int | None = None) -> dict[str, Any]:
+def active_ffn_parameters_from_config(
+    config, method: str, sparsity: float, layers: Any = "all", reselect_every: int | None = None
+) -> dict[str, Any]:
     """The same from a config alone (e.g. `AutoConfig.from_pretrained(id)` of a 70B model)."""
     adapter = layout_for(config)
     text = getattr(config, "get_text_config", lambda: config)()
@@ -87,10 +108,18 @@ def active_ffn_parameters_from_config(config, method: str, sparsity: float, laye
     n_layers = int(getattr(text, adapter.num_layers))
     chosen = set(resolve_layers(layers, n_layers))
     per_layer = [
-        layer_active_parameters(method if i in chosen else "dense", sparsity if i in chosen else 0.0,
-                                hidden, intermediate, adapter.gated, reselect_every)
+        layer_active_parameters(
+            method if i in chosen else "dense",
+            sparsity if i in chosen else 0.0,
+            hidden,
+            intermediate,
+            adapter.gated,
+            reselect_every,
+        )
         for i in range(n_layers)
     ]
     with torch.device("meta"):
         shell = AutoModelForCausalLM.from_config(config)
-    return _summary(method, sparsity, sorted(chosen), per_layer, n_layers, _unique_parameter_count(shell), reselect_every)
+    return _summary(
+        method, sparsity, sorted(chosen), per_layer, n_layers, _unique_parameter_count(shell), reselect_every
+    )

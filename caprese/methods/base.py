@@ -102,6 +102,7 @@ class Method:
     @classmethod
     def defines(cls, hook: str) -> bool:
         """Whether this class overrides the optional hook `hook` ("merged", "with_lora", "kept_neurons")."""
+
         def function(obj):  # a classmethod looked up on a class is a new bound method each time
             return getattr(obj, "__func__", obj)
 
@@ -183,11 +184,19 @@ class MethodOption:
         default = "never" if self.default is None else self.default
         text = f"{self.method}: {self.help} (default: {default})"
         if self.kind is bool:
-            group.add_argument(f"--{self.flag}", dest=self.dest, action=argparse.BooleanOptionalAction,
-                               default=None, help=text)
+            group.add_argument(
+                f"--{self.flag}", dest=self.dest, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
         else:
-            group.add_argument(f"--{self.flag}", dest=self.dest, type=self.kind, choices=self.choices,
-                               default=None, metavar=self.metavar, help=text)
+            group.add_argument(
+                f"--{self.flag}",
+                dest=self.dest,
+                type=self.kind,
+                choices=self.choices,
+                default=None,
+                metavar=self.metavar,
+                help=text,
+            )
 
 
 def _field_kind(annotation: Any, where: str) -> type:
@@ -210,8 +219,18 @@ def method_options(cls: type[Method]) -> list[MethodOption]:
             raise CapreseError(f"{where} has no help (field(metadata={{'help': ...}}))")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = f.metadata.get("flag", f"{cls.name}-{f.name}".replace("_", "-"))
-        options.append(MethodOption(cls.name, f.name, flag, _field_kind(hints[f.name], where), default,
-                                    f.metadata["help"], f.metadata.get("choices"), f.metadata.get("metavar")))
+        options.append(
+            MethodOption(
+                cls.name,
+                f.name,
+                flag,
+                _field_kind(hints[f.name], where),
+                default,
+                f.metadata["help"],
+                f.metadata.get("choices"),
+                f.metadata.get("metavar"),
+            )
+        )
     return options
 
 
@@ -246,7 +265,7 @@ def build_config(method: type[Method], options: dict[str, Any]) -> MethodConfig:
 
 # -- which layers ------------------------------------------------------------------------------------
 def resolve_layers(layers: Any, num_layers: int) -> list[int]:
-    """"all", "first_half", a list of indices, or a comma-separated string of indices -> sorted indices."""
+    """ "all", "first_half", a list of indices, or a comma-separated string of indices -> sorted indices."""
     if isinstance(layers, str):
         text = layers.strip().lower().replace("-", "_")
         if text == "all":
@@ -267,7 +286,9 @@ def resolve_layers(layers: Any, num_layers: int) -> list[int]:
     try:
         indices = [int(i) for i in layers]
     except (TypeError, ValueError):
-        raise CapreseError(f"layers {layers!r} is not allowed (choose from: all, first_half, or a list of indices)") from None
+        raise CapreseError(
+            f"layers {layers!r} is not allowed (choose from: all, first_half, or a list of indices)"
+        ) from None
     if any(float(i) != float(j) for i, j in zip(indices, layers)):
         raise CapreseError(f"layers {list(layers)!r} must be whole numbers")
     if not indices:
@@ -305,12 +326,16 @@ class SparsityMeter:
         self.total[name] = self.total.get(name, 0) + total
         self.weight[name] = weight
 
-    def add_fixed(self, name: str, kept_per_token: int, width: int, shape, count: torch.Tensor | None, device,
-                  weight: float = 1.0) -> None:
+    def add_fixed(
+        self, name: str, kept_per_token: int, width: int, shape, count: torch.Tensor | None, device, weight: float = 1.0
+    ) -> None:
         """`add` for a method that keeps exactly `kept_per_token` of `width` entries of every token
         of `shape` (B, S) (oracle top-k): the same counts without a pass over a mask."""
-        tokens = count.sum(dtype=torch.float64) if count is not None else \
-            torch.tensor(float(math.prod(shape)), dtype=torch.float64, device=device)
+        tokens = (
+            count.sum(dtype=torch.float64)
+            if count is not None
+            else torch.tensor(float(math.prod(shape)), dtype=torch.float64, device=device)
+        )
         self.kept[name] = self.kept.get(name, 0) + tokens * kept_per_token
         self.total[name] = self.total.get(name, 0) + tokens * width
         self.weight[name] = weight
@@ -321,7 +346,11 @@ class SparsityMeter:
         self.weight.clear()
 
     def by_name(self) -> dict[str, float]:
-        return {name: 1.0 - float(self.kept[name]) / float(self.total[name]) for name in self.kept if float(self.total[name])}
+        return {
+            name: 1.0 - float(self.kept[name]) / float(self.total[name])
+            for name in self.kept
+            if float(self.total[name])
+        }
 
     def tokens(self) -> float:
         return max((float(t) for t in self.total.values()), default=0.0)

@@ -53,13 +53,17 @@ class CalibrationStats:
         missing = set(needs) - set(self.needs)
         if index not in self.layers or missing:
             what = ", ".join(sorted(missing)) or f"layer {index}"
-            raise CapreseError(f"the calibration statistics lack {what}; collect them with the method's needs and layers")
+            raise CapreseError(
+                f"the calibration statistics lack {what}; collect them with the method's needs and layers"
+            )
         return self.layers[index]
 
 
 def _is_pair(item: Any) -> bool:
     return (isinstance(item, dict) and "prompt" in item and "response" in item) or (
-        isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(part, (str, list, tuple, torch.Tensor)) for part in item)
+        isinstance(item, (tuple, list))
+        and len(item) == 2
+        and all(isinstance(part, (str, list, tuple, torch.Tensor)) for part in item)
         and not all(isinstance(part, int) for part in item)
     )
 
@@ -78,13 +82,18 @@ def _pair_batches(items: list, tokenizer, batch_size: int, max_length: int) -> l
     pad = getattr(tokenizer, "pad_token_id", None) or 0
     batches = []
     for start in range(0, len(items), batch_size):
-        pairs = [(row["prompt"], row["response"]) if isinstance(row, dict) else tuple(row) for row in items[start : start + batch_size]]
+        pairs = [
+            (row["prompt"], row["response"]) if isinstance(row, dict) else tuple(row)
+            for row in items[start : start + batch_size]
+        ]
         prompts = [ids(p, True)[-max_length:] for p, _ in pairs]
         responses = [ids(r, False)[:max_length] for _, r in pairs]
         if any(not p for p in prompts):
             raise CapreseError("the calibration set has a pair with an empty prompt")
         forced = teacher_forced_batch(prompts, responses, pad)
-        batches.append({"input_ids": forced.input_ids, "attention_mask": forced.attention_mask, "counted": forced.generated})
+        batches.append(
+            {"input_ids": forced.input_ids, "attention_mask": forced.attention_mask, "counted": forced.generated}
+        )
     return batches
 
 
@@ -102,12 +111,19 @@ def calibration_batches(data: Any, tokenizer=None, batch_size: int = 8, max_leng
     if not items:
         raise CapreseError("the calibration set is empty: give at least one text or token sequence")
     if isinstance(items[0], dict) and "input_ids" in items[0]:
-        batches = [{"input_ids": b["input_ids"], "attention_mask": b.get("attention_mask", torch.ones_like(b["input_ids"]))} for b in items]
+        batches = [
+            {"input_ids": b["input_ids"], "attention_mask": b.get("attention_mask", torch.ones_like(b["input_ids"]))}
+            for b in items
+        ]
     elif _is_pair(items[0]):
         batches = _pair_batches(items, tokenizer, batch_size, max_length)
     else:
-        batches = _token_batches([row["text"] if isinstance(row, dict) and "text" in row else row for row in items],
-                                 tokenizer, batch_size, max_length)
+        batches = _token_batches(
+            [row["text"] if isinstance(row, dict) and "text" in row else row for row in items],
+            tokenizer,
+            batch_size,
+            max_length,
+        )
     for batch in batches:
         batch.setdefault("counted", batch["attention_mask"].bool())
     if sum(int(b["counted"].sum()) for b in batches) == 0:
@@ -203,8 +219,10 @@ def collect_calibration(
     device = next(model.parameters()).device
     # the FFN inputs through caprese.trace (hooks removed on exit); stop=True ends each forward
     # after the last calibrated layer, since nothing after it is needed
-    with Trace(model, points=["ffn_in"], layers=chosen, callback={"ffn_in": observe}, stop=True, blocks=blocks), \
-            torch.inference_mode():
+    with (
+        Trace(model, points=["ffn_in"], layers=chosen, callback={"ffn_in": observe}, stop=True, blocks=blocks),
+        torch.inference_mode(),
+    ):
         for batch in tqdm(batches, desc="calibration", disable=not progress, leave=False):
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             current["counted"] = batch["counted"].to(device) & mask.bool()

@@ -24,8 +24,11 @@ THRESHOLD_SOURCES = ("prompt", "calibration")
 class CatsConfig(MethodConfig):
     threshold_source: str = field(
         default="prompt",
-        metadata={"help": "τ from each prompt's prefill features (paper) or from --calibration (original CATS)",
-                  "flag": "cats-threshold", "choices": THRESHOLD_SOURCES},
+        metadata={
+            "help": "τ from each prompt's prefill features (paper) or from --calibration (original CATS)",
+            "flag": "cats-threshold",
+            "choices": THRESHOLD_SOURCES,
+        },
     )
 
     def validate(self) -> None:
@@ -79,7 +82,9 @@ class Cats(Method):
         taus = []
         for b in range(x.shape[0]):
             if not bool(prompt[b].any()):
-                raise CapreseError(f"layer {self.block.index}: CATS reads τ from the prompt, but sequence {b} has no prompt token")
+                raise CapreseError(
+                    f"layer {self.block.index}: CATS reads τ from the prompt, but sequence {b} has no prompt token"
+                )
             taus.append(cats_threshold(EmpiricalDistribution(magnitudes[b][prompt[b]]), self.sparsity))
         return torch.tensor(taus, dtype=torch.float32, device=x.device)
 

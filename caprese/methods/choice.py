@@ -43,8 +43,15 @@ class MethodChoice:
     @classmethod
     def from_spec(cls, spec: MethodChoice) -> MethodChoice:
         """A copy (kept for callers of the former CLI-side `MethodSpec`)."""
-        return cls(spec.name, spec.sparsity, spec.layers, dict(spec.options), spec.calibration_texts(),
-                   spec.calibration_source, spec.calibration_samples)
+        return cls(
+            spec.name,
+            spec.sparsity,
+            spec.layers,
+            dict(spec.options),
+            spec.calibration_texts(),
+            spec.calibration_source,
+            spec.calibration_samples,
+        )
 
     def calibration_texts(self) -> Any:
         """The calibration set (texts and/or prompt/response rows, or statistics), read on first use."""
@@ -55,17 +62,31 @@ class MethodChoice:
     @contextlib.contextmanager
     def apply(self, model, tokenizer=None, *, progress: bool = False, **kwargs):
         """`apply_method` with this choice; calibration statistics are computed once and reused."""
-        with apply_method(model, self.name, self.sparsity, self.layers, calibration=self.calibration_texts(),
-                          tokenizer=tokenizer, progress=progress, **self.options, **kwargs) as session:
+        with apply_method(
+            model,
+            self.name,
+            self.sparsity,
+            self.layers,
+            calibration=self.calibration_texts(),
+            tokenizer=tokenizer,
+            progress=progress,
+            **self.options,
+            **kwargs,
+        ) as session:
             if session.calibration is not None:
                 self.calibration = session.calibration
             yield session
 
     def describe(self) -> dict:
         """JSON-able: what results files record as "method"."""
-        return {"method": self.name, "sparsity": self.sparsity, "layers": self.layers, **self.options,
-                "calibration": self.calibration_source,
-                "calibration_samples": self.calibration_samples if self.calibration_source else None}
+        return {
+            "method": self.name,
+            "sparsity": self.sparsity,
+            "layers": self.layers,
+            **self.options,
+            "calibration": self.calibration_source,
+            "calibration_samples": self.calibration_samples if self.calibration_source else None,
+        }
 
 
 def _row_item(row: dict):

@@ -28,8 +28,15 @@ from ..registry import check_int
 from .base import METHODS, MethodOption, build_config, check_sparsity, method_options
 from .choice import CALIBRATION_SOURCES, MethodChoice, load_calibration_texts
 
-__all__ = ["DEFAULT_SPARSITY", "CALIBRATION_SOURCES", "MethodSpec", "add_method_arguments", "method_from_args",
-           "all_method_options", "load_calibration_texts"]
+__all__ = [
+    "DEFAULT_SPARSITY",
+    "CALIBRATION_SOURCES",
+    "MethodSpec",
+    "add_method_arguments",
+    "method_from_args",
+    "all_method_options",
+    "load_calibration_texts",
+]
 
 DEFAULT_SPARSITY = 0.5
 DEFAULT_CALIBRATION_SAMPLES = MethodChoice.calibration_samples
@@ -44,28 +51,44 @@ def all_method_options() -> list[MethodOption]:
     for _, cls in METHODS.items():
         for option in method_options(cls):
             if option.flag in owners:
-                raise CapreseError(f"flag --{option.flag} of method {cls.name!r} is already method "
-                                   f"{owners[option.flag]!r}'s (set metadata['flag'] on the field)")
+                raise CapreseError(
+                    f"flag --{option.flag} of method {cls.name!r} is already method "
+                    f"{owners[option.flag]!r}'s (set metadata['flag'] on the field)"
+                )
             owners[option.flag] = cls.name
             options.append(option)
     return options
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("efficient FFN method (prompt tokens run the full FFN, generated tokens the method)")
+    group = parser.add_argument_group(
+        "efficient FFN method (prompt tokens run the full FFN, generated tokens the method)"
+    )
     group.add_argument("--method", default="dense", help=f"one of: {', '.join(METHODS.names())} (default: dense)")
     group.add_argument(
-        "--sparsity", type=float, default=None,
+        "--sparsity",
+        type=float,
+        default=None,
         help=f"fraction of FFN activations dropped on generated tokens, in [0, 1) (default: {DEFAULT_SPARSITY}; dense: 0)",
     )
-    group.add_argument("--layers", default="all", help="all | first_half | comma-separated layer indices (default: all)")
+    group.add_argument(
+        "--layers", default="all", help="all | first_half | comma-separated layer indices (default: all)"
+    )
     for option in all_method_options():
         option.add_to(group)
-    group.add_argument("--calibration", default=None, metavar="SOURCE",
-                       help=f"calibration set for methods that need one: {' | '.join(CALIBRATION_SOURCES)} "
-                            "| a .txt or .jsonl file")
-    group.add_argument("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, metavar="N",
-                       help=f"texts read from --calibration (default: {DEFAULT_CALIBRATION_SAMPLES})")
+    group.add_argument(
+        "--calibration",
+        default=None,
+        metavar="SOURCE",
+        help=f"calibration set for methods that need one: {' | '.join(CALIBRATION_SOURCES)} | a .txt or .jsonl file",
+    )
+    group.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=DEFAULT_CALIBRATION_SAMPLES,
+        metavar="N",
+        help=f"texts read from --calibration (default: {DEFAULT_CALIBRATION_SAMPLES})",
+    )
 
 
 def method_from_args(args: argparse.Namespace) -> MethodChoice:
@@ -87,16 +110,28 @@ def method_from_args(args: argparse.Namespace) -> MethodChoice:
     options = dataclasses.asdict(config)
     needs = cls.calibration_needs(config)
     if needs and args.calibration is None:
-        raise CapreseError(f"--method {name} with these options needs --calibration ({' | '.join(CALIBRATION_SOURCES)} | a file)")
+        raise CapreseError(
+            f"--method {name} with these options needs --calibration ({' | '.join(CALIBRATION_SOURCES)} | a file)"
+        )
     check_int("--calibration-samples", args.calibration_samples)
     if not cls.takes_sparsity and sparsity != 0:
-        raise CapreseError(f"--sparsity {sparsity!r} does nothing with --method {name} (omit it or choose another method)")
-    return MethodChoice(name, sparsity, args.layers, options, calibration_source=args.calibration if needs else None,
-                        calibration_samples=args.calibration_samples)
+        raise CapreseError(
+            f"--sparsity {sparsity!r} does nothing with --method {name} (omit it or choose another method)"
+        )
+    return MethodChoice(
+        name,
+        sparsity,
+        args.layers,
+        options,
+        calibration_source=args.calibration if needs else None,
+        calibration_samples=args.calibration_samples,
+    )
 
 
 def check_dense(sparsity: float) -> float:
     """Deprecated: `method_from_args` refuses a sparsity for a method that takes none."""
     if sparsity != 0:
-        raise CapreseError(f"--sparsity {sparsity!r} does nothing with --method dense (omit it or choose another method)")
+        raise CapreseError(
+            f"--sparsity {sparsity!r} does nothing with --method dense (omit it or choose another method)"
+        )
     return sparsity

@@ -26,6 +26,8 @@ class Dense(Method):
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         if meter is not None:
-            keep = torch.ones(*x.shape[:-1], 1, dtype=torch.bool, device=x.device).expand(*x.shape[:-1], self.block.intermediate_size)
+            keep = torch.ones(*x.shape[:-1], 1, dtype=torch.bool, device=x.device).expand(
+                *x.shape[:-1], self.block.intermediate_size
+            )
             meter.add("intermediate", keep, count)
         return self.block.module(x)

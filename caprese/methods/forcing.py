@@ -38,12 +38,18 @@ class ForcedBatch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
     def to(self, device) -> ForcedBatch:
-        return ForcedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.prompt_lengths, self.generated)))
+        return ForcedBatch(
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.prompt_lengths, self.generated))
+        )
 
 
-def teacher_forced_batch(prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad_id: int = 0) -> ForcedBatch:
+def teacher_forced_batch(
+    prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad_id: int = 0
+) -> ForcedBatch:
     if len(prompts) != len(continuations) or not prompts:
-        raise CapreseError(f"need as many prompts as continuations, and at least one (got {len(prompts)} and {len(continuations)})")
+        raise CapreseError(
+            f"need as many prompts as continuations, and at least one (got {len(prompts)} and {len(continuations)})"
+        )
     prompts = [list(map(int, p)) for p in prompts]
     continuations = [list(map(int, c)) for c in continuations]
     if any(not p for p in prompts):
@@ -78,14 +84,25 @@ def incremental_logits(model, batch: ForcedBatch) -> torch.Tensor:
     keyword = _cache_keyword(model)
     width_p = int(batch.prompt_lengths.max())
     if bool((batch.prompt_lengths != width_p).any()):
-        raise CapreseError("incremental_logits needs prompts that end at the same position (teacher_forced_batch's layout)")
+        raise CapreseError(
+            "incremental_logits needs prompts that end at the same position (teacher_forced_batch's layout)"
+        )
     positions = batch.position_ids
-    out = model(input_ids=batch.input_ids[:, :width_p], attention_mask=batch.attention_mask[:, :width_p],
-                position_ids=positions[:, :width_p], use_cache=True)
+    out = model(
+        input_ids=batch.input_ids[:, :width_p],
+        attention_mask=batch.attention_mask[:, :width_p],
+        position_ids=positions[:, :width_p],
+        use_cache=True,
+    )
     logits, cache = [out.logits], _returned_cache(out)
     for t in range(width_p, batch.input_ids.shape[1]):
-        out = model(input_ids=batch.input_ids[:, t : t + 1], attention_mask=batch.attention_mask[:, : t + 1],
-                    position_ids=positions[:, t : t + 1], use_cache=True, **{keyword: cache})
+        out = model(
+            input_ids=batch.input_ids[:, t : t + 1],
+            attention_mask=batch.attention_mask[:, : t + 1],
+            position_ids=positions[:, t : t + 1],
+            use_cache=True,
+            **{keyword: cache},
+        )
         logits.append(out.logits)
         cache = _returned_cache(out)
     return torch.cat(logits, dim=1)

@@ -28,10 +28,17 @@ from .base import LayerShape, Method, MethodConfig, kept_count, register_method
 
 @dataclass
 class GriffinConfig(MethodConfig):
-    reselect_every: int | None = field(default=None, metadata={
-        "help": "reselect the kept neurons every RHO generated tokens", "flag": "reselect-every", "metavar": "RHO"})
-    prune: bool = field(default=False, metadata={
-        "help": "decode through sliced weights (same outputs, less work)", "flag": "prune"})
+    reselect_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "reselect the kept neurons every RHO generated tokens",
+            "flag": "reselect-every",
+            "metavar": "RHO",
+        },
+    )
+    prune: bool = field(
+        default=False, metadata={"help": "decode through sliced weights (same outputs, less work)", "flag": "prune"}
+    )
 
     def validate(self) -> None:
         check_int("reselect_every", self.reselect_every, allow_none=True)
@@ -206,7 +213,9 @@ class Griffin(Method):
         else:
             kept = select_neurons(state.scores[rows], self.k)
             state.kept[rows] = kept
-            state.keep[rows] = torch.zeros_like(state.scores[rows], dtype=torch.bool).scatter_(-1, kept, True)[:, None, :]
+            state.keep[rows] = torch.zeros_like(state.scores[rows], dtype=torch.bool).scatter_(-1, kept, True)[
+                :, None, :
+            ]
             if state.pruned is not None:
                 state.pruned.replace(rows, self.slice_weights(kept))
         state.lora_slices = None  # a new kept set: LoRA factors are sliced again
@@ -215,7 +224,9 @@ class Griffin(Method):
     def prepare(self, x: torch.Tensor, prompt: torch.Tensor) -> GriffinState:
         empty = (~prompt.any(dim=1)).nonzero().flatten().tolist()
         if empty:
-            raise CapreseError(f"layer {self.block.index}: GRIFFIN selects from the prompt, but sequence {empty[0]} has no prompt token")
+            raise CapreseError(
+                f"layer {self.block.index}: GRIFFIN selects from the prompt, but sequence {empty[0]} has no prompt token"
+            )
         scores = griffin_scores(self.block.intermediate(x), prompt)
         batch = x.shape[0]
         rho = self.config.reselect_every
@@ -314,7 +325,9 @@ class LoraGriffin(Griffin):
     def __init__(self, griffin: Griffin, lora):
         super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
         if lora.gated != self.block.gated:
-            raise CapreseError(f"layer {self.block.index}: LoRA made for a {'gated' if lora.gated else 'non-gated'} FFN")
+            raise CapreseError(
+                f"layer {self.block.index}: LoRA made for a {'gated' if lora.gated else 'non-gated'} FFN"
+            )
         self.path = lora
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:

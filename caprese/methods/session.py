@@ -31,8 +31,16 @@ from .wrapper import EfficientFFN, PhaseFlags, TeacherCallback
 class MethodSession:
     """What `apply_method` yields: the installed wrappers, the phase tracker and measurements."""
 
-    def __init__(self, model: nn.Module, name: str, sparsity: float, layers: list[int], config: MethodConfig,
-                 tracker: PhaseTracker, calibration: CalibrationStats | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        sparsity: float,
+        layers: list[int],
+        config: MethodConfig,
+        tracker: PhaseTracker,
+        calibration: CalibrationStats | None,
+    ):
         self.model = model
         self.method = name
         self.sparsity = sparsity
@@ -74,14 +82,22 @@ class MethodSession:
         per_layer = {i: w.meter.overall() for i, w in self.wrappers.items()}
         details = {i: w.meter.by_name() for i, w in self.wrappers.items()}
         # every layer sees the same tokens, so layers combine by their activations' weights
-        weighted = [(w.meter.total_weight(), per_layer[i]) for i, w in self.wrappers.items() if per_layer[i] is not None]
+        weighted = [
+            (w.meter.total_weight(), per_layer[i]) for i, w in self.wrappers.items() if per_layer[i] is not None
+        ]
         total = sum(weight for weight, _ in weighted)
         overall = None if total == 0 else sum(weight * value for weight, value in weighted) / total
         return {"overall": overall, "per_layer": per_layer, "per_activation": details}
 
     def active_parameters(self) -> dict[str, Any]:
-        return active_ffn_parameters(self.model, self.method, self.sparsity, self.layers,
-                                     reselect_every=getattr(self.config, "reselect_every", None), config=self.config)
+        return active_ffn_parameters(
+            self.model,
+            self.method,
+            self.sparsity,
+            self.layers,
+            reselect_every=getattr(self.config, "reselect_every", None),
+            config=self.config,
+        )
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for results files."""
@@ -137,7 +153,9 @@ def apply_method(
     chosen = resolve_layers(layers, len(blocks))
     for index in chosen:
         if isinstance(blocks[index].installed(), FFNWrapper):
-            raise CapreseError(f"layer {index} already has a caprese wrapper installed; leave the other apply_method first")
+            raise CapreseError(
+                f"layer {index} already has a caprese wrapper installed; leave the other apply_method first"
+            )
     stats = _resolve_calibration(model, cls, config, chosen, calibration, tokenizer, progress)
     tracker = PhaseTracker(model)
     session = MethodSession(model, cls.name, sparsity, chosen, config, tracker, stats)

@@ -40,16 +40,28 @@ MAX_PROJECTION_SPARSITY = 0.99  # a projection never loses every input
 
 @dataclass
 class TealConfig(MethodConfig):
-    allocation: str = field(default="uniform", metadata={
-        "help": "the same sparsity per projection, or TEAL's greedy per-projection search", "choices": ALLOCATIONS})
+    allocation: str = field(
+        default="uniform",
+        metadata={
+            "help": "the same sparsity per projection, or TEAL's greedy per-projection search",
+            "choices": ALLOCATIONS,
+        },
+    )
     greedy_step: float = field(default=0.05, metadata={"help": "base sparsity step of the greedy search"})
-    sample_tokens: int = field(default=1024, metadata={
-        "help": "calibration tokens per layer for down's threshold and the greedy search"})
-    symmetrize: bool = field(default=True, metadata={
-        "help": "mirror the calibration distributions (exact P(|x| <= t) = p)"})
-    down_threshold_from: str = field(default="sparsified", metadata={
-        "help": "read down's threshold from the Z down really reads, or from the dense Z (reference)",
-        "choices": DOWN_SOURCES, "flag": "teal-down-threshold"})
+    sample_tokens: int = field(
+        default=1024, metadata={"help": "calibration tokens per layer for down's threshold and the greedy search"}
+    )
+    symmetrize: bool = field(
+        default=True, metadata={"help": "mirror the calibration distributions (exact P(|x| <= t) = p)"}
+    )
+    down_threshold_from: str = field(
+        default="sparsified",
+        metadata={
+            "help": "read down's threshold from the Z down really reads, or from the dense Z (reference)",
+            "choices": DOWN_SOURCES,
+            "flag": "teal-down-threshold",
+        },
+    )
 
     def validate(self) -> None:
         check_choice("allocation", self.allocation, ALLOCATIONS)
@@ -188,7 +200,9 @@ class Teal(Method):
                 if error < best_error:
                     best, best_error = trial, error
             if best is None:
-                raise CapreseError(f"TEAL sparsity {self.sparsity} is unreachable with projections capped at {MAX_PROJECTION_SPARSITY}")
+                raise CapreseError(
+                    f"TEAL sparsity {self.sparsity} is unreachable with projections capped at {MAX_PROJECTION_SPARSITY}"
+                )
             current = best
         return current
 

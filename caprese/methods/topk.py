@@ -39,7 +39,9 @@ class TopK(Method):
     @classmethod
     def active_parameters(cls, shape: LayerShape, sparsity, config) -> float:
         """n_in·D·D_FF + D·k: an oracle computes the whole Z to choose; only the down projection skips."""
-        return shape.inputs * shape.hidden * shape.intermediate + shape.hidden * kept_count(sparsity, shape.intermediate)
+        return shape.inputs * shape.hidden * shape.intermediate + shape.hidden * kept_count(
+            sparsity, shape.intermediate
+        )
 
     def __init__(self, block, sparsity, config):
         super().__init__(block, sparsity, config)

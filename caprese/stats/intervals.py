@@ -60,9 +60,14 @@ def wilson_half_width(successes: int, n: int, confidence: float = CONFIDENCE) ->
     return (high - low) / 2.0
 
 
-def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean, *,
-                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                       confidence: float = CONFIDENCE) -> tuple[float, float]:
+def bootstrap_interval(
+    values: Sequence[float],
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile bootstrap of `statistic` over `values` (e.g. per-text perplexities), seeded."""
     _z(confidence)
     data = np.asarray([float(v) for v in values if v is not None and not math.isnan(float(v))], dtype=np.float64)
@@ -77,10 +82,15 @@ def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray]
     return (float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha)))
 
 
-def ratio_bootstrap_interval(numerators: Sequence[float], denominators: Sequence[float], *,
-                             transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                             resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                             confidence: float = CONFIDENCE) -> tuple[float, float]:
+def ratio_bootstrap_interval(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile bootstrap over units (texts) of sum(numerators) / sum(denominators), then
     `transform` (e.g. np.exp: perplexity from per-text summed NLL and token counts), seeded."""
     _z(confidence)
@@ -100,9 +110,15 @@ def ratio_bootstrap_interval(numerators: Sequence[float], denominators: Sequence
     return (float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1.0 - alpha)))
 
 
-def paired_difference_interval(numerators_a: Sequence[float], numerators_b: Sequence[float],
-                               denominators: Sequence[float], *, confidence: float = CONFIDENCE,
-                               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def paired_difference_interval(
+    numerators_a: Sequence[float],
+    numerators_b: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    confidence: float = CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Interval of (sum a - sum b) / sum(denominators) over the same texts resampled together:
     e.g. KL with Caprese minus KL of the method alone, per token (paired, so the texts' own
     difficulty cancels)."""
@@ -112,9 +128,15 @@ def paired_difference_interval(numerators_a: Sequence[float], numerators_b: Sequ
     return ratio_bootstrap_interval(a - b, denominators, confidence=confidence, resamples=resamples, seed=seed)
 
 
-def recovered_interval(caprese: tuple[int, int], method_alone: tuple[int, int], dense: tuple[int, int], *,
-                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                       confidence: float = CONFIDENCE) -> tuple[float, float]:
+def recovered_interval(
+    caprese: tuple[int, int],
+    method_alone: tuple[int, int],
+    dense: tuple[int, int],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Interval of (acc - method) / (dense - method) by a parametric bootstrap: each of the three
     accuracies is redrawn as Binomial(n, p̂) from its own (correct, n). Resamples where the method
     lost nothing (dense <= method) are dropped; (nan, nan) when too few remain."""

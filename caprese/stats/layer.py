@@ -29,12 +29,20 @@ DEFAULT_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 @dataclass
 class StatsConfig:
-    epsilons: tuple[float, ...] = field(default=DEFAULT_EPSILONS, metadata={"help": "thresholds ε for fraction |Z| ≤ ε"})
+    epsilons: tuple[float, ...] = field(
+        default=DEFAULT_EPSILONS, metadata={"help": "thresholds ε for fraction |Z| ≤ ε"}
+    )
     densities: tuple[float, ...] = field(default=DEFAULT_DENSITIES, metadata={"help": "top-k densities d = k / D_FF"})
-    quantiles: tuple[float, ...] = field(default=DEFAULT_QUANTILES, metadata={"help": "quantiles reported in summaries"})
+    quantiles: tuple[float, ...] = field(
+        default=DEFAULT_QUANTILES, metadata={"help": "quantiles reported in summaries"}
+    )
     gate: bool = field(default=True, metadata={"help": "histogram of |σ(x W_g)| (CATS thresholds)"})
-    topk_energy: bool = field(default=True, metadata={"help": "fraction of ‖Z‖² kept by per-token top-k (one sort per token)"})
-    flocking: bool = field(default=True, metadata={"help": "overlap of each token's top-k with its prompt's GRIFFIN set"})
+    topk_energy: bool = field(
+        default=True, metadata={"help": "fraction of ‖Z‖² kept by per-token top-k (one sort per token)"}
+    )
+    flocking: bool = field(
+        default=True, metadata={"help": "overlap of each token's top-k with its prompt's GRIFFIN set"}
+    )
 
     def __post_init__(self):
         self.epsilons = tuple(float(e) for e in self.epsilons)
@@ -59,8 +67,11 @@ class LayerStatistics:
         self.flocking = FlockingOverlap(config.densities, width) if config.flocking else None
 
     def parts(self) -> dict[str, Any]:
-        return {name: part for name, part in
-                (("z", self.z), ("gate", self.gate), ("topk", self.topk), ("flocking", self.flocking)) if part is not None}
+        return {
+            name: part
+            for name, part in (("z", self.z), ("gate", self.gate), ("topk", self.topk), ("flocking", self.flocking))
+            if part is not None
+        }
 
     # -- updates (from trace callbacks) ------------------------------------------------------
     def observe_z(self, z: torch.Tensor, ids: torch.Tensor, prefill: bool) -> None:
@@ -115,7 +126,9 @@ class LayerStatistics:
             "phase": phase,
             "tokens": self.z.total(phase) // self.width,
             "fraction_le_eps": dict(zip(map(_key, self.config.epsilons), self.z.fractions(phase))),
-            "abs_z_quantiles": dict(zip(map(_key, self.config.quantiles), self.z.quantiles(self.config.quantiles, phase))),
+            "abs_z_quantiles": dict(
+                zip(map(_key, self.config.quantiles), self.z.quantiles(self.config.quantiles, phase))
+            ),
         }
         if self.gate is not None:
             out["abs_gate_quantiles"] = dict(
@@ -144,8 +157,9 @@ class FFNStatistics:
         self._ids: torch.Tensor | None = None
 
     @classmethod
-    def for_model(cls, model, layers: Iterable[int] | None = None, config: StatsConfig | None = None,
-                  blocks=None) -> FFNStatistics:
+    def for_model(
+        cls, model, layers: Iterable[int] | None = None, config: StatsConfig | None = None, blocks=None
+    ) -> FFNStatistics:
         from ..arch import ffn_blocks
         from ..trace import check_layers
 
@@ -220,15 +234,22 @@ class FFNStatistics:
             "layers": [self.layers[layer].summary(phase) for layer in self.layers for phase in PHASES],
         }
 
-    SUMMARY_GROUPS = {"fraction_le_eps": "frac_le_", "abs_z_quantiles": "abs_z_q", "abs_gate_quantiles": "abs_gate_q",
-                      "topk_energy_kept": "topk_kept_d", "griffin_overlap": "griffin_overlap_d"}
+    SUMMARY_GROUPS = {
+        "fraction_le_eps": "frac_le_",
+        "abs_z_quantiles": "abs_z_q",
+        "abs_gate_quantiles": "abs_gate_q",
+        "topk_energy_kept": "topk_kept_d",
+        "griffin_overlap": "griffin_overlap_d",
+    }
 
     def rows(self, groups: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Flat rows (one per layer and phase) for CSV; `groups` picks summary groups (default all)."""
         groups = list(self.SUMMARY_GROUPS) if groups is None else list(groups)
         for group in groups:
             if group not in self.SUMMARY_GROUPS:
-                raise CapreseError(f"statistics group {group!r} is unknown (choose from: {', '.join(self.SUMMARY_GROUPS)})")
+                raise CapreseError(
+                    f"statistics group {group!r} is unknown (choose from: {', '.join(self.SUMMARY_GROUPS)})"
+                )
         rows = []
         for entry in self.summary()["layers"]:
             row = {"layer": entry["layer"], "phase": entry["phase"], "tokens": entry["tokens"]}

@@ -64,19 +64,24 @@ class TopKEnergy(StreamingStatistic):
         z = z[keep]
         self.update_sorted(sort_magnitudes(z, max(self.ks))[0], ids[keep], z.double().square().sum(-1))
 
-    def update_sorted(self, magnitudes_desc: torch.Tensor, phase_ids: torch.Tensor,
-                      totals: torch.Tensor | None = None) -> None:
+    def update_sorted(
+        self, magnitudes_desc: torch.Tensor, phase_ids: torch.Tensor, totals: torch.Tensor | None = None
+    ) -> None:
         """From each token's largest |z| sorted descending (N, ≥ max k), its phase id (N,) and its
         ‖z‖² (N,; may be omitted when `magnitudes_desc` holds all W entries)."""
         if magnitudes_desc.shape[-1] < max(self.ks) or (totals is None and magnitudes_desc.shape[-1] != self.width):
-            raise CapreseError(f"top-k energy needs the {max(self.ks)} largest of {self.width} entries "
-                               f"(and ‖z‖² unless all are given), got {magnitudes_desc.shape[-1]}")
+            raise CapreseError(
+                f"top-k energy needs the {max(self.ks)} largest of {self.width} entries "
+                f"(and ‖z‖² unless all are given), got {magnitudes_desc.shape[-1]}"
+            )
         if magnitudes_desc.shape[0] == 0:
             return
         energy = magnitudes_desc.double().square_().cumsum_(-1)  # float64: exact to ~1e-12 for any W
         total = (energy[:, -1] if totals is None else totals.double()).unsqueeze(-1)
         kept = energy[:, [k - 1 for k in self.ks]]
-        fraction = torch.where(total > 0, kept / total.clamp_min(torch.finfo(torch.float64).tiny), torch.ones_like(kept))
+        fraction = torch.where(
+            total > 0, kept / total.clamp_min(torch.finfo(torch.float64).tiny), torch.ones_like(kept)
+        )
         ids = phase_ids.to(fraction.device)
         sums = torch.zeros(len(PHASES), len(self.ks), dtype=torch.float64, device=fraction.device)
         sums.index_add_(0, ids, fraction)

@@ -41,7 +41,17 @@ from .spec import Point, SweepSpec
 
 SUBMITIT_CLUSTERS = ("slurm", "local", "debug")
 JOB_FILE = "job.json"  # in a run folder: the Slurm job running it, so a restarted driver re-attaches
-_SLURM_LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED")
+_SLURM_LIVE = (
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "CONFIGURING",
+    "COMPLETING",
+    "RESIZING",
+    "SUSPENDED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+)
 
 
 @dataclass
@@ -63,19 +73,31 @@ class LauncherOptions:
 
     def __post_init__(self) -> None:
         if self.submitit_cluster not in SUBMITIT_CLUSTERS:
-            raise SweepSpecError(f"--submitit-cluster {self.submitit_cluster!r}: choose from {', '.join(SUBMITIT_CLUSTERS)}")
+            raise SweepSpecError(
+                f"--submitit-cluster {self.submitit_cluster!r}: choose from {', '.join(SUBMITIT_CLUSTERS)}"
+            )
         for name in ("time_limit_min", "poll_s"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise SweepSpecError(f"{name} {value!r}: must be a positive number")
-        bad = [f"{k}={v!r}" for k, v in self.slurm_options.items() if not isinstance(k, str) or not k or not isinstance(v, str)]
+        bad = [
+            f"{k}={v!r}"
+            for k, v in self.slurm_options.items()
+            if not isinstance(k, str) or not k or not isinstance(v, str)
+        ]
         if bad:
-            raise SweepSpecError(f"--slurm-option {', '.join(bad)}: write KEY=VALUE, e.g. --slurm-option account=myproj")
+            raise SweepSpecError(
+                f"--slurm-option {', '.join(bad)}: write KEY=VALUE, e.g. --slurm-option account=myproj"
+            )
 
     def given(self) -> list[str]:
         """The options set to something other than their default."""
-        return [f.name for f in fields(self) if getattr(self, f.name) != LauncherOptions.__dataclass_fields__[f.name].default
-                and not (f.name == "slurm_options" and not self.slurm_options)]
+        return [
+            f.name
+            for f in fields(self)
+            if getattr(self, f.name) != LauncherOptions.__dataclass_fields__[f.name].default
+            and not (f.name == "slurm_options" and not self.slurm_options)
+        ]
 
 
 @dataclass
@@ -148,8 +170,9 @@ def _code_root() -> str:
     return str(Path(list(caprese.__path__)[0]).resolve().parent)
 
 
-def execute_remote(point: Point, sweep_dir: Path, spec: SweepSpec, kernel: str, timeout: float, cwd: Path,
-                   live: _Workers | None = None) -> RunOutcome:
+def execute_remote(
+    point: Point, sweep_dir: Path, spec: SweepSpec, kernel: str, timeout: float, cwd: Path, live: _Workers | None = None
+) -> RunOutcome:
     """The body of a Ray task / Slurm job: the point, on whichever node runs it."""
     return run_point(point, sweep_dir, spec, kernel=kernel, timeout=timeout, cwd=cwd, workers=live, remote=True)
 
@@ -181,7 +204,8 @@ class RayLauncher(Launcher):
                     point = queue.pop(0)
                     prepare_run(point, ctx.sweep_dir, ctx.inputs[point.run_id])
                     ref = task.options(name=f"{ctx.spec.name}/{point.run_id}").remote(
-                        point, ctx.sweep_dir, ctx.spec, ctx.kernel, ctx.timeout, ctx.cwd)
+                        point, ctx.sweep_dir, ctx.spec, ctx.kernel, ctx.timeout, ctx.cwd
+                    )
                     pending[ref] = (point, time.time())
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
@@ -265,7 +289,9 @@ class SlurmLauncher(Launcher):
         for key in ("cpus", "gpus"):
             amount = getattr(spec.resources, key)
             if amount != int(amount):
-                lines.append(f"{spec.label}: resources.{key} {amount!r}: Slurm allocates whole {key}; use --launcher ray to share one")
+                lines.append(
+                    f"{spec.label}: resources.{key} {amount!r}: Slurm allocates whole {key}; use --launcher ray to share one"
+                )
         return lines
 
     def _executor(self, ctx: SweepContext, cap: int | None):
@@ -312,8 +338,10 @@ class SlurmLauncher(Launcher):
             else:
                 submitted = [executor.submit(call) for call in calls]
             for point, job in zip(points, submitted):
-                write_json(RunFolder(ctx.sweep_dir / point.run_id).path / JOB_FILE,
-                           {"launcher": "slurm", "cluster": cluster, "job_id": str(job.job_id), "folder": str(folder / "%j")})
+                write_json(
+                    RunFolder(ctx.sweep_dir / point.run_id).path / JOB_FILE,
+                    {"launcher": "slurm", "cluster": cluster, "job_id": str(job.job_id), "folder": str(folder / "%j")},
+                )
                 jobs[point.run_id] = (job, point, time.time())
 
         cap = None if array else (ctx.workers or len(todo))
@@ -323,7 +351,7 @@ class SlurmLauncher(Launcher):
                 queue = []
             while queue or jobs:
                 if cap is not None and queue and len(jobs) < cap:
-                    take, queue = queue[: cap - len(jobs)], queue[cap - len(jobs):]
+                    take, queue = queue[: cap - len(jobs)], queue[cap - len(jobs) :]
                     submit(take)
                 for run_id, (job, point, since) in list(jobs.items()):
                     if not job.done():

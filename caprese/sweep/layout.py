@@ -99,15 +99,22 @@ class RunFolder:
 
     def result_files(self) -> list[Path]:
         """The files a finished run's COMPLETE marker vouches for (hidden and bookkeeping ones aside)."""
-        return sorted(p for p in self.path.rglob("*") if p.is_file() and p.name not in _UNCHECKED
-                      and not any(part.startswith(".") for part in p.relative_to(self.path).parts))
+        return sorted(
+            p
+            for p in self.path.rglob("*")
+            if p.is_file()
+            and p.name not in _UNCHECKED
+            and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+        )
 
     def mark_complete(self) -> Path:
         """Write COMPLETE (atomically, last): each result file's size and sha256."""
         from ..io import write_json
 
-        files = {str(p.relative_to(self.path)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in self.result_files()}
+        files = {
+            str(p.relative_to(self.path)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in self.result_files()
+        }
         return write_json(self.marker, {"files": files})
 
     def damage(self) -> str:
@@ -117,7 +124,9 @@ class RunFolder:
         except (OSError, ValueError) as err:
             return f"metrics.json is unreadable ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
         if not isinstance(metrics, dict) or not metrics:
-            return f"metrics.json holds {type(metrics).__name__} {json.dumps(metrics)[:40]}, not a JSON object of results"
+            return (
+                f"metrics.json holds {type(metrics).__name__} {json.dumps(metrics)[:40]}, not a JSON object of results"
+            )
         if not self.marker.exists():
             return ""  # runs finished before markers existed, or killed between metrics.json and the marker
         try:

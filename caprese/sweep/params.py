@@ -33,6 +33,7 @@ def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
     except CapreseError as err:
         raise SweepSpecError(str(err)) from None
 
+
 def _plain_value_problem(value: Any) -> str | None:
     """Sweep values travel as JSON-like literals: reject YAML's dates, sets and the like."""
     kind = value_kind(value)
@@ -77,7 +78,9 @@ def check_values(spec: SweepSpec, parameters: dict[str, NotebookParameter]) -> l
             if problem:
                 lines.append(f"{spec.label}: {where}: value {value!r} {problem}")
             elif not parameter.accepts(value):
-                declared = f"annotated {parameter.annotation}" if parameter.annotation else f"default {parameter.default}"
+                declared = (
+                    f"annotated {parameter.annotation}" if parameter.annotation else f"default {parameter.default}"
+                )
                 lines.append(
                     f"{spec.label}: {where}: value {value!r} is {_a(value_kind(value))}, but {key!r} in {nb} "
                     f"takes {parameter.expects()} ({declared}){_type_hint(value, parameter)}"
@@ -142,7 +145,9 @@ def check_spec(spec: SweepSpec, *, kernel: str | None = None) -> dict[str, Noteb
     lines = []
     for name in RUNNER_PARAMETERS:
         if name not in parameters:
-            lines.append(f"notebook {str(spec.notebook)!r} has no parameter {name!r}; the runner passes each run's folder as {name}")
+            lines.append(
+                f"notebook {str(spec.notebook)!r} has no parameter {name!r}; the runner passes each run's folder as {name}"
+            )
     lines += check_values(spec, parameters)
     if not lines:  # values of the right types: check them as the runs would
         lines += check_point_values(spec, parameters)

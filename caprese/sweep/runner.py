@@ -137,7 +137,9 @@ def check_existing_runs(spec: SweepSpec, points: list[Point], sweep_dir: Path) -
     return inputs
 
 
-def plan(spec: SweepSpec, *, only=(), runs_dir: str | Path = "runs", kernel: str | None = DEFAULT_KERNEL) -> tuple[list[Point], Path, dict[str, dict]]:
+def plan(
+    spec: SweepSpec, *, only=(), runs_dir: str | Path = "runs", kernel: str | None = DEFAULT_KERNEL
+) -> tuple[list[Point], Path, dict[str, dict]]:
     """Everything that can go wrong before a run starts: spec vs notebook, kernel, --only, old runs.
     Returns the points, the sweep's folder and each point's inputs (see `check_existing_runs`)."""
     check_spec(spec, kernel=kernel)
@@ -225,8 +227,18 @@ def not_visible(run: RunFolder, notebook: Path, cwd: Path) -> str | None:
     return None
 
 
-def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, timeout: float | None, cwd: Path,
-              workers: _Workers | None = None, inputs: dict | None = None, remote: bool = False) -> RunOutcome:
+def run_point(
+    point: Point,
+    sweep_dir: Path,
+    spec: SweepSpec,
+    *,
+    kernel: str,
+    timeout: float | None,
+    cwd: Path,
+    workers: _Workers | None = None,
+    inputs: dict | None = None,
+    remote: bool = False,
+) -> RunOutcome:
     """Execute one point in a worker process and record its outcome in its folder.
 
     Called on the machine that runs the point. The worker's watchdog follows the process calling
@@ -249,7 +261,15 @@ def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, ti
     started = time.time()
     # its own session: Ctrl-C in the terminal reaches the sweep only, which then stops the workers
     # without recording their runs as failed; a timeout kills the worker's whole process group
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_worker_env(workers.size), text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=_worker_env(workers.size),
+        text=True,
+    )
     workers.add(proc)
     timed_out = False
     try:
@@ -274,7 +294,15 @@ def run_point(point: Point, sweep_dir: Path, spec: SweepSpec, *, kernel: str, ti
         recorded = run.error.exists() and run.error.stat().st_mtime >= started - 1
         if timed_out or not recorded:  # the worker records the notebook's own errors itself
             run.set_aside_metrics()
-            write_json(run.error, {"error": message, "type": "TimeoutError" if timed_out else "WorkerError", "output": output[-4000:], "duration_s": round(seconds, 3)})
+            write_json(
+                run.error,
+                {
+                    "error": message,
+                    "type": "TimeoutError" if timed_out else "WorkerError",
+                    "output": output[-4000:],
+                    "duration_s": round(seconds, 3),
+                },
+            )
             run.promote_partial_notebook()
     if run.is_done():
         return RunOutcome(point, DONE, seconds)
@@ -344,7 +372,9 @@ def run_sweep(
     # absolute paths: a Ray task or Slurm job runs in another working directory, maybe on another node
     shared = replace(spec, notebook=spec.notebook.resolve())
     context = SweepContext(shared, sweep_dir.resolve(), kernel, timeout, Path.cwd(), inputs, workers, options)
-    bar = tqdm(total=len(todo), desc=f"sweep {spec.name} ({strategy.name})", unit="run", disable=not progress or not todo)
+    bar = tqdm(
+        total=len(todo), desc=f"sweep {spec.name} ({strategy.name})", unit="run", disable=not progress or not todo
+    )
 
     def finished(outcome: RunOutcome) -> None:  # called on the driver as each point ends, in any order
         report.outcomes.append(outcome)

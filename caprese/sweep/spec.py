@@ -245,7 +245,9 @@ def _mapping(label: str, section: str, value: Any, problems: list[str]) -> dict[
 
 def _value_list(label: str, where: str, values: Any, problems: list[str]) -> list | None:
     if not isinstance(values, list) or not values:
-        problems.append(f"{label}: {where} must be a non-empty list of values, got {values!r} (write [{values!r}] for one value)")
+        problems.append(
+            f"{label}: {where} must be a non-empty list of values, got {values!r} (write [{values!r}] for one value)"
+        )
         return None
     return values
 
@@ -311,7 +313,9 @@ def _overlaps(label: str, grid: dict, zips: list[dict]) -> list[str]:
     for i, group in enumerate(zips):
         for key in group:
             if key in owner:
-                lines.append(f"{label}: parameter {key!r} is swept twice (in {owner[key]} and zip group {i}); sweep it in one place")
+                lines.append(
+                    f"{label}: parameter {key!r} is swept twice (in {owner[key]} and zip group {i}); sweep it in one place"
+                )
             owner[key] = f"zip group {i}"
     return lines
 

@@ -68,7 +68,9 @@ def _redirect_output(log_path: Path) -> None:
     log = open(log_path, "w", buffering=1)
     os.dup2(log.fileno(), sys.stdout.fileno())
     os.dup2(log.fileno(), sys.stderr.fileno())
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True
+    )
 
 
 def describe_error(err: BaseException) -> dict:

@@ -30,13 +30,28 @@ from caprese.diagnostics.notebook import NOTEBOOK
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("CAPRESE_UI_ARTIFACTS", Path(__file__).parent / "artifacts"))
-PARAMETERS = {"model": "toy-math", "data": "toy-math", "samples": 4, "max_new_tokens": 24, "densities": [0.1, 0.3],
-              "ranks": [4], "batch_size": 4}
+PARAMETERS = {
+    "model": "toy-math",
+    "data": "toy-math",
+    "samples": 4,
+    "max_new_tokens": 24,
+    "densities": [0.1, 0.3],
+    "ranks": [4],
+    "batch_size": 4,
+}
 RUN_TIMEOUT_MS = 240_000  # all cells on 2 busy cores
 STEP_TIMEOUT_MS = 60_000
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 SPARSITY = re.compile(r"layer (\d+)\s*, (\w+) tokens:.*?fraction \|Z\| ≤ ε=(\S+): ([0-9.]+|n/a)", re.S)
 
 
@@ -45,8 +60,11 @@ def chromium() -> str:
     """The system's Chromium (checked before any server starts); a missing one fails, never skips."""
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not os.access(path, os.X_OK):
-        pytest.fail(f"no Chromium at {path!r}: install Debian's (apt-get install -y chromium) or set CHROMIUM=/path; "
-                    "the browser test does not skip", pytrace=False)
+        pytest.fail(
+            f"no Chromium at {path!r}: install Debian's (apt-get install -y chromium) or set CHROMIUM=/path; "
+            "the browser test does not skip",
+            pytrace=False,
+        )
     return path
 
 
@@ -70,21 +88,44 @@ def lab(tmp_path):
     # the "Jupyter news" notice would cover the page: its plugin is disabled in this server's own config
     (home / "config" / "labconfig").mkdir(parents=True)
     (home / "config" / "labconfig" / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
+        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}'
+    )
     port, token = free_port(), uuid.uuid4().hex
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_PLATFORM_DIRS": "1",
-           "IPYTHONDIR": str(home / "ipython"), "MPLBACKEND": "agg",
-           # kernels inherit the server's environment: they import caprese from this checkout
-           "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "IPYTHONDIR": str(home / "ipython"),
+        "MPLBACKEND": "agg",
+        # kernels inherit the server's environment: they import caprese from this checkout
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    }
     log = open(tmp_path / "jupyter.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.open_browser=False"]
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--ServerApp.open_browser=False",
+        ]
         + (["--allow-root"] if os.geteuid() == 0 else []),  # CI runs as root
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -96,7 +137,11 @@ def lab(tmp_path):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield {"url": f"{base}/lab/tree/{NOTEBOOK.name}?reset&token={token}", "out": out, "log": tmp_path / "jupyter.log"}
+        yield {
+            "url": f"{base}/lab/tree/{NOTEBOOK.name}?reset&token={token}",
+            "out": out,
+            "log": tmp_path / "jupyter.log",
+        }
     finally:
         _stop(server)
         log.close()
@@ -136,8 +181,12 @@ def _panel(page, slot: str) -> dict:
 def _expect(view, shown: dict, layer: int, phase: str) -> None:
     assert (shown["layer"], shown["phase"]) == (layer, phase), shown["text"]
     expected = view.numbers(layer, phase)["sparsity"]
-    assert shown["sparsity"] == f"{expected:.4f}", f"layer {layer} {phase}: page says {shown['sparsity']}, run folder {expected:.4f}"
-    assert shown["width"] > 100 and shown["size"] > 10_000, f"panel image of layer {layer} is not a rendered figure: {shown}"
+    assert shown["sparsity"] == f"{expected:.4f}", (
+        f"layer {layer} {phase}: page says {shown['sparsity']}, run folder {expected:.4f}"
+    )
+    assert shown["width"] > 100 and shown["size"] > 10_000, (
+        f"panel image of layer {layer} is not a rendered figure: {shown}"
+    )
 
 
 def _wait_for_panel(page, slot: str, layer: int, phase: str, previous_hash: str | None = None) -> dict:
@@ -152,9 +201,11 @@ def _wait_for_panel(page, slot: str, layer: int, phase: str, previous_hash: str 
             if (shown["layer"], shown["phase"]) == (layer, phase) and shown["hash"] != previous_hash:
                 return shown
             if time.monotonic() > deadline:
-                raise AssertionError(f"panel {slot} still shows layer {shown['layer']} ({shown['phase']}, image "
-                                     f"{shown['hash'][:12]}) {STEP_TIMEOUT_MS // 1000} s after asking for layer "
-                                     f"{layer} ({phase}): the widget callback did not redraw")
+                raise AssertionError(
+                    f"panel {slot} still shows layer {shown['layer']} ({shown['phase']}, image "
+                    f"{shown['hash'][:12]}) {STEP_TIMEOUT_MS // 1000} s after asking for layer "
+                    f"{layer} ({phase}): the widget callback did not redraw"
+                )
         page.wait_for_timeout(250)
 
 
@@ -186,9 +237,11 @@ def _drive(page, lab) -> None:
     page.goto(lab["url"])
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=STEP_TIMEOUT_MS)
     # the kernel named by the notebook's kernelspec (`caprese`) is connected and idle: the status bar says so
-    page.wait_for_function("() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-                           ".some(e => / \\| Idle$/.test(e.innerText)) || document.querySelector('.jp-Dialog')",
-                           timeout=STEP_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => / \\| Idle$/.test(e.innerText)) || document.querySelector('.jp-Dialog')",
+        timeout=STEP_TIMEOUT_MS,
+    )
     _no_dialog(page)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
@@ -200,11 +253,13 @@ def _drive(page, lab) -> None:
     page.wait_for_function(
         "() => document.querySelector('.caprese-explorer img.caprese-figure[src]') || "
         "document.body.innerText.includes('<Figure size') || document.querySelector('.jp-Dialog') || document.querySelector('.jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"] pre')?.innerText.includes('Error')",
-        timeout=RUN_TIMEOUT_MS)
+        timeout=RUN_TIMEOUT_MS,
+    )
     _no_dialog(page)
     body = page.locator(".jp-Notebook").inner_text()
-    assert "<Figure size" not in body, "the notebook shows a figure's text repr instead of its image: " + \
-        re.search(r"<Figure size[^>]*>", body).group(0)
+    assert "<Figure size" not in body, "the notebook shows a figure's text repr instead of its image: " + re.search(
+        r"<Figure size[^>]*>", body
+    ).group(0)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert "Traceback" not in "".join(errors.all_inner_texts()), "\n".join(errors.all_inner_texts())[-3000:]
     explorer.wait_for(timeout=STEP_TIMEOUT_MS)
