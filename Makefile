@@ -43,6 +43,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
 # Browser test of notebooks/layerwise_diagnostics.ipynb's explorer: JupyterLab from .venv, Chromium
 # from the system ($$CHROMIUM or /usr/bin/chromium) via Playwright; screenshots in tests/ui/artifacts/.
 test-ui: $(STAMP)

@@ -10,10 +10,23 @@ import typing
 def add_model_arguments(parser) -> None:
     """The model options every verb that loads a model shares."""
     parser.add_argument(
-        "--model", required=True, help="built-in name (toy-math, smollm2-135m), local model folder, or Hugging Face id"
+        "--model",
+        required=True,
+        help="built-in name (toy-math, smollm2-135m, gemma3-270m), local model folder, or Hugging Face id",
     )
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+
+
+def add_adapter_arguments(group) -> None:
+    """--adapter and --merged, for the verbs that evaluate a trained adapter (eval, lm-eval)."""
+    group.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers",
+    )
+    group.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
 
 
 def add_config_arguments(group, config_class, flags: dict[str, str]) -> None:

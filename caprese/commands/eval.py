@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import CapreseError
 from ..io import staged_folder, write_json, write_jsonl
 from ..methods.cli_options import add_method_arguments
-from .common import add_model_arguments
+from .common import add_adapter_arguments, add_model_arguments
 
 
 class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -63,13 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_arguments(parser)
     extra = parser.add_argument_group("Caprese and evaluation breadth")
-    extra.add_argument(
-        "--adapter",
-        default=None,
-        metavar="DIR",
-        help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers",
-    )
-    extra.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
+    add_adapter_arguments(extra)
     extra.add_argument(
         "--language-samples",
         type=int,

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import CapreseError
 from ..io import write_json, write_jsonl
 from ..methods.cli_options import add_method_arguments
+from .common import add_adapter_arguments, add_model_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=DefaultsOnceFormatter,
     )
-    parser.add_argument("--model", required=True, help="built-in name (toy-math, smollm2-135m), model folder or hub id")
+    add_model_arguments(parser)
     parser.add_argument(
         "--tasks",
         required=True,
@@ -53,17 +54,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--include-path", default=None, metavar="DIR", help="a folder of your own YAML tasks")
     parser.add_argument("--log-samples", action="store_true", help="also write every document's response/score")
     parser.add_argument("--seed", type=int, default=0, help="lm-eval's random / numpy / torch / few-shot seed")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default="cpu")
     add_method_arguments(parser)
     extra = parser.add_argument_group("Caprese")
-    extra.add_argument(
-        "--adapter",
-        default=None,
-        metavar="DIR",
-        help="a trained adapter folder (caprese distill --out DIR/adapter); implies its method, sparsity and layers",
-    )
-    extra.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
+    add_adapter_arguments(extra)
     parser.set_defaults(run=run)
     return parser
 
