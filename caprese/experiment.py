@@ -130,7 +130,7 @@ class ExperimentConfig:
 
         check_method_values(self.method, self.sparsity, self.layers)
         parse_dtype(self.dtype)
-        parse_device(self.device)
+        parse_device(self.device, available=False)  # availability: where the point runs (load_model)
         for name in (
             "rank",
             "mix_samples",

@@ -30,7 +30,7 @@ def test_environment_yml_matches_pyproject():
 
 def test_setup_installs_the_extras_the_tests_need():
     makefile = (ROOT / "Makefile").read_text()
-    assert '-e ".[test,eval]"' in makefile
+    assert '-e ".[test,eval,ui]"' in makefile
 
 
 def test_ci_runs_the_readme_test_command():

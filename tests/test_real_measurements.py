@@ -142,7 +142,7 @@ def test_arithmetic_task_is_registered_with_levels():
 def test_few_shot_prompt_plain_and_chat():
     tok = tiny_tokenizer()
     shots = [["What is 1 + 2?", "1 + 2 = 3"], ["What is 4 + 4?", "4 + 4 = 8"]]
-    prompt = build_prompt(tok, "What is 5 + 2?", shots)
+    prompt = build_prompt(tok, "What is 5 + 2?", few_shot=shots)
     assert prompt == (
         "Question: What is 1 + 2?\nAnswer: 1 + 2 = 3\n\nQuestion: What is 4 + 4?\nAnswer: 4 + 4 = 8\n\n"
         "Question: What is 5 + 2?\nAnswer:"
@@ -151,7 +151,7 @@ def test_few_shot_prompt_plain_and_chat():
         "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
         "{% if add_generation_prompt %}<assistant>{% endif %}"
     )
-    chat = build_prompt(tok, "What is 5 + 2?", shots)
+    chat = build_prompt(tok, "What is 5 + 2?", few_shot=shots)
     assert chat == (
         "<user>What is 1 + 2?</user><assistant>1 + 2 = 3</assistant><user>What is 4 + 4?</user>"
         "<assistant>4 + 4 = 8</assistant><user>What is 5 + 2?</user><assistant>"

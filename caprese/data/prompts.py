@@ -21,7 +21,7 @@ def chat_user_message(question: str, answer_hint: str = CHAT_ANSWER_HINT) -> str
     return f"{question}\n{INSTRUCTION} {answer_hint}"
 
 
-def build_prompt(tokenizer, question: str, answer_hint: str = CHAT_ANSWER_HINT, few_shot=None) -> str:
+def build_prompt(tokenizer, question: str, *, answer_hint: str = CHAT_ANSWER_HINT, few_shot=None) -> str:
     """Chat models get their chat template (told where the answer goes: `answer_hint`); raw models
     (like toy-math) get the plain format.
 

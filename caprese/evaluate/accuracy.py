@@ -57,7 +57,10 @@ def evaluate_accuracy(
     """Generate a response per row (question, final_answer; optional few_shot pairs) and score it
     with `scoring` ("gsm": caprese's numeric path; "math-verify": MATH-style answers)."""
     scorer = SCORINGS.get(scoring)
-    prompts = [build_prompt(tokenizer, row["question"], scorer.answer_hint, row.get("few_shot")) for row in rows]
+    prompts = [
+        build_prompt(tokenizer, row["question"], answer_hint=scorer.answer_hint, few_shot=row.get("few_shot"))
+        for row in rows
+    ]
     generations = generate(model, tokenizer, prompts, settings, progress=progress, desc=desc)
     samples = []
     for row, prompt, gen in zip(rows, prompts, generations):

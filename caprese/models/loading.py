@@ -40,8 +40,10 @@ def parse_dtype(dtype: str | torch.dtype) -> Any:
 DEVICE_CHOICES = "cpu, cuda, cuda:N, mps, auto"
 
 
-def parse_device(device: str | torch.device) -> str:
-    """Check a device name before anything runs: it must parse and be present in this torch build."""
+def parse_device(device: str | torch.device, *, available: bool = True) -> str:
+    """Check a device name before anything runs: it must parse and (`available=True`) be present in
+    this torch build. `available=False` checks the name only: a sweep spec for GPUs is checked on
+    a login node without one, and each point checks availability where it runs."""
     text = str(device)
     if text == "auto":
         return text
@@ -49,6 +51,8 @@ def parse_device(device: str | torch.device) -> str:
         parsed = torch.device(text)
     except (RuntimeError, ValueError, TypeError):
         raise CapreseError(f"device {text!r} is not a device (choose from: {DEVICE_CHOICES})") from None
+    if not available:
+        return text
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
