@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import CapreseError
-from .correction import LowRankCorrection
-from .layerwise import LayerwiseConfig, LayerwiseResult, NonFiniteLoss, ResidualBatch, train_layerwise
+from .layerwise import LayerwiseConfig, LayerwiseResult, NonFiniteLoss, StreamingTeacher, train_layerwise
+from .path import LowRankPath
 
 
 @dataclass
@@ -59,6 +59,18 @@ def _ray():
     return ray
 
 
+class _Replay:
+    """The teacher's micro-batches of one layer, replayed in the serial path's order, so the
+    per-layer fit sums its gradients exactly as `train_layerwise` does beside the live teacher."""
+
+    def __init__(self, layer: int, data: list, batch_size: int):
+        self.layer, self.data, self.batch_size = layer, data, batch_size
+
+    def stream(self, indices: Sequence[int], sink) -> None:  # the batches are fixed: the first index names one
+        for x, y in self.data[indices[0] // self.batch_size]:
+            sink(self.layer, x, y)
+
+
 def _fit_layer(
     layer: int,
     batch_refs: list,
@@ -74,10 +86,9 @@ def _fit_layer(
     torch.set_num_threads(threads)
     if device is None:
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    data = [(x.to(device), y.to(device)) for x, y in ray.get(batch_refs)]
-
-    def teacher(indices: Sequence[int]) -> ResidualBatch:  # the batches are fixed: the first index names one
-        return {layer: data[indices[0] // config.batch_size]}
+    # per sample batch, this layer's micro-batches in the order the teacher produced them
+    data = [[(x.to(device), y.to(device)) for x, y in chunks] for chunks in ray.get(batch_refs)]
+    teacher = _Replay(layer, data, config.batch_size)
 
     start = {layer: tuple(t.to(device) for t in initial)} if initial is not None else None
     try:
@@ -93,7 +104,7 @@ def _fit_layer(
 
 
 def train_layerwise_parallel(
-    teacher: Callable[[Sequence[int]], ResidualBatch],
+    teacher: StreamingTeacher,
     n_samples: int,
     layers: Sequence[int],
     hidden_size: int,
@@ -126,12 +137,17 @@ def train_layerwise_parallel(
 
     batches = [list(range(s, min(s + config.batch_size, n_samples))) for s in range(0, n_samples, config.batch_size)]
     refs: dict[int, list] = {layer: [] for layer in layers}
+    chunks: dict[int, list] = {}
+
+    def keep(layer: int, x: torch.Tensor, residual: torch.Tensor) -> None:
+        if layer in chunks:  # copies: the forward's own tensors are not kept
+            chunks[layer].append((x.detach().to("cpu", copy=True), residual.detach().to("cpu", copy=True)))
+
     for indices in tqdm(batches, desc="teacher pass", disable=not progress, unit="batch"):
-        residuals = teacher(indices)
+        chunks.update({layer: [] for layer in layers})
+        teacher.stream(indices, keep)
         for layer in layers:
-            x, y = residuals[layer]
-            refs[layer].append(ray.put((x.detach().cpu(), y.detach().cpu())))
-        del residuals
+            refs[layer].append(ray.put(chunks[layer]))
 
     task = ray.remote(_fit_layer).options(num_cpus=parallel.cpus, num_gpus=gpus, max_retries=2)
     threads = max(1, math.floor(parallel.cpus))
@@ -157,7 +173,7 @@ def train_layerwise_parallel(
             for ref in ready:
                 del pending[ref]
                 layer, state, losses, error = ray.get(ref)
-                correction = LowRankCorrection(hidden_size, config.rank, device=device, seed=config.seed + layer)
+                correction = LowRankPath(hidden_size, config.rank, device=device, seed=config.seed + layer)
                 correction.load_state_dict({k: v.to(device) for k, v in state.items()})
                 result.corrections[layer] = correction
                 result.epoch_losses[layer] = losses
