@@ -141,7 +141,8 @@ def test_plain_texts_for_perplexity():
 
 
 def test_exported_jsonl_loads_with_datasets(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a core dependency: never skipped
+
     path = write_jsonl(tmp_path / "toy.jsonl", toy_math.generate_rows(20, seed=0))
     loaded = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded.num_rows == 20 and set(loaded.column_names) >= {"question", "answer", "level", "final_answer"}
