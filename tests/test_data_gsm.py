@@ -72,7 +72,6 @@ def test_gsm8k_100_is_offline_and_well_formed():
 
 def test_gsm_symbolic_rows_are_seeded_and_consistent():
     import reasoning_gym  # noqa: F401  (a core dependency: never skipped)
-    import reasoning_gym
 
     rows = gsm.gsm_symbolic_rows(12, seed=5)
     assert rows == gsm.gsm_symbolic_rows(12, seed=5)
