@@ -57,6 +57,8 @@ class ExperimentConfig:
     seed: int = 0
     eval_samples: int = 100
     eval_seed: int = 0
+    eval_levels: str = ""
+    """Comma-separated levels of a task that has them (toy-math, arithmetic), e.g. 1,2,3; empty: all."""
     max_new_tokens: int = 160
     batch_size: int = 64
     coverage_samples: int = 0
@@ -111,6 +113,7 @@ class ExperimentConfig:
             check_int(name, getattr(self, name), 0)  # eval_samples 0: no task accuracy
         check_int("rank", self.rank, 0)
         check_int("text_tokens", self.text_tokens, 2)  # the first continuation token is not scored
+        self.levels()  # bad levels fail here, before any model loads
         if self.text_sets:
             from .data.texts import TEXT_SETS
 
@@ -172,6 +175,20 @@ class ExperimentConfig:
 
     def e2e_config(self) -> E2EConfig:
         return E2EConfig(lr=self.e2e_lr, batch_size=self.e2e_batch_size, epochs=self.e2e_epochs, seed=self.seed)
+
+    def levels(self) -> tuple[int, ...] | None:
+        """`eval_levels` as a tuple (None: the task's own), checked against the task's levels."""
+        if not self.eval_levels.strip():
+            return None
+        from .data.tasks import check_task_levels
+
+        try:
+            levels = tuple(int(part) for part in self.eval_levels.split(","))
+        except ValueError:
+            raise CapreseError(
+                f"eval_levels {self.eval_levels!r} is not a comma-separated list of integers (e.g. 1,2,3)"
+            ) from None
+        return check_task_levels(self.task, levels)
 
     def text_set_names(self) -> list[str]:
         return [name.strip() for name in self.text_sets.split(",") if name.strip()]
@@ -309,6 +326,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             task=cfg.task,
             eval_samples=cfg.eval_samples,
             eval_seed=cfg.eval_seed,
+            levels=cfg.levels(),
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size,
             language_samples=cfg.language_samples,

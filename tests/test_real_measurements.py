@@ -161,7 +161,7 @@ def test_few_shot_prompt_plain_and_chat():
 
 # -- ablations/real.yaml -----------------------------------------------------------------------------
 @pytest.mark.parametrize("full", [False, True])
-def test_real_spec_is_valid_and_full_has_200_per_point(full):
+def test_real_spec_is_valid_and_has_200_per_point(full):
     from caprese.experiment import ExperimentConfig
     from caprese.sweep.spec import load_spec
 
@@ -180,8 +180,8 @@ def test_real_spec_is_valid_and_full_has_200_per_point(full):
         cfg = ExperimentConfig.from_params(point.params)
         cfg.check()
         assert cfg.model == "smollm2-135m" and set(cfg.text_set_names()) == {"math-text", "kjv-prose"}
-        if full:
-            assert cfg.text_samples >= 200 and cfg.eval_samples >= 200
+        assert cfg.text_samples >= 200 and cfg.eval_samples >= 200  # the per-point floor, both grids
+        assert cfg.text_prefix_tokens >= 90  # prose context about as long as a math prompt (median 109)
 
 
 def test_real_spec_dry_run_cli(capsys):
@@ -190,7 +190,7 @@ def test_real_spec_dry_run_cli(capsys):
     assert (
         main(["sweep", str(ROOT / "ablations" / "real.yaml"), "--dry-run", "--runs-dir", "/nonexistent-caprese"]) == 0
     )
-    assert "9 points" in capsys.readouterr().out
+    assert "6 points" in capsys.readouterr().out
 
 
 # -- figures/real panels from a small fake results table -------------------------------------------------
@@ -310,3 +310,39 @@ def test_a_teacher_forced_only_run_writes_per_text_scores(tmp_path):
     assert len(prose["per_text"]["kl"]) == 3
     with pytest.raises(CapreseError, match="text set"):
         ExperimentConfig(text_sets="math-text,prose").check()
+
+
+def test_prose_windows_hold_a_math_length_context_and_do_not_overlap():
+    from caprese.data.texts import PROSE_WORDS, kjv_windows
+
+    windows = kjv_windows()
+    assert len(windows) >= 200 and all(len(w.split()) == PROSE_WORDS for w in windows)
+    joined = " ".join(kjv_passages()).split()
+    assert " ".join(windows[:2]).split() == joined[: 2 * PROSE_WORDS]  # consecutive, no overlap
+    with pytest.raises(CapreseError, match="kjv-prose has"):
+        load_text_rows("kjv-prose", len(windows) + 1)
+
+
+def test_eval_levels_are_checked_before_any_model_loads():
+    from caprese.experiment import ExperimentConfig
+
+    assert ExperimentConfig(task="arithmetic", eval_levels="1,3").levels() == (1, 3)
+    assert ExperimentConfig(task="arithmetic").levels() is None
+    with pytest.raises(CapreseError, match="not allowed"):
+        ExperimentConfig(task="arithmetic", eval_levels="1,9")
+    with pytest.raises(CapreseError, match="comma-separated"):
+        ExperimentConfig(task="arithmetic", eval_levels="1;2")
+    with pytest.raises(CapreseError, match="apply to"):
+        ExperimentConfig(task="gsm8k-100", eval_levels="1")
+
+
+def test_arithmetic_distillation_rows_are_prompted_with_their_few_shot_examples():
+    from caprese.distill.data import distillation_rows, question_rows
+
+    questions = question_rows("arithmetic", 3)
+    assert {q["id"].split("-")[1] for q in questions} == {"distill"}
+    tokenizer = tiny_tokenizer()
+    rows = distillation_rows(None, tokenizer, questions, responses="dataset", progress=False)
+    for question, row in zip(questions, rows):
+        assert row["prompt"] == build_prompt(tokenizer, question["question"], few_shot=question["few_shot"])
+        assert question["few_shot"][0][0] in row["prompt"]

@@ -123,6 +123,14 @@ def load_task_rows(task: str, samples: int, seed: int = 0, levels=None) -> list[
     return spec.load(TaskRequest(samples=samples, seed=seed, levels=levels))
 
 
+def check_task_levels(task: str, levels: tuple[int, ...]) -> tuple[int, ...]:
+    """`levels` checked for `task`, without loading any rows (config validation)."""
+    if task.startswith(math_tasks.PREFIX) or looks_like_file(task) or not TASKS.get(task).has_levels:
+        with_levels = ", ".join(name for name in TASKS.names() if TASKS.get(name).has_levels)
+        raise CapreseError(f"levels {list(levels)} apply to {with_levels} only, not to task {task!r}")
+    return TASKS.get(task).check_levels(levels)
+
+
 def task_scoring(task: str) -> str:
     """The answer scoring a task takes: "math-verify" for MATH-style tasks, else the registered one."""
     if task.startswith(math_tasks.PREFIX) or math_tasks.is_math_file(task):

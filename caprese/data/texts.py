@@ -9,8 +9,10 @@ row is a plain passage whose first `prefix_tokens` tokens are the context.
     gsm-symbolic-solutions  reasoning-gym gsm_symbolic worked solutions, seeds far from the
                             distillation questions' (no overlap with Caprese's training data)
     math-text               both of the above: GSM8K-100 first, then gsm-symbolic
-    kjv-prose               narrative passages of Genesis, King James Version (public domain;
-                            caprese/data/DATA_SOURCES.md)
+    kjv-prose               Genesis, King James Version (public domain; caprese/data/DATA_SOURCES.md),
+                            cut into consecutive windows of PROSE_WORDS words, so that a prose
+                            text holds a context as long as a math text's prompt plus its scored
+                            continuation
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from ..registry import Registry
 KJV_FILE = Path(__file__).with_name("kjv_genesis.txt")
 SYMBOLIC_SEED_OFFSET = 10_000
 """gsm-symbolic evaluation texts use seed + this (distillation draws its questions at `seed`)."""
+PROSE_WORDS = 130
+"""Words per prose text: 143-200 SmolLM2 tokens (median 163), room for a 96-token context (math
+prompts' median is 109 tokens with SmolLM2's chat template) and 47-64 scored tokens; Genesis gives
+209 texts."""
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
@@ -74,11 +80,18 @@ def kjv_passages() -> tuple[str, ...]:
     return tuple(line.strip() for line in KJV_FILE.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
+@lru_cache(maxsize=1)
+def kjv_windows() -> tuple[str, ...]:
+    """Genesis as consecutive, non-overlapping windows of PROSE_WORDS words (the last, short one dropped)."""
+    words = " ".join(kjv_passages()).split()
+    return tuple(" ".join(words[i : i + PROSE_WORDS]) for i in range(0, len(words) - PROSE_WORDS + 1, PROSE_WORDS))
+
+
 def _kjv(samples: int, seed: int) -> list[dict]:
-    passages = kjv_passages()
-    if samples > len(passages):
-        raise CapreseError(f"kjv-prose has {len(passages)} passages, {samples} were asked for")
-    return [{"id": f"kjv-genesis-{i}", "text": text} for i, text in enumerate(passages[:samples])]
+    windows = kjv_windows()
+    if samples > len(windows):
+        raise CapreseError(f"kjv-prose has {len(windows)} texts, {samples} were asked for (allowed: 1..{len(windows)})")
+    return [{"id": f"kjv-genesis-{i}", "text": text} for i, text in enumerate(windows[:samples])]
 
 
 TEXT_SETS.register(

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import gsm, toy_language, toy_math
+from ..data import arithmetic, gsm, toy_language, toy_math
 from ..data.prompts import build_prompt, plain_response
 from ..errors import CapreseError
 from ..evaluate.generation import GenerationSettings, generate
 from ..evaluate.language import PREFIX_TOKENS
 from ..registry import check_choice
 
-SOURCES = ("toy-math", "toy-language", "toy-language-text", "gsm-symbolic")
+SOURCES = ("toy-math", "toy-language", "toy-language-text", "gsm-symbolic", "arithmetic")
 
 RESPONSES = ("model", "dataset")
 
@@ -39,6 +39,8 @@ def question_rows(source: str, samples: int, seed: int = 0) -> list[dict]:
         return toy_language.generate_texts(samples, split="distill", seed=seed)
     if source == "gsm-symbolic":
         return gsm.gsm_symbolic_rows(samples, seed)
+    if source == "arithmetic":  # its own distill split; each row carries its few-shot examples
+        return arithmetic.generate_rows(samples, split="distill", seed=seed)
     path = Path(source).expanduser()
     if not path.is_file():
         raise CapreseError(
@@ -106,7 +108,8 @@ def distillation_rows(
 def _question_rows(
     model, tokenizer, questions: list[dict], responses: str, settings: GenerationSettings, progress: bool
 ) -> list[dict]:
-    prompts = [build_prompt(tokenizer, row["question"]) for row in questions]
+    # few-shot rows (arithmetic) are prompted as evaluation prompts them: their solved examples first
+    prompts = [build_prompt(tokenizer, row["question"], few_shot=row.get("few_shot")) for row in questions]
     if responses == "model":
         texts = [
             g.text for g in generate(model, tokenizer, prompts, settings, progress=progress, desc="teacher responses")

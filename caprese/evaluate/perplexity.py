@@ -181,7 +181,10 @@ def perplexity(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = teacher_forced_batch([items[i][1] for i in chunk], [items[i][2] for i in chunk], pad).to(device)
-            inputs = batch.model_inputs()
+            # prompts are left-padded to one width, so only the last `keep` positions (the
+            # continuations) are ever scored: the LM head runs on those alone
+            width = int(batch.prompt_lengths.max())
+            inputs = dict(batch.model_inputs(), logits_to_keep=batch.input_ids.shape[1] - width)
             if session is None:
                 logits = model(**inputs).logits[:, :-1]
                 dense = logits
@@ -190,9 +193,9 @@ def perplexity(
                     logits = model(**inputs).logits[:, :-1]
                 with session.teacher_forced(torch.full_like(batch.prompt_lengths, batch.input_ids.shape[1])):
                     dense = model(**inputs).logits[:, :-1]
-            targets = batch.input_ids[:, 1:]
+            targets = batch.input_ids[:, width + 1 :]
             # position t predicts t+1; it is scored when t is a generated token and t+1 a real one
-            scored = batch.generated[:, :-1] & batch.generated[:, 1:]
+            scored = batch.generated[:, width:-1] & batch.generated[:, width + 1 :]
             nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
             dense_nll = (
                 nll if dense is logits else F.cross_entropy(dense.float().transpose(1, 2), targets, reduction="none")

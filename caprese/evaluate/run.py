@@ -33,6 +33,7 @@ def evaluate_model(
     task: str = "toy-math",
     eval_samples: int = 100,
     eval_seed: int = 0,
+    levels: tuple[int, ...] | None = None,
     max_new_tokens: int = 160,
     batch_size: int = 64,
     language_samples: int = 50,
@@ -59,7 +60,7 @@ def evaluate_model(
     scoring = scoring or task_scoring(task)
     rows = coverage_rows or []
     if eval_samples:
-        rows = load_task_rows(task, eval_samples, seed=eval_seed)
+        rows = load_task_rows(task, eval_samples, seed=eval_seed, levels=levels)
         if session is not None:
             session.reset_measurements()
         math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}", scoring=scoring)
