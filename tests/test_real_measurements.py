@@ -250,8 +250,8 @@ def test_real_panels_drawn_from_a_fake_results_csv(tmp_path):
 
     runs = [
         ("dense", "none", 0, "caprese", 0.0, [9, 5, 1]),
-        ("griffin", "none", 0, "caprese", 0.2, None),
-        ("griffin", "e2e", 16, "caprese", 0.05, None),
+        ("griffin", "none", 0, "caprese", 0.2, [5, 3, 0]),
+        ("griffin", "e2e", 16, "caprese", 0.05, [8, 4, 0]),
         ("griffin", "e2e", 16, "lora", 0.1, None),
     ]
     rows = [
@@ -262,7 +262,7 @@ def test_real_panels_drawn_from_a_fake_results_csv(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "runs" / "real" / "results.csv", index=False)
     out = tmp_path / "figures" / "real"
     report = render_all(tmp_path / "runs", out, only="real")
-    assert report.ok and len(report.outcomes) == 4 and not report.not_made, report.summary()
+    assert report.ok and len(report.outcomes) == 5 and not report.not_made, report.summary()
     for name in (
         "real_teacher_forced.png",
         "real_task_levels.png",
@@ -275,7 +275,16 @@ def test_real_panels_drawn_from_a_fake_results_csv(tmp_path):
     assert e2e["delta_kl"] < 0 and e2e["delta_kl_lo"] <= e2e["delta_kl"] <= e2e["delta_kl_hi"]
     assert 0 < e2e["kl_recovered"] < 1
     task = pd.read_csv(out / "real_task_table.csv")
-    assert list(task["accuracy"]) == [0.9, 0.5, 0.1] and (task["accuracy_lo"] < task["accuracy"]).all()
+    dense_rows = task[task["label"] == "dense"]
+    assert (
+        list(dense_rows["accuracy"]) == [0.9, 0.5, 0.1] and (dense_rows["accuracy_lo"] < dense_rows["accuracy"]).all()
+    )
+    summary = pd.read_csv(out / "real_task_summary.csv").set_index("label")
+    assert summary.loc["dense", "accuracy"] == pytest.approx(15 / 30)
+    caprese_row = summary[summary.index.str.contains("Caprese")].iloc[0]
+    # (12/30 - 8/30) / (15/30 - 8/30) = 4/7 of GRIFFIN's loss recovered, inside its interval
+    assert caprese_row["recovered"] == pytest.approx(4 / 7)
+    assert caprese_row["recovered_lo"] < 4 / 7 < caprese_row["recovered_hi"]
     assert "--only real`" in (out / "README.md").read_text()
     assert not any(o.item.group == "real" for o in render_all(tmp_path / "runs", tmp_path / "paper").outcomes)
     with pytest.raises(CapreseError, match="figure 'real_x' is not allowed"):

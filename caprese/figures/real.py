@@ -7,6 +7,8 @@ accuracy by level, with 95% intervals.
                                alone on the same texts (paired bootstrap)
     real_task_levels           task accuracy by difficulty level per configuration, Wilson 95% intervals
     real_task_table            the same numbers
+    real_task_summary          accuracy over all levels per configuration (Wilson 95%), and each
+                               Caprese/LoRA run's share of its method's loss recovered (bootstrap 95%)
 
 Drawn from the `real-full` sweep, else `real`, else the sweep with the most runs that scored text sets.
 """
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..stats.intervals import paired_difference_interval, wilson_interval
+from ..stats.intervals import paired_difference_interval, recovered_interval, wilson_interval
 from .common import Context, Made, MissingData, full_first
 from .results import Results, Run, labels
 from .style import method_colour, new_figure, note, save_figure, shade
@@ -27,7 +29,7 @@ from .tables import configuration_columns, write_data, write_table
 
 SWEEP = "real"
 FIG_TF, TABLE_TF = "real_teacher_forced", "real_teacher_forced_table"
-FIG_TASK, TABLE_TASK = "real_task_levels", "real_task_table"
+FIG_TASK, TABLE_TASK, TABLE_SUMMARY = "real_task_levels", "real_task_table", "real_task_summary"
 SET_SHADES = (1.0, 0.45, 0.7, 0.25)  # first text set in the method's colour, the next ones lighter
 
 
@@ -206,4 +208,45 @@ def real_task_table(ctx: Context) -> Made:
     sweep, runs, frame = task_frame(ctx.results)
     table = frame[["label", "task", "level", "count", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "mean_response_tokens"]]
     paths = write_table(table, ctx.out_dir, TABLE_TASK, "Task accuracy by level (Wilson 95% intervals)")
+    return Made(paths, ctx.results.source(sweep, runs), table)
+
+
+def _pooled(run: Run) -> tuple[int, int]:
+    """(correct, count) over every level a run scored."""
+    levels = run.get("math.per_level").values()
+    return sum(int(scores["correct"]) for scores in levels), sum(int(scores["count"]) for scores in levels)
+
+
+def task_summary_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
+    """One row per run: accuracy over all levels; Caprese/LoRA runs also get the share of their
+    method's loss (dense - method alone) they recover, with a parametric-bootstrap interval."""
+    sweep, runs, _ = task_frame(results)
+    by_config = {run.configuration: run for run in runs}
+    dense = next((run for run in runs if run.configuration.method == "dense"), None)
+    names = labels([run.configuration for run in runs])
+    rows = []
+    for run in runs:
+        correct, count = _pooled(run)
+        low, high = wilson_interval(correct, count)
+        row = {"label": names[run.configuration], **configuration_columns(run.configuration), "count": count,
+               "correct": correct, "accuracy": correct / count, "accuracy_lo": low, "accuracy_hi": high}
+        alone = by_config.get(run.configuration.without_caprese()) if run.configuration.is_caprese else None
+        if alone is not None and dense is not None:
+            mine, theirs, full = _pooled(run), _pooled(alone), _pooled(dense)
+            lost = full[0] / full[1] - theirs[0] / theirs[1]
+            row["vs"] = names[alone.configuration]
+            row["recovered"] = (mine[0] / mine[1] - theirs[0] / theirs[1]) / lost if lost > 0 else math.nan
+            row["recovered_lo"], row["recovered_hi"] = recovered_interval(mine, theirs, full)
+        rows.append(row)
+    return sweep, runs, pd.DataFrame(rows)
+
+
+def real_task_summary(ctx: Context) -> Made:
+    sweep, runs, frame = task_summary_frame(ctx.results)
+    columns = ["label", "task", "count", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "vs", "recovered",
+               "recovered_lo", "recovered_hi"]
+    table = frame[[c for c in columns if c in frame]]
+    paths = write_table(table, ctx.out_dir, TABLE_SUMMARY,
+                        "Task accuracy over all levels (Wilson 95%) and loss recovered against the method alone "
+                        "(parametric bootstrap 95%)")
     return Made(paths, ctx.results.source(sweep, runs), table)

@@ -16,7 +16,7 @@ from .common import Context, Made, MissingData
 from .coverage import fig3_coverage, fig4_7_response_length
 from .error import fig2_error_vs_density
 from .parameters import fig6_parameters
-from .real import real_task_levels, real_task_table, real_teacher_forced, real_teacher_forced_table
+from .real import real_task_levels, real_task_summary, real_task_table, real_teacher_forced, real_teacher_forced_table
 from .results import load_results
 from .spectra import fig8_singular_values
 from .style import style
@@ -95,6 +95,9 @@ REAL_ITEMS: tuple[Item, ...] = (
          "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_levels, group="real"),
     Item("real_task_table", "real_task_table", "table", "real model: task accuracy by level with Wilson 95% intervals",
          "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_table, group="real"),
+    Item("real_task_summary", "real_task_summary", "table",
+         "real model: accuracy over all levels, and the share of each method's loss Caprese/LoRA recovers",
+         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_summary, group="real"),
 )
 ALL_ITEMS = ITEMS + REAL_ITEMS
 ITEM_KEYS = tuple(item.key for item in ALL_ITEMS)
