@@ -143,7 +143,7 @@ def run(args) -> int:
     from ..distill.adapter import CapreseAdapter
     from ..distill.api import check_distill_inputs, distill
     from ..distill.data import distillation_rows, mixed_question_rows
-    from ..evaluate.generation import GenerationSettings
+    from ..evaluate.generation import GenerationConfig
     from ..io import check_output_dir, staged_folder, write_jsonl
     from ..methods.choice import MethodChoice
     from ..methods.cli_options import method_from_args
@@ -152,7 +152,7 @@ def run(args) -> int:
     spec = method_from_args(args)
     layerwise, e2e = check_arguments(args)  # fail before the model loads
     # everything that needs no weights: the questions (data files), model source, adapter, --out
-    settings = GenerationSettings(
+    settings = GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
     ).check()
     questions = mixed_question_rows(args.data, args.samples, args.mix_data, args.mix_samples, seed=args.seed)

@@ -1,13 +1,13 @@
 """Evaluate a model object in memory: batched generation, accuracy, perplexity."""
 
 from .accuracy import EvalResult, evaluate_accuracy, summarise
-from .generation import Generation, GenerationSettings, generate
+from .generation import Generation, GenerationConfig, generate
 from .perplexity import PerplexityResult, perplexity
 
 __all__ = [
     "EvalResult",
     "Generation",
-    "GenerationSettings",
+    "GenerationConfig",
     "evaluate_accuracy",
     "generate",
     "perplexity",

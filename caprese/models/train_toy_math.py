@@ -220,11 +220,11 @@ def save_checkpoint(model, tokenizer, out: Path) -> None:
 def measure(folder: Path, per_level: int) -> dict:
     """The card's numbers, computed exactly as `caprese eval` computes them (same rows, settings)."""
     from ..data.tasks import load_task_rows
-    from ..evaluate import GenerationSettings, evaluate_accuracy, perplexity
+    from ..evaluate import GenerationConfig, evaluate_accuracy, perplexity
     from .loading import load_model
 
     model, tokenizer = load_model(str(folder))
-    settings = GenerationSettings()  # the CLI's defaults: greedy, batch 32, max 256 new tokens
+    settings = GenerationConfig()  # the CLI's defaults: greedy, batch 32, max 256 new tokens
     started = time.time()
     math_rows = load_task_rows("toy-math", per_level * len(toy_math.LEVELS), seed=0)
     math_result = evaluate_accuracy(model, tokenizer, math_rows, settings, desc="card: toy-math")
