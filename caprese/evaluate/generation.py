@@ -51,7 +51,7 @@ def response_length(tokens: list[int], stop_ids: set[int], pad_id: int | None) -
 
 
 def generate_batch(
-    model, tokenizer, prompts: list[str], settings: GenerationSettings, stop_ids: list[int]
+    model, tokenizer, prompts: list[str], settings: GenerationConfig, stop_ids: list[int]
 ) -> list[Generation]:
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     add_special = not getattr(tokenizer, "chat_template", None)  # chat templates carry their own BOS
@@ -86,7 +86,7 @@ def generate(
     model,
     tokenizer,
     prompts: list[str],
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationConfig = GenerationConfig(),
     progress: bool = True,
     desc: str = "generating",
 ) -> list[Generation]:
