@@ -160,7 +160,7 @@ class ExperimentConfig:
             (parts.setdefault(part, {}) if part else top)[name] = value
         for part, values in parts.items():
             try:
-                top[part] = replace(_PARTS[part].default_factory(), **values)
+                top[part] = replace(_PART_DEFAULTS[part](), **values)
             except CapreseError as err:
                 raise _named_as_flat(err, part) from None
         return cls(**top)
@@ -181,7 +181,7 @@ class ExperimentConfig:
         out = {}
         for flat, path in PARAMETERS.items():
             part, _, name = path.rpartition(".")
-            owner = _PARTS[part].type_class if part else cls
+            owner = _PART_TYPES[part] if part else cls
             out[flat] = (owner.__dataclass_fields__[name], typing.get_type_hints(owner)[name])
         return out
 
@@ -231,17 +231,9 @@ PARAMETERS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class _Part:
-    type_class: type
-    default_factory: Any
-
-
-_PARTS = {
-    f.name: _Part(typing.get_type_hints(ExperimentConfig)[f.name], f.default_factory)
-    for f in fields(ExperimentConfig)
-    if f.default_factory is not MISSING
-}
+_PART_TYPES = typing.get_type_hints(ExperimentConfig)
+_PART_DEFAULTS = {f.name: f.default_factory for f in fields(ExperimentConfig) if f.default_factory is not MISSING}
+"""The parts (sub-configs) of ExperimentConfig and the default each starts from."""
 
 
 def _named_as_flat(err: CapreseError, part: str) -> CapreseError:
