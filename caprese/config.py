@@ -1,6 +1,8 @@
-"""Every training default in one place: the distillation stages, kinds and starting points, and the
-layer-wise (eq 7) and end-to-end (eq 8) settings as dataclasses whose `metadata={"help": ...}`
-the CLI (`caprese distill`) and the experiment notebook's `ExperimentConfig` read.
+"""Every training, generation and evaluation default in one place: the distillation stages, kinds
+and starting points, the layer-wise (eq 7) and end-to-end (eq 8) settings, how responses are
+generated (`GenerationConfig`) and what a configuration is evaluated on (`EvalConfig`), as
+dataclasses validated in `__post_init__` whose `metadata={"help": ...}` the CLI (`caprese distill`)
+and the experiment (`caprese.experiment.ExperimentConfig`, which nests them) read.
 
 Torch-free on purpose: sweep spec checking and notebooks import it without loading a model stack.
 """
