@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make figures   set up .venv and run the main job on the built-in model (writes figures/)
 #   make test      set up .venv, lint (ruff check, ruff format --check) and run every test
-#   make test-fast the unit tier only (tests not marked slow or integration), for the inner loop
+#   make test-fast the unit tier only (tests not marked slow, integration, real or cluster), for the inner loop
 #   make test-ui   the layer explorer in JupyterLab, driven in Chromium (needs `apt-get install chromium`)
 #   make lint      ruff check and ruff format --check
 # TORCH: the torch requirement installed first. The default is the CPU wheel CI uses; give your
@@ -38,7 +38,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not real and not cluster" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ on CPU or CUDA with the same code.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -17,11 +18,15 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from .arch import ffn_blocks
+from .distill.adapter import CapreseAdapter
 from .distill.lora import LoraGriffin, LoraPath, lora_rank_for
 from .distill.merged import MergedFFN
 from .distill.path import LowRankPath
+from .distill.teacher import MethodChoice
+from .methods import apply_method, resolve_layers
 from .methods.base import kept_count
 from .methods.griffin import Griffin, GriffinConfig, PrunedFFN
 
@@ -34,8 +39,6 @@ SHAPES = {"Llama-3.1-8B": (4096, 14336), "Qwen2.5-14B": (5120, 13824)}
 def random_ffn_stack(hidden: int, intermediate: int, layers: int, dtype: torch.dtype, device="cpu"):
     """A Llama model with `layers` decoder layers of these FFN sizes and random weights (no download),
     resolved through the adapter; only its FFNs are timed."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(
         hidden_size=hidden,
         intermediate_size=intermediate,
@@ -179,11 +182,6 @@ def ffn_decode_latency(
 
 def untrained_adapter(model, kind: str, sparsity: float, layers, rank: int):
     """An adapter of `kind` with random (non-zero) factors: timing needs the shapes, not training."""
-    from .distill.adapter import CapreseAdapter
-    from .distill.lora import lora_rank_for
-    from .distill.teacher import MethodChoice
-    from .methods import resolve_layers
-
     blocks = ffn_blocks(model)
     chosen = resolve_layers(layers, len(blocks))
     size = (
@@ -214,10 +212,6 @@ def generation_latency(
     "She buys 7 more apples. How many apples does Ann have now?\nPlease reason step by step.\nAnswer:",
 ) -> dict:
     """Time to next token of whole-model greedy decoding, per variant: (T(N) − T(1)) / (N − 1)."""
-    import contextlib
-
-    from .methods import apply_method
-
     device = next(model.parameters()).device
     enc = tokenizer([prompt], return_tensors="pt").to(device)
     caprese = untrained_adapter(model, "caprese", sparsity, layers, rank)

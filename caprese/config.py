@@ -1,16 +1,20 @@
-"""Every training default in one place: the distillation stages, kinds and starting points, and the
-layer-wise (eq 7) and end-to-end (eq 8) settings as dataclasses whose `metadata={"help": ...}`
-the CLI (`caprese distill`) and the experiment notebook's `ExperimentConfig` read.
+"""Every training, generation and evaluation default in one place: the distillation stages, kinds
+and starting points, the layer-wise (eq 7) and end-to-end (eq 8) settings, how responses are
+generated (`GenerationConfig`) and what a configuration is evaluated on (`EvalConfig`), as
+dataclasses validated in `__post_init__` whose `metadata={"help": ...}` the CLI (`caprese distill`)
+and the experiment (`caprese.experiment.ExperimentConfig`, which nests them) read.
 
 Torch-free on purpose: sweep spec checking and notebooks import it without loading a model stack.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+from .data.tasks import check_task_levels
+from .data.texts import TEXT_SETS
 from .errors import CapreseError
-from .registry import check_choice, check_int, check_positive, check_range
+from .registry import check_choice, check_int, check_positive, check_range, check_text
 
 KINDS = ("caprese", "lora")
 """caprese: the x L R path beside the efficient FFN; lora: the eq-11 baseline inside it."""
@@ -104,3 +108,109 @@ class E2EConfig:
 
     def check(self) -> None:
         self.__post_init__()
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How responses are generated (`caprese.evaluate.generation.generate`): greedy at temperature 0,
+    nucleus sampling above it, seeded and without side effects on the global RNG."""
+
+    max_new_tokens: int = field(default=256, metadata={"help": "new tokens per response at most"})
+    batch_size: int = field(default=32, metadata={"help": "prompts generated together"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0: greedy decoding)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling's probability mass"})
+    seed: int = field(default=0, metadata={"help": "sampling seed (unused when greedy)"})
+
+    def __post_init__(self):
+        check_int("max_new_tokens", self.max_new_tokens)
+        check_int("batch_size", self.batch_size)
+        check_range("temperature", self.temperature, 0.0, 100.0)
+        check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_int("seed", self.seed, 0)
+
+    def check(self) -> GenerationConfig:
+        """Validation runs in __post_init__; kept for callers of the former `GenerationConfig.check()`."""
+        return self
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0
+
+    def greedy(self) -> GenerationConfig:
+        return replace(self, temperature=0.0)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "decoding": "sampling" if self.sampling else "greedy"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What one configuration is evaluated on (`caprese.evaluate.run.evaluate_model`, the experiment):
+    greedy task accuracy, language, pass@k coverage, teacher-forced text sets and FFN error."""
+
+    task: str = field(default="toy-math", metadata={"help": "evaluation task (caprese.data.tasks)"})
+    samples: int = field(default=100, metadata={"help": "task problems scored greedily (0: no task accuracy)"})
+    seed: int = field(default=0, metadata={"help": "seed of generated evaluation sets"})
+    levels: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated levels of a task that has them (toy-math, arithmetic), e.g. 1,2,3; empty: all"
+        },
+    )
+    language_samples: int = field(
+        default=50,
+        metadata={"help": "short-answer language questions and held-out texts for perplexity / KL (0: skip)"},
+    )
+    coverage_samples: int = field(
+        default=0, metadata={"help": "N sampled responses per prompt for pass@k coverage (0: skip)"}
+    )
+    coverage_prompts: int = field(default=20, metadata={"help": "prompts used for coverage"})
+    text_sets: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated held-out text sets scored teacher-forced (perplexity, KL(dense ‖ method) per "
+            "text, bootstrap intervals): e.g. math-text,kjv-prose (caprese.data.texts; empty: skip)"
+        },
+    )
+    text_samples: int = field(default=200, metadata={"help": "texts per teacher-forced set"})
+    text_prefix_tokens: int = field(
+        default=32,
+        metadata={"help": "context tokens of each plain (prose) text; math texts' context is their question's prompt"},
+    )
+    text_tokens: int = field(
+        default=64, metadata={"help": "continuation tokens scored per text at most (the same cap for every set)"}
+    )
+    error_samples: int = field(
+        default=32,
+        metadata={
+            "help": "held-out worked solutions, teacher-forced, for per-layer FFN error with and without the path "
+            "(0: skip)"
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("task", "levels", "text_sets"):
+            check_text(name, getattr(self, name))
+        for name in ("samples", "language_samples", "coverage_samples", "error_samples", "seed"):
+            check_int(name, getattr(self, name), 0)
+        for name in ("coverage_prompts", "text_samples", "text_prefix_tokens"):
+            check_int(name, getattr(self, name))
+        check_int("text_tokens", self.text_tokens, 2)  # the first continuation token is not scored
+        self.level_numbers()  # bad levels fail here, before any model loads
+        for name in self.text_set_names():
+            TEXT_SETS.get(name)  # unknown names fail here, with did-you-mean
+
+    def level_numbers(self) -> tuple[int, ...] | None:
+        """`levels` as a tuple (None: the task's own), checked against the task's levels."""
+        if not self.levels.strip():
+            return None
+        try:
+            levels = tuple(int(part) for part in self.levels.split(","))
+        except ValueError:
+            raise CapreseError(
+                f"levels {self.levels!r} is not a comma-separated list of integers (e.g. 1,2,3)"
+            ) from None
+        return check_task_levels(self.task, levels)
+
+    def text_set_names(self) -> list[str]:
+        return [name.strip() for name in self.text_sets.split(",") if name.strip()]

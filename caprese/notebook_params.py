@@ -182,26 +182,35 @@ _KIND_OF_TYPE = {int: "int", float: "float", str: "str", bool: "bool", list: "li
 def dataclass_parameters(declared: str) -> dict[str, NotebookParameter]:
     """The parameters of a notebook whose metadata names its config dataclass ("module:Class"):
     names, kinds, defaults and help read from the dataclass fields (the notebook's cell repeats
-    them exactly; tests/test_experiment.py fails on any drift)."""
+    them exactly; tests/test_experiment.py fails on any drift). A nested config that is seen
+    flat (`parameter_fields()` and `to_params()`, as `ExperimentConfig`) lists its flat names."""
     module_name, _, class_name = declared.partition(":")
     try:
         config_class = getattr(importlib.import_module(module_name), class_name)
-        hints = typing.get_type_hints(config_class)
+        if hasattr(config_class, "parameter_fields"):
+            typed = config_class.parameter_fields()
+            defaults = config_class().to_params()
+        else:
+            hints = typing.get_type_hints(config_class)
+            typed = {f.name: (f, hints[f.name]) for f in dataclasses.fields(config_class)}
+            defaults = {f.name: _field_default(f) for f in dataclasses.fields(config_class)}
     except (ImportError, AttributeError) as err:
         raise CapreseError(f"notebook parameters {declared!r} do not resolve: {err}") from None
     parameters = {}
-    for f in dataclasses.fields(config_class):
-        hint = hints[f.name]
+    for name, (f, hint) in typed.items():
         kinds = frozenset(_KIND_OF_TYPE.get(t) for t in (typing.get_args(hint) or (hint,)))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        parameters[f.name] = NotebookParameter(
-            f.name,
+        parameters[name] = NotebookParameter(
+            name,
             None if None in kinds else kinds,
-            repr(default),
+            repr(defaults[name]),
             str(hint).replace("<class '", "").replace("'>", ""),
             f.metadata.get("help", ""),
         )
     return parameters
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:

@@ -103,6 +103,11 @@ def check_positive(kind: str, value: object) -> None:
     check_range(kind, float(value), 0.0, math.inf, low_open=True, high_open=True)
 
 
+def check_text(kind: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise CapreseError(f"{kind} {value!r} must be text")
+
+
 def check_bool(kind: str, value: object) -> None:
     if not isinstance(value, bool):
         raise CapreseError(f"{kind} {value!r} must be true or false")

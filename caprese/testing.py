@@ -6,6 +6,9 @@ Used by the test-suite and handy for trying a feature on an architecture without
 from __future__ import annotations
 
 import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from .errors import CapreseError
 
@@ -27,8 +30,6 @@ TINY_CONFIGS = {
 
 
 def tiny_config(architecture: str = "LlamaForCausalLM", **overrides):
-    import transformers
-
     if architecture not in TINY_CONFIGS:
         raise CapreseError(f"no tiny config for {architecture!r} (choose from: {', '.join(TINY_CONFIGS)})")
     config_name, extra = TINY_CONFIGS[architecture]
@@ -39,8 +40,6 @@ def tiny_config(architecture: str = "LlamaForCausalLM", **overrides):
 
 def tiny_model(architecture: str = "LlamaForCausalLM", seed: int = 0, dtype=torch.float32, **overrides):
     """A randomly initialised tiny model in eval mode (deterministic for a seed)."""
-    import transformers
-
     torch.manual_seed(seed)
     model = getattr(transformers, architecture)(tiny_config(architecture, **overrides))
     return model.to(dtype).eval()
@@ -48,9 +47,6 @@ def tiny_model(architecture: str = "LlamaForCausalLM", seed: int = 0, dtype=torc
 
 def tiny_tokenizer(vocab_size: int = TINY["vocab_size"]):
     """A character-level fast tokenizer over printable ASCII that fits the tiny models' vocabulary."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     chars = [chr(c) for c in range(32, 127)][: vocab_size - len(specials)]
     vocab = {tok: i for i, tok in enumerate(specials + chars)}

@@ -70,7 +70,7 @@ def check_rank_fits(name: str, rank: int, dims: Iterable[tuple[str, int]], *, de
 def check_layers_syntax(layers: Any) -> None:
     """'all', 'first_half', indices or a comma-separated string of them; the indices are checked
     against the model once it is loaded (`caprese.methods.resolve_layers`)."""
-    from .methods import resolve_layers
+    from .methods import resolve_layers  # torch: this module stays importable without it (config checks)
 
     if isinstance(layers, str) and layers.strip().lower().replace("-", "_") in ("all", "first_half", "firsthalf"):
         return

@@ -275,6 +275,10 @@ def quiet_weight_loading():
 def no_compute(monkeypatch):
     """Record any teacher generation, evaluation, diagnosis, timing or sweep run that starts."""
     import caprese.bench
+    import caprese.commands.bench
+    import caprese.commands.diagnose
+    import caprese.commands.distill
+    import caprese.commands.eval
     import caprese.diagnostics
     import caprese.distill.data
     import caprese.evaluate
@@ -289,11 +293,16 @@ def no_compute(monkeypatch):
 
         return record
 
-    monkeypatch.setattr(caprese.distill.data, "distillation_rows", recorder("teacher generation"))
-    monkeypatch.setattr(caprese.evaluate, "evaluate_accuracy", recorder("evaluation"))
-    monkeypatch.setattr(caprese.diagnostics, "run_diagnostics", recorder("diagnostics"))
-    monkeypatch.setattr(caprese.bench, "ffn_decode_latency", recorder("ffn timing"))
-    monkeypatch.setattr(caprese.bench, "generation_latency", recorder("generation timing"))
+    # patched where each is defined and where each command looks it up (it imports them at its top)
+    for module in (caprese.distill.data, caprese.commands.distill):
+        monkeypatch.setattr(module, "distillation_rows", recorder("teacher generation"))
+    for module in (caprese.evaluate, caprese.commands.eval):
+        monkeypatch.setattr(module, "evaluate_accuracy", recorder("evaluation"))
+    for module in (caprese.diagnostics, caprese.commands.diagnose):
+        monkeypatch.setattr(module, "run_diagnostics", recorder("diagnostics"))
+    for module in (caprese.bench, caprese.commands.bench):
+        monkeypatch.setattr(module, "ffn_decode_latency", recorder("ffn timing"))
+        monkeypatch.setattr(module, "generation_latency", recorder("generation timing"))
     monkeypatch.setattr("caprese.sweep.runner.run_point", recorder("sweep point"))
     return started
 
@@ -375,8 +384,11 @@ def test_ctrl_c_in_eval_and_distill_is_one_line_and_exit_130(world, tmp_path, ca
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(caprese.evaluate, "evaluate_accuracy", interrupt)
-    monkeypatch.setattr(caprese.distill.data, "distillation_rows", interrupt)
+    import caprese.commands.distill
+    import caprese.commands.eval
+
+    monkeypatch.setattr(caprese.commands.eval, "evaluate_accuracy", interrupt)
+    monkeypatch.setattr(caprese.commands.distill, "distillation_rows", interrupt)
     for argv in (_eval("{tiny}"), _distill("{tiny}")):
         out = tmp_path / argv[0]
         code = cli.main(_fill(argv, world, out))

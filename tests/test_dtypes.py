@@ -134,10 +134,10 @@ def test_methods_teacher_forced_logits_agree(fp32_model, tokenizer, method, dtyp
 
 
 def test_generation_and_eval_in_bf16(llama, tokenizer):
-    from caprese.evaluate import GenerationSettings, generate
+    from caprese.evaluate import GenerationConfig, generate
 
     model = low(llama, torch.bfloat16)
-    settings = GenerationSettings(max_new_tokens=6, batch_size=4)
+    settings = GenerationConfig(max_new_tokens=6, batch_size=4)
     with apply_method(model, "griffin", 0.5, "first_half", progress=False):
         outs = generate(model, tokenizer, [r["prompt"] for r in ROWS[:4]], settings, progress=False)
     assert len(outs) == 4 and all(0 < o.n_tokens <= 6 for o in outs)
@@ -449,7 +449,7 @@ def test_experiment_dtype_and_device_flow_into_the_run(monkeypatch, tmp_path):
     from caprese.experiment import ExperimentConfig, run_experiment
 
     with pytest.raises(CapreseError, match="dtype 'bf17'"):
-        ExperimentConfig(dtype="bf17").check()
+        ExperimentConfig.from_params(dict(dtype="bf17")).check()
     seen = {}
 
     def fake_load(name, dtype="float32", device="cpu", **kwargs):

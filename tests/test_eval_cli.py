@@ -8,7 +8,7 @@ import torch
 
 from caprese.commands import eval as eval_command
 from caprese.errors import CapreseError
-from caprese.evaluate import GenerationSettings, evaluate_accuracy, generate
+from caprese.evaluate import GenerationConfig, evaluate_accuracy, generate
 from caprese.io import read_json, read_jsonl
 
 
@@ -109,7 +109,7 @@ def test_batched_left_padded_generation_matches_one_at_a_time(toy):
 
     model, tokenizer = toy
     prompts = [build_prompt(tokenizer, r["question"]) for r in generate_rows(6, seed=4)]  # lengths differ by level
-    settings = GenerationSettings(max_new_tokens=80, batch_size=6)
+    settings = GenerationConfig(max_new_tokens=80, batch_size=6)
     batched = generate(model, tokenizer, prompts, settings, progress=False)
     single = [generate(model, tokenizer, [p], settings, progress=False)[0] for p in prompts]
     assert [g.text for g in batched] == [g.text for g in single]
@@ -123,7 +123,7 @@ def test_sampling_is_seeded_and_leaves_global_rng_alone(toy):
     prompts = [
         build_prompt(tokenizer, "Ann has 5 apples. She buys 7 more apples. How many apples does Ann have now?")
     ] * 8
-    hot = GenerationSettings(max_new_tokens=30, temperature=2.0, top_p=1.0, seed=1)
+    hot = GenerationConfig(max_new_tokens=30, temperature=2.0, top_p=1.0, seed=1)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     first = [g.text for g in generate(model, tokenizer, prompts, hot, progress=False)]
@@ -132,7 +132,7 @@ def test_sampling_is_seeded_and_leaves_global_rng_alone(toy):
     other = [
         g.text
         for g in generate(
-            model, tokenizer, prompts, GenerationSettings(max_new_tokens=30, temperature=2.0, seed=2), progress=False
+            model, tokenizer, prompts, GenerationConfig(max_new_tokens=30, temperature=2.0, seed=2), progress=False
         )
     ]
     assert other != first
@@ -144,7 +144,7 @@ def test_in_memory_evaluation_sees_model_changes(toy):
 
     model, tokenizer = toy
     rows = load_task_rows("toy-math", 10, seed=3, levels=[1])
-    settings = GenerationSettings(max_new_tokens=40)
+    settings = GenerationConfig(max_new_tokens=40)
     before = evaluate_accuracy(model, tokenizer, rows, settings, progress=False).metrics["accuracy"]
     saved = [layer.mlp.down_proj.weight.detach().clone() for layer in model.model.layers]
     try:

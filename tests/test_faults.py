@@ -237,7 +237,7 @@ def test_sweep_spec_values_never_raise_anything_but_one_line(values):
     from caprese.experiment import ExperimentConfig
 
     try:
-        ExperimentConfig(**values).check()
+        ExperimentConfig.from_params(values).check()
     except CapreseError as err:
         assert "\n" not in str(err)
 

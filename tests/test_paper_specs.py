@@ -54,14 +54,13 @@ def test_paper_spec_points_are_valid_experiments_at_paper_settings(path):
     for full in (False, True):
         points = load_spec(path, full=full).points()
         for point in points:
-            cfg = ExperimentConfig.from_params(point.params)
-            cfg.check()
-            assert (cfg.dtype, cfg.device) == ("bfloat16", "cuda")
-            assert (cfg.lr, cfg.epochs, cfg.distill_batch_size, cfg.init) == (1e-3, 20, 128, "random")
-            assert (cfg.e2e_epochs, cfg.e2e_batch_size) == (3, 16) and 4e-6 <= cfg.e2e_lr <= 2e-4
-            assert cfg.rank in (0, 256) and (cfg.rank == 0) == (cfg.stage == "none")
-            if cfg.method == "griffin":
-                assert cfg.layers == "first_half"
+            cfg = ExperimentConfig.from_params(point.params).to_params()  # validated, with the defaults
+            assert (cfg["dtype"], cfg["device"]) == ("bfloat16", "cuda")
+            assert (cfg["lr"], cfg["epochs"], cfg["distill_batch_size"], cfg["init"]) == (1e-3, 20, 128, "random")
+            assert (cfg["e2e_epochs"], cfg["e2e_batch_size"]) == (3, 16) and 4e-6 <= cfg["e2e_lr"] <= 2e-4
+            assert cfg["rank"] in (0, 256) and (cfg["rank"] == 0) == (cfg["stage"] == "none")
+            if cfg["method"] == "griffin":
+                assert cfg["layers"] == "first_half"
         methods = {(p.params["method"], p.params["stage"], p.params["kind"]) for p in points}
         assert {
             ("dense", "none", "caprese"),

@@ -178,10 +178,9 @@ def test_real_spec_is_valid_and_has_200_per_point(full):
     } <= kinds
     for point in points:
         cfg = ExperimentConfig.from_params(point.params)
-        cfg.check()
-        assert cfg.model == "smollm2-135m" and set(cfg.text_set_names()) == {"math-text", "kjv-prose"}
-        assert cfg.text_samples >= 200 and cfg.eval_samples >= 200  # the per-point floor, both grids
-        assert cfg.text_prefix_tokens >= 90  # prose context about as long as a math prompt (median 109)
+        assert cfg.model == "smollm2-135m" and set(cfg.eval.text_set_names()) == {"math-text", "kjv-prose"}
+        assert cfg.eval.text_samples >= 200 and cfg.eval.samples >= 200  # the per-point floor, both grids
+        assert cfg.eval.text_prefix_tokens >= 90  # prose context about as long as a math prompt (median 109)
 
 
 def test_real_spec_dry_run_cli(capsys):
@@ -297,19 +296,21 @@ def test_a_teacher_forced_only_run_writes_per_text_scores(tmp_path):
     from caprese.testing import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "model")
-    cfg = ExperimentConfig(
-        model=str(folder),
-        method="topk",
-        sparsity=0.5,
-        eval_samples=0,
-        language_samples=0,
-        error_samples=0,
-        text_sets="gsm8k-100-solutions,kjv-prose",
-        text_samples=3,
-        text_prefix_tokens=8,
-        text_tokens=12,
-        batch_size=2,
-        out_dir=str(tmp_path / "runs" / "r"),
+    cfg = ExperimentConfig.from_params(
+        dict(
+            model=str(folder),
+            method="topk",
+            sparsity=0.5,
+            eval_samples=0,
+            language_samples=0,
+            error_samples=0,
+            text_sets="gsm8k-100-solutions,kjv-prose",
+            text_samples=3,
+            text_prefix_tokens=8,
+            text_tokens=12,
+            batch_size=2,
+            out_dir=str(tmp_path / "runs" / "r"),
+        )
     )
     run_experiment(cfg)
     metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
@@ -318,7 +319,7 @@ def test_a_teacher_forced_only_run_writes_per_text_scores(tmp_path):
     assert prose["texts"] == 3 and prose["scored_tokens"] == 3 * 11 and prose["kl_dense_to_method"] > 0
     assert len(prose["per_text"]["kl"]) == 3
     with pytest.raises(CapreseError, match="text set"):
-        ExperimentConfig(text_sets="math-text,prose").check()
+        ExperimentConfig.from_params(dict(text_sets="math-text,prose")).check()
 
 
 def test_prose_windows_hold_a_math_length_context_and_do_not_overlap():
@@ -335,14 +336,14 @@ def test_prose_windows_hold_a_math_length_context_and_do_not_overlap():
 def test_eval_levels_are_checked_before_any_model_loads():
     from caprese.experiment import ExperimentConfig
 
-    assert ExperimentConfig(task="arithmetic", eval_levels="1,3").levels() == (1, 3)
-    assert ExperimentConfig(task="arithmetic").levels() is None
+    assert ExperimentConfig.from_params(dict(task="arithmetic", eval_levels="1,3")).eval.level_numbers() == (1, 3)
+    assert ExperimentConfig.from_params(dict(task="arithmetic")).eval.level_numbers() is None
     with pytest.raises(CapreseError, match="not allowed"):
-        ExperimentConfig(task="arithmetic", eval_levels="1,9")
+        ExperimentConfig.from_params(dict(task="arithmetic", eval_levels="1,9"))
     with pytest.raises(CapreseError, match="comma-separated"):
-        ExperimentConfig(task="arithmetic", eval_levels="1;2")
+        ExperimentConfig.from_params(dict(task="arithmetic", eval_levels="1;2"))
     with pytest.raises(CapreseError, match="apply to"):
-        ExperimentConfig(task="gsm8k-100", eval_levels="1")
+        ExperimentConfig.from_params(dict(task="gsm8k-100", eval_levels="1"))
 
 
 def test_arithmetic_distillation_rows_are_prompted_with_their_few_shot_examples():

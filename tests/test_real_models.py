@@ -81,7 +81,7 @@ def rel(a, b):
 def test_loads_offline_and_adds(smol):
     from caprese.arch import ffn_blocks
     from caprese.data.prompts import build_prompt
-    from caprese.evaluate import GenerationSettings, generate
+    from caprese.evaluate import GenerationConfig, generate
 
     model, tokenizer = smol
     assert smollm2.is_complete(smollm2.cached_folder())
@@ -91,14 +91,14 @@ def test_loads_offline_and_adds(smol):
         model,
         tokenizer,
         [build_prompt(tokenizer, "What is 12 + 7?")],
-        GenerationSettings(max_new_tokens=40),
+        GenerationConfig(max_new_tokens=40),
         progress=False,
     )[0]
     assert "19" in answer.text, answer.text
 
 
 def test_one_short_eval(smol):
-    from caprese.evaluate import GenerationSettings
+    from caprese.evaluate import GenerationConfig
     from caprese.evaluate.accuracy import evaluate_accuracy
     from caprese.methods import apply_method
 
@@ -109,7 +109,7 @@ def test_one_short_eval(smol):
     ]
     with apply_method(model, "griffin", 0.5, "first_half", progress=False) as session:
         result = evaluate_accuracy(
-            model, tokenizer, rows, GenerationSettings(max_new_tokens=24, batch_size=2), progress=False
+            model, tokenizer, rows, GenerationConfig(max_new_tokens=24, batch_size=2), progress=False
         )
         assert session.measured_sparsity()["overall"] == pytest.approx(0.5, abs=0.01)
     assert len(result.samples) == 2 and 0.0 <= result.metrics["accuracy"] <= 1.0

@@ -96,17 +96,17 @@ def test_model_card_states_command_data_and_measured_accuracy():
 def test_quick_accuracy_on_fresh_problems():
     """A small independent check of the card: 40 unseen level-1 and level-3 problems, 40 story questions."""
     from caprese.data.tasks import load_task_rows
-    from caprese.evaluate import GenerationSettings, evaluate_accuracy
+    from caprese.evaluate import GenerationConfig, evaluate_accuracy
     from caprese.models.loading import load_model
 
     model, tokenizer = load_model("toy-math")
     rows = load_task_rows("toy-math", 40, seed=12345, levels=[1, 3])
-    metrics = evaluate_accuracy(model, tokenizer, rows, GenerationSettings(max_new_tokens=80), progress=False).metrics
+    metrics = evaluate_accuracy(model, tokenizer, rows, GenerationConfig(max_new_tokens=80), progress=False).metrics
     assert metrics["per_level"]["1"]["accuracy"] >= 0.85
     assert metrics["per_level"]["3"]["accuracy"] >= 0.6
     language = load_task_rows("toy-language", 40, seed=12345)
     assert (
-        evaluate_accuracy(model, tokenizer, language, GenerationSettings(max_new_tokens=24), progress=False).metrics[
+        evaluate_accuracy(model, tokenizer, language, GenerationConfig(max_new_tokens=24), progress=False).metrics[
             "accuracy"
         ]
         >= 0.9

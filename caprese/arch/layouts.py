@@ -99,6 +99,7 @@ def architecture_of(config) -> str:
     names = getattr(config, "architectures", None) or []
     if names:
         return names[0]
+    # transformers' model table is large: read only for a config that names no architecture
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(config, "model_type", ""), f"<{config.model_type}>")

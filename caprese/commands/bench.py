@@ -9,6 +9,15 @@ Prints ratios to the full model and to each variant's bytes-moved limit; writes 
 
 from __future__ import annotations
 
+import torch
+
+from ..bench import SHAPES, ffn_decode_latency, generation_latency
+from ..errors import CapreseError
+from ..io import check_output_file, write_json
+from ..models.loading import check_model_options, load_model, parse_device, parse_dtype
+from ..registry import check_range
+from ..validate import check_int_at_least, check_rank_fits
+
 RANK = 256  # --rank's default (the paper's r at 8B scale)
 MODEL_RANK = 16
 
@@ -34,9 +43,6 @@ def add_parser(subparsers) -> None:
 
 
 def _shape(text: str) -> tuple[str, int, int]:
-    from ..bench import SHAPES
-    from ..errors import CapreseError
-
     if text in SHAPES:
         return (text, *SHAPES[text])
     try:
@@ -49,15 +55,6 @@ def _shape(text: str) -> tuple[str, int, int]:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..bench import ffn_decode_latency, generation_latency
-    from ..errors import CapreseError
-    from ..io import check_output_file, write_json
-    from ..models.loading import check_model_options, load_model, parse_device, parse_dtype
-    from ..registry import check_range
-    from ..validate import check_int_at_least, check_rank_fits
-
     # every option up front: a bad one fails before the first timing, not after some
     check_range("sparsity", args.sparsity, 0.0, 1.0, high_open=True)
     check_int_at_least("--layers", args.layers, 1)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
+
+from ..errors import CapreseError
+from ..io import check_output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,10 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..errors import CapreseError
-    from ..io import check_output_file
+    # the CLI imports every command to build its parser: a verb's own heavy stack (papermill, pandas) loads when it runs
     from ..sweep.collect import collect_rows, write_results
 
     if not Path(args.sweep_dir).is_dir():

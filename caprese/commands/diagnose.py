@@ -12,6 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from ..arch import ffn_blocks
+from ..diagnostics import DiagnoseConfig, run_diagnostics
+from ..diagnostics.pipeline import build_prompts, load_prompt_rows
+from ..io import check_output_dir, staged_folder
+from ..methods.base import resolve_layers
+from ..models.loading import check_model_options, load_model
+from ..validate import check_rank_fits
 from .common import add_model_arguments
 
 
@@ -47,9 +56,6 @@ def add_parser(subparsers) -> None:
 
 def config_from_args(args, num_layers: int | None):
     """The DiagnoseConfig of the flags; num_layers None checks every value but the layer indices."""
-    from ..diagnostics import DiagnoseConfig
-    from ..methods.base import resolve_layers
-
     layers = None if num_layers is None else tuple(resolve_layers(",".join(args.layers), num_layers))
     options = dict(
         samples=args.samples,
@@ -66,15 +72,6 @@ def config_from_args(args, num_layers: int | None):
 
 
 def run(args) -> int:
-    import torch
-
-    from ..arch import ffn_blocks
-    from ..diagnostics import run_diagnostics
-    from ..diagnostics.pipeline import build_prompts, load_prompt_rows
-    from ..io import check_output_dir, staged_folder
-    from ..models.loading import check_model_options, load_model
-    from ..validate import check_rank_fits
-
     # everything that needs no weights first: options, data, model source, output folder
     provisional = config_from_args(args, None)
     rows = load_prompt_rows(args.data, provisional.samples, provisional.seed)

@@ -14,8 +14,17 @@ import time
 from pathlib import Path
 
 from ..config import INITS, KINDS, STAGES, E2EConfig, LayerwiseConfig
+from ..distill.adapter import CapreseAdapter
+from ..distill.api import check_distill_inputs, distill
+from ..distill.data import distillation_rows, mixed_question_rows
+from ..distill.parallel import LayerParallel
+from ..distill.report import adapter_report
 from ..errors import CapreseError
-from ..methods.cli_options import add_method_arguments
+from ..evaluate.generation import GenerationConfig
+from ..io import check_output_dir, staged_folder, write_json, write_jsonl
+from ..methods.choice import MethodChoice
+from ..methods.cli_options import add_method_arguments, method_from_args
+from ..models.loading import check_model_options, load_model
 from ..registry import check_choice, check_int
 from .common import add_config_arguments, add_model_arguments
 
@@ -111,8 +120,6 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
     if args.layer_parallel is None and (args.ray_address or args.layer_parallel_gpus is not None):
         raise CapreseError("--ray-address and --layer-parallel-gpus go with --layer-parallel N")
     if args.layer_parallel is not None:
-        from ..distill.parallel import LayerParallel
-
         if args.stage == "closed_form" or args.kind == "lora":
             raise CapreseError(
                 f"--layer-parallel parallelizes the layer-wise Caprese fit; not for --stage {args.stage} --kind {args.kind}"
@@ -140,19 +147,10 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
 
 
 def run(args) -> int:
-    from ..distill.adapter import CapreseAdapter
-    from ..distill.api import check_distill_inputs, distill
-    from ..distill.data import distillation_rows, mixed_question_rows
-    from ..evaluate.generation import GenerationSettings
-    from ..io import check_output_dir, staged_folder, write_jsonl
-    from ..methods.choice import MethodChoice
-    from ..methods.cli_options import method_from_args
-    from ..models.loading import check_model_options, load_model
-
     spec = method_from_args(args)
     layerwise, e2e = check_arguments(args)  # fail before the model loads
     # everything that needs no weights: the questions (data files), model source, adapter, --out
-    settings = GenerationSettings(
+    settings = GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
     ).check()
     questions = mixed_question_rows(args.data, args.samples, args.mix_data, args.mix_samples, seed=args.seed)
@@ -202,9 +200,6 @@ def run(args) -> int:
 
 def write_results(out: Path, model, adapter, args, spec, start: float) -> dict:
     """The adapter, spectra.json and metrics.json (last) into `out`; returns the adapter report."""
-    from ..distill.report import adapter_report
-    from ..io import write_json
-
     adapter.save(out / "adapter")
     report = adapter_report(model, adapter)
     write_json(out / "spectra.json", report.pop("singular_values"))

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from ..config import EvalConfig, GenerationConfig
+from ..data.math_scoring import SCORINGS
+from ..data.tasks import load_task_rows, task_names, task_scoring
+from ..distill.adapter import CapreseAdapter
 from ..errors import CapreseError
-from ..io import staged_folder, write_json, write_jsonl
-from ..methods.cli_options import add_method_arguments
+from ..evaluate import evaluate_accuracy
+from ..evaluate.run import evaluate_model
+from ..io import check_output_dir, staged_folder, write_json, write_jsonl
+from ..methods.cli_options import add_method_arguments, method_from_args
+from ..models.loading import check_model_options, load_model
+from ..validate import check_int_at_least
 from .common import add_adapter_arguments, add_model_arguments
 
 
@@ -27,8 +38,6 @@ class DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..data.tasks import task_names
-
     parser = subparsers.add_parser(
         "eval",
         help="accuracy of a model on a task (generations + metrics.json)",
@@ -110,9 +119,6 @@ def format_summary(metrics: dict) -> str:
 
 def method_context(args, model, tokenizer):
     """The session the evaluation runs in: an adapter's method + paths, a bare method, or dense."""
-    from ..distill.adapter import CapreseAdapter
-    from ..methods.cli_options import method_from_args
-
     if args.adapter:
         if args.method != "dense":
             raise CapreseError(f"--method {args.method!r} conflicts with --adapter, which carries its own method")
@@ -125,37 +131,29 @@ def method_context(args, model, tokenizer):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.math_scoring import SCORINGS
-    from ..data.tasks import load_task_rows, task_scoring
-    from ..evaluate import GenerationSettings, evaluate_accuracy
-    from ..evaluate.run import evaluate_model
-    from ..models.loading import load_model
-
-    settings = GenerationSettings(
+    settings = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
-    ).check()
+    )
     for name in ("language_samples", "coverage_samples"):
         if getattr(args, name) < 0:
             raise CapreseError(f"--{name.replace('_', '-')} {getattr(args, name)!r} must be >= 0")
     if args.coverage_samples and args.coverage_temperature <= 0:
         raise CapreseError(f"--coverage-temperature {args.coverage_temperature!r} must be > 0")
-    from ..io import check_output_dir
-    from ..methods.cli_options import method_from_args
-    from ..models.loading import check_model_options
-    from ..validate import check_int_at_least
-
     # everything that needs no weights first: options, data, model source, adapter, output folder
     check_int_at_least("--coverage-prompts", args.coverage_prompts, 1)
+    evaluation = EvalConfig(
+        task=args.task,
+        samples=0,  # the accuracy above; evaluate_model adds language and coverage
+        language_samples=args.language_samples,
+        coverage_samples=args.coverage_samples,
+        coverage_prompts=args.coverage_prompts,
+    )
     scoring = SCORINGS.get(args.scoring).name if args.scoring != "auto" else None
     if args.adapter:
-        from ..distill.adapter import CapreseAdapter
-
         if args.method != "dense":
             raise CapreseError(f"--method {args.method!r} conflicts with --adapter, which carries its own method")
         CapreseAdapter.load(args.adapter)  # a damaged adapter fails here, before the model loads
@@ -179,16 +177,8 @@ def run(args: argparse.Namespace) -> int:
             model,
             tokenizer,
             session,
-            task=args.task,
-            eval_samples=0,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            language_samples=args.language_samples,
-            coverage_samples=args.coverage_samples,
-            coverage_prompts=args.coverage_prompts,
-            temperature=args.coverage_temperature,
-            top_p=args.top_p,
-            seed=args.seed,
+            evaluation,
+            replace(settings, temperature=args.coverage_temperature),  # coverage's sampling
             extra_parameters=adapter.parameter_count() if adapter else 0,
             progress=not args.quiet,
             coverage_rows=rows,

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..distill.adapter import CapreseAdapter
+from ..distill.peft_export import export_peft
+from ..io import check_output_dir
+from ..models.loading import load_model
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -34,16 +39,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distill.adapter import CapreseAdapter
-    from ..distill.peft_export import export_peft
-    from ..io import check_output_dir
-
     CapreseAdapter.load(args.adapter)  # a damaged adapter fails before anything else
     check_output_dir(args.out)
     model = None
     if args.model is not None:
-        from ..models.loading import load_model
-
         model, _ = load_model(args.model, tokenizer=False)
     adapter = CapreseAdapter.load(args.adapter, model)
     out = export_peft(adapter, args.out, model=model)

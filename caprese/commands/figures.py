@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..io import check_output_dir
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -46,8 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..figures import render_all
-    from ..io import check_output_dir
+    from ..figures import render_all  # matplotlib and pandas: loaded when this verb runs, not for the CLI's parser
 
     check_output_dir(args.out)
     report = render_all(args.runs, args.out, diagnostics=args.diagnostics, latency=args.latency, only=args.only)

@@ -14,18 +14,22 @@ caprese_toy_math_mc) are always available; hub tasks (gsm8k, minerva_math500, ..
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import time
 from pathlib import Path
 
+import torch
+
 from ..errors import CapreseError
-from ..io import write_json, write_jsonl
+from ..io import check_output_dir, write_json, write_jsonl
 from ..methods.cli_options import add_method_arguments
+from ..models.loading import check_model_options
 from .common import add_adapter_arguments, add_model_arguments
+from .eval import DefaultsOnceFormatter
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from .eval import DefaultsOnceFormatter
-
     parser = subparsers.add_parser(
         "lm-eval",
         help="lm-evaluation-harness tasks under a method or adapter (needs caprese[eval])",
@@ -62,16 +66,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    import torch
-
     try:
         import lm_eval
         from lm_eval.utils import handle_non_serializable
     except ImportError:
         raise CapreseError("caprese lm-eval needs lm-eval: pip install 'caprese[eval]'") from None
-    from ..harness import task_manager
+    from ..harness import task_manager  # needs lm-eval (an optional extra), checked above
     from ..harness.model import CapreseLM, method_option_names
 
     tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
@@ -86,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
     manager = task_manager(args.include_path, include_defaults=not only_ours)
     unknown = [name for name in tasks if name not in manager.all_tasks]
     if unknown:
-        import difflib
-
         close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         ours = task_manager(include_defaults=False).all_tasks
@@ -96,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(n for n in ours if n.startswith('caprese_'))}; or any lm-eval task)"
         )
     method = {key: getattr(args, key) for key in method_option_names()}  # the very flags add_method_arguments made
-    from ..io import check_output_dir
-    from ..models.loading import check_model_options
 
     check_model_options(args.model, args.dtype, args.device)
     check_output_dir(args.out)  # before the model loads and the tasks run

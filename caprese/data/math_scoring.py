@@ -49,7 +49,7 @@ def _timeouts() -> dict:
 
 def math_answers_match(predicted: str | None, reference) -> bool:
     """True when math-verify finds the two answers equivalent."""
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # heavy (sympy): only MATH-style tasks need it
 
     if predicted is None or not str(predicted).strip():
         return False

@@ -73,7 +73,7 @@ def load_math(source: str | Path, split: str = "test", name: str | None = None) 
             raise CapreseError(f"data file {text!r} does not exist")
         rows = read_local_rows(path)
     else:
-        import datasets
+        import datasets  # heavy: only a hub source needs it
 
         rows = [dict(row) for row in datasets.load_dataset(text, name, split=split)]
     if not rows:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ..errors import CapreseError
 from ..registry import Registry
+from .gsm import gsm_symbolic_rows, load_gsm8k_100
+from .prompts import build_prompt
 
 KJV_FILE = Path(__file__).with_name("kjv_genesis.txt")
 SYMBOLIC_SEED_OFFSET = 10_000
@@ -53,8 +55,6 @@ def _solution(answer: str) -> str:
 
 
 def _gsm8k_100(samples: int, seed: int) -> list[dict]:
-    from .gsm import load_gsm8k_100
-
     return [
         {"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])}
         for r in load_gsm8k_100()[:samples]
@@ -62,8 +62,6 @@ def _gsm8k_100(samples: int, seed: int) -> list[dict]:
 
 
 def _gsm_symbolic(samples: int, seed: int) -> list[dict]:
-    from .gsm import gsm_symbolic_rows
-
     return [
         {"id": r["id"], "question": r["question"], "solution": _solution(r["answer"])}
         for r in gsm_symbolic_rows(samples, seed=seed + SYMBOLIC_SEED_OFFSET)
@@ -117,8 +115,6 @@ def load_text_rows(name: str, samples: int, seed: int = 0) -> list[dict]:
 
 def texts_as_items(tokenizer, rows: list[dict]) -> list:
     """Rows of a text set -> items for `caprese.evaluate.perplexity` (prompt/response pairs or plain texts)."""
-    from .prompts import build_prompt
-
     items = []
     for row in rows:
         if "text" in row:

@@ -12,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import papermill
+
 from ..errors import CapreseError
 from ..notebook_params import NotebookParameter, unknown_parameter
 from ..notebook_params import notebook_parameters as read_parameters
 from .pipeline import DiagnoseConfig
+from .view import FOLDER_FILES
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "layerwise_diagnostics.ipynb"
 KERNEL = "caprese"
@@ -44,8 +47,6 @@ def execute_notebook(
     timeout: int = 1800,
 ) -> Path:
     """Check the parameters, then execute the notebook with papermill into `output` (an .ipynb path)."""
-    import papermill
-
     check_notebook_parameters(parameters, notebook)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +97,6 @@ def notebook_config(
     for name, value in (("model", model), ("data", data), ("out", out)):
         _check_type(name, value, (str,), "a string")
     if results is not None:
-        from .view import FOLDER_FILES
-
         _check_type("results", results, (str,), "a diagnose folder (string) or None")
         missing = [name for name in FOLDER_FILES if not (Path(results).expanduser() / name).is_file()]
         if missing:

@@ -23,9 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..arch import ffn_blocks
+from ..data.prompts import build_prompt
+from ..data.tasks import load_task_rows
 from ..errors import CapreseError
 from ..evaluate.generation import stop_token_ids  # the same end-of-sequence ids the evaluation uses
-from ..io import atomic_write_bytes, write_csv, write_json, write_jsonl
+from ..io import atomic_write_bytes, read_jsonl, write_csv, write_json, write_jsonl
 from ..lowrank import DEFAULT_RIDGE
 from ..methods.forcing import teacher_forced_batch
 from ..phase import PhaseTracker
@@ -245,7 +247,7 @@ class DiagnosticsResult:
 
     def write(self, out: str | Path) -> dict[str, Path]:
         """Statistics (JSON + CSV), errors (JSON + CSV), generations, state and figures under `out`."""
-        from . import plots
+        from . import plots  # matplotlib: only when figures are written
 
         out = Path(out)
         paths = {
@@ -283,8 +285,6 @@ class DiagnosticsResult:
 def load_prompt_rows(data: str, samples: int, seed: int = 0) -> list[dict]:
     """The rows behind `load_prompts`, read without a tokenizer (so a bad --data fails before the
     model loads): {"id", "prompt"} rows of a .jsonl file with a "prompt" field, else task rows."""
-    from ..io import read_jsonl
-
     path = Path(str(data)).expanduser()
     if path.suffix == ".jsonl" and path.is_file():
         rows = read_jsonl(path)
@@ -293,14 +293,11 @@ def load_prompt_rows(data: str, samples: int, seed: int = 0) -> list[dict]:
                 {"id": str(row.get("id", f"{path.stem}-{i}")), "prompt": str(row["prompt"])}
                 for i, row in enumerate(rows[:samples])
             ]
-    from ..data.tasks import load_task_rows
 
     return load_task_rows(str(data), samples, seed)
 
 
 def build_prompts(rows: Sequence[dict], tokenizer) -> list[dict]:
-    from ..data.prompts import build_prompt
-
     return [
         row
         if "prompt" in row and "question" not in row

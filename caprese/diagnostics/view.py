@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import CapreseError
 from ..stats import PHASES, FFNStatistics
 from ..stats.base import phase_index
@@ -40,8 +42,6 @@ class DiagnosticsView:
     @classmethod
     def load(cls, folder: str | Path) -> DiagnosticsView:
         """Read a finished `caprese diagnose` folder (summary.json, state.pt, errors.json)."""
-        import torch
-
         folder = Path(folder).expanduser()
         missing = [name for name in FOLDER_FILES if not (folder / name).is_file()]
         if missing:

@@ -82,7 +82,7 @@ class LayerExplorer:
     """The widget tree and its callbacks; `widget` is what a notebook displays."""
 
     def __init__(self, source):
-        import ipywidgets as widgets
+        import ipywidgets as widgets  # the ui extra; IPython only inside a notebook
 
         self.view = as_view(source)
         layers = self.view.layers

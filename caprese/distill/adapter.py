@@ -103,8 +103,6 @@ class CapreseAdapter:
     def modules_for(self, model, *, accumulate_fp32: bool = False) -> dict[int, nn.Module]:
         """Per layer, a copy of its module on that layer's FFN device, in the model's dtype (or float32
         with accumulate_fp32); the adapter's own modules are left as they are."""
-        from ..arch import ffn_blocks
-
         blocks = ffn_blocks(model)
         out = {}
         for layer, module in self.corrections.items():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..arch import adapter_for, ffn_blocks
 from ..errors import CapreseError, one_line
@@ -75,8 +76,6 @@ def describe_base(model, base_model: str, fingerprint_like: str | None = None) -
 
 def save_adapter(folder: str | os.PathLike, config: AdapterConfig, tensors: dict[str, torch.Tensor]) -> Path:
     """Write weights then config, each atomically; a folder is complete once its config exists."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS}.", suffix=".tmp")
@@ -94,8 +93,6 @@ def save_adapter(folder: str | os.PathLike, config: AdapterConfig, tensors: dict
 
 def load_adapter(folder: str | os.PathLike, model=None) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
     """Read an adapter; with `model`, refuse it unless it was made for this very base model."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not folder.is_dir():
         raise CapreseError(f"adapter folder {str(folder)!r} does not exist")
@@ -106,7 +103,7 @@ def load_adapter(folder: str | os.PathLike, model=None) -> tuple[AdapterConfig, 
 
 
 def _read_folder(folder: Path, load_file) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
-    from .peft_export import import_peft, is_peft_export
+    from .peft_export import import_peft, is_peft_export  # cycle: peft_export builds adapters
 
     if is_peft_export(folder):
         return import_peft(folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +27,7 @@ from .batches import rows_hash, tokenize_pairs
 from .e2e import train_end_to_end
 from .layerwise import NonFiniteLoss, streamed_layerwise_losses, train_layerwise
 from .lora import attach_lora, lora_methods, lora_rank_for, train_lora_layerwise
+from .parallel import train_layerwise_parallel
 from .teacher import Teacher
 
 __all__ = ["STAGES", "distill", "closed_form_factors"]
@@ -176,10 +178,6 @@ def distill(
         )
         train = train_layerwise
         if layer_parallel is not None:
-            from functools import partial
-
-            from .parallel import train_layerwise_parallel
-
             train = partial(train_layerwise_parallel, parallel=layer_parallel)
         try:
             result = train(

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..data import arithmetic, gsm, toy_language, toy_math
 from ..data.prompts import build_prompt, plain_response
 from ..errors import CapreseError
-from ..evaluate.generation import GenerationSettings, generate
+from ..evaluate.generation import GenerationConfig, generate
 from ..evaluate.language import PREFIX_TOKENS
 from ..registry import check_choice
 
@@ -92,7 +92,7 @@ def distillation_rows(
     questions: list[dict],
     *,
     responses: str = "model",
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationConfig = GenerationConfig(),
     progress: bool = True,
 ) -> list[dict]:
     """{prompt, response, question, id, level?} per question; responses from the dense model
@@ -106,7 +106,7 @@ def distillation_rows(
 
 
 def _question_rows(
-    model, tokenizer, questions: list[dict], responses: str, settings: GenerationSettings, progress: bool
+    model, tokenizer, questions: list[dict], responses: str, settings: GenerationConfig, progress: bool
 ) -> list[dict]:
     # few-shot rows (arithmetic) are prompted as evaluation prompts them: their solved examples first
     prompts = [build_prompt(tokenizer, row["question"], few_shot=row.get("few_shot")) for row in questions]

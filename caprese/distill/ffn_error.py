@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ..diagnostics.error import ErrorMeter
+from .adapter import attach
 from .batches import TokenizedPair, collate
 from .teacher import MethodChoice
 
@@ -48,8 +49,6 @@ def ffn_errors(
     micro_batch: int = 16,
 ) -> dict[str, dict]:
     """{layer: {"method": {...}, "<adapter kind>": {...}}} (the second only with an adapter)."""
-    from .adapter import attach
-
     method = _errors(model, choice, pairs, pad_token_id, tokenizer, micro_batch)
     out = {str(layer): {"method": result} for layer, result in sorted(method.items())}
     if adapter is not None:

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+import caprese
+
 from ..errors import CapreseError
 from .layerwise import LayerwiseConfig, LayerwiseResult, NonFiniteLoss, StreamingTeacher, train_layerwise
 from .path import LowRankPath
@@ -123,8 +125,6 @@ def train_layerwise_parallel(
     ray = _ray()
     device = torch.device(device) if device is not None else torch.device("cpu")
     if not ray.is_initialized():
-        import caprese
-
         root = str(Path(list(caprese.__path__)[0]).resolve().parent)
         pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         address = parallel.address or os.environ.get("RAY_ADDRESS") or "local"

@@ -19,14 +19,23 @@ model's FFN fingerprint cannot be said in PEFT's config, so they are kept beside
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from peft.tuners.lora.layer import LoraLayer
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
+from transformers import AutoModelForCausalLM
 
+from ..arch import ffn_blocks
 from ..errors import CapreseError
-from ..io import read_json, write_json
+from ..io import atomic_write_bytes, read_json, write_json
+from ..models.loading import load_config
+from .adapter import CapreseAdapter
+from .adapter_io import AdapterConfig
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -60,7 +69,6 @@ def lora_layer_class():
     global _CLASS
     if _CLASS is not None:
         return _CLASS
-    from peft.tuners.lora.layer import LoraLayer
 
     class CapreseFFNLora(nn.Module, LoraLayer):
         def __init__(self, base_layer, adapter_name: str, config, r: int = 0, lora_alpha: int = 1, **kwargs):
@@ -103,8 +111,6 @@ _CLASS = None
 
 def ffn_module_names(model, layers: list[int]) -> dict[int, str]:
     """Qualified module name of each layer's FFN in `model` (what PEFT's target_modules match)."""
-    from ..arch import ffn_blocks
-
     blocks = ffn_blocks(model)
     names = {id(module): name for name, module in model.named_modules()}
     out = {}
@@ -120,10 +126,6 @@ def ffn_module_names(model, layers: list[int]) -> dict[int, str]:
 
 def _skeleton(base_model: str):
     """The base model's module tree on the meta device (no weights read): names and FFN classes."""
-    from transformers import AutoModelForCausalLM
-
-    from ..models.loading import load_config
-
     config = load_config(base_model)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
@@ -131,8 +133,6 @@ def _skeleton(base_model: str):
 
 def register_custom_module(config, model) -> None:
     """Tell a LoraConfig that the model's FFN modules take `CapreseFFNLora`."""
-    from ..arch import ffn_blocks
-
     cls = lora_layer_class()
     config._register_custom_module({type(block.module): cls for block in ffn_blocks(model)})
 
@@ -142,13 +142,6 @@ def export_peft(adapter, out: str | os.PathLike, model=None) -> Path:
 
     `model` (the base model, or None to build its module tree from the adapter's base_model
     without weights) only names the FFN modules; the factors are copied exactly."""
-    import re
-
-    from safetensors.torch import save as save_bytes
-
-    from ..io import atomic_write_bytes
-    from .adapter import CapreseAdapter
-
     peft = _peft()
     if not isinstance(adapter, CapreseAdapter):
         adapter = CapreseAdapter.load(adapter)
@@ -197,10 +190,6 @@ def is_peft_export(folder: str | os.PathLike) -> bool:
 
 def import_peft(folder: str | os.PathLike):
     """(AdapterConfig, caprese tensors) of a folder `export_peft` wrote: the factors transposed back."""
-    from safetensors.torch import load_file
-
-    from .adapter_io import AdapterConfig
-
     folder = Path(folder)
     metadata = read_json(folder / CAPRESE_METADATA)
     if metadata.get("format") != EXPORT_FORMAT:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..data.math_scoring import SCORINGS
 from ..data.prompts import build_prompt
-from .generation import GenerationSettings, generate
+from .generation import GenerationConfig, generate
 
 
 @dataclass
@@ -49,7 +49,7 @@ def evaluate_accuracy(
     model,
     tokenizer,
     rows: list[dict],
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationConfig = GenerationConfig(),
     progress: bool = True,
     desc: str = "evaluating",
     scoring: str = "gsm",

@@ -8,34 +8,15 @@ step, which is where efficient-FFN methods switch on.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
-from ..registry import check_range
+from ..config import GenerationConfig
 
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 256
-    batch_size: int = 32
-    temperature: float = 0.0  # 0 means greedy decoding
-    top_p: float = 1.0
-    seed: int = 0  # used only when sampling
-
-    def check(self) -> GenerationSettings:
-        check_range("max_new_tokens", self.max_new_tokens, 1, 1_000_000)
-        check_range("batch_size", self.batch_size, 1, 100_000)
-        check_range("temperature", self.temperature, 0.0, 100.0)
-        check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
-        return self
-
-    @property
-    def sampling(self) -> bool:
-        return self.temperature > 0
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "decoding": "sampling" if self.sampling else "greedy"}
+GenerationSettings = GenerationConfig
+"""The former name of `caprese.config.GenerationConfig` (branches written before the rename use it)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +51,7 @@ def response_length(tokens: list[int], stop_ids: set[int], pad_id: int | None) -
 
 
 def generate_batch(
-    model, tokenizer, prompts: list[str], settings: GenerationSettings, stop_ids: list[int]
+    model, tokenizer, prompts: list[str], settings: GenerationConfig, stop_ids: list[int]
 ) -> list[Generation]:
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     add_special = not getattr(tokenizer, "chat_template", None)  # chat templates carry their own BOS
@@ -105,15 +86,12 @@ def generate(
     model,
     tokenizer,
     prompts: list[str],
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationConfig = GenerationConfig(),
     progress: bool = True,
     desc: str = "generating",
 ) -> list[Generation]:
     """One Generation per prompt, in the prompts' order. Sampling is seeded and leaves the
     global torch RNG as it found it."""
-    from tqdm import tqdm
-
-    settings.check()
     stop_ids = stop_token_ids(model, tokenizer)
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     batches = length_sorted_batches(lengths, settings.batch_size)

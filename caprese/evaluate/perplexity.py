@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..errors import CapreseError
+from ..methods.forcing import teacher_forced_batch
+from ..stats.intervals import ratio_bootstrap_interval as ratio_interval
 
 PREFIX_TOKENS = 16
 """Tokens of each plain text (with <bos>) run densely as its prompt; the rest is scored."""
@@ -67,8 +70,6 @@ class PerplexityResult:
     def intervals(self, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, list[float]]:
         """Percentile bootstrap intervals over texts (texts drawn with replacement; each statistic
         stays token-weighted) for perplexity, dense perplexity and KL."""
-        from ..stats.intervals import ratio_bootstrap_interval as ratio_interval
-
         tokens = [t.tokens for t in self.texts]
         options = {"confidence": confidence, "resamples": resamples, "seed": seed}
         return {
@@ -156,8 +157,6 @@ def perplexity(
     Returns per-text sums; `.perplexity`, `.dense_perplexity`, `.kl` (token-weighted over all
     texts) and `.intervals()` (bootstrap over texts) summarise them.
     """
-    from ..methods.forcing import teacher_forced_batch
-
     if batch_size < 1:
         raise CapreseError(f"batch_size {batch_size!r} must be >= 1")
     items = tokenize_items(tokenizer, texts, prefix_tokens, max_continuation_tokens)
@@ -174,8 +173,6 @@ def perplexity(
     device = next(model.parameters()).device
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(items), desc=desc, leave=False)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):

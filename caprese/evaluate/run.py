@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import EvalConfig, GenerationConfig
 from ..data.tasks import load_task_rows, task_scoring
 from ..data.toy_language import generate_texts
 from ..errors import CapreseError
 from .accuracy import evaluate_accuracy
-from .generation import GenerationSettings
 from .language import language_scores
 from .passk import coverage_curve, relative_compute
 
@@ -29,97 +29,75 @@ def evaluate_model(
     model,
     tokenizer,
     session,
+    evaluation: EvalConfig,
+    generation: GenerationConfig,
     *,
-    task: str = "toy-math",
-    eval_samples: int = 100,
-    eval_seed: int = 0,
-    levels: tuple[int, ...] | None = None,
-    max_new_tokens: int = 160,
-    batch_size: int = 64,
-    language_samples: int = 50,
-    coverage_samples: int = 0,
-    coverage_prompts: int = 20,
-    temperature: float = 0.7,
-    top_p: float = 1.0,
-    seed: int = 0,
     extra_parameters: int = 0,
     progress: bool = True,
     coverage_rows: list[dict] | None = None,
     scoring: str | None = None,
 ) -> dict[str, Any]:
-    """Every metric of one configuration; eval_samples=0 skips the greedy accuracy (the caller did it).
-    `scoring` defaults to the task's (caprese.data.tasks.task_scoring)."""
-    if coverage_samples < 0 or (coverage_samples and coverage_prompts < 1):
-        raise CapreseError(
-            f"coverage needs samples >= 1 and prompts >= 1, got {coverage_samples} and {coverage_prompts}"
-        )
-    if coverage_samples and temperature <= 0:
-        raise CapreseError(f"coverage sampling needs temperature > 0, got {temperature!r}")
-    greedy = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size).check()
+    """Every metric of one configuration: greedy task accuracy (`evaluation.samples` problems; 0
+    skips it, the caller did it), language and pass@k coverage. Accuracy and language decode
+    greedily with `generation`'s lengths and batch size; coverage samples at its temperature,
+    top_p and seed. `scoring` defaults to the task's (caprese.data.tasks.task_scoring);
+    `coverage_rows` are the prompts for coverage when `evaluation.samples` is 0."""
+    if evaluation.coverage_samples and not generation.sampling:
+        raise CapreseError(f"coverage sampling needs temperature > 0, got {generation.temperature!r}")
+    greedy = generation.greedy()
+    task = evaluation.task
     out: dict[str, Any] = {"task": task}
     scoring = scoring or task_scoring(task)
     rows = coverage_rows or []
-    if eval_samples:
-        rows = load_task_rows(task, eval_samples, seed=eval_seed, levels=levels)
+    if evaluation.samples:
+        rows = load_task_rows(task, evaluation.samples, seed=evaluation.seed, levels=evaluation.level_numbers())
         if session is not None:
             session.reset_measurements()
         math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}", scoring=scoring)
         out.update(math=math.metrics, samples=math.samples)
     if session is not None:
         out["measured_sparsity"] = session.measured_sparsity()
-        params = session.active_parameters()
-    else:
-        params = {}
-    params["extra_parameters"] = extra_parameters
-    if "model_params_active" in params:
-        params["model_params_active_with_extra"] = params["model_params_active"] + extra_parameters
-        params["model_active_fraction_with_extra"] = params["model_params_active_with_extra"] / params["model_params"]
-    out["params"] = params
-    if language_samples:
-        language = evaluate_accuracy(
-            model,
-            tokenizer,
-            load_task_rows("toy-language", language_samples, seed=eval_seed),
-            greedy,
-            progress=progress,
-            desc="toy-language",
-        )
-        texts = [row["text"] for row in generate_texts(language_samples, split="test", seed=eval_seed)]
-        scores = language_scores(model, tokenizer, texts, session, batch_size=batch_size)
-        out["language"] = {
-            "short_answer_accuracy": language.metrics["accuracy"],
-            "short_answer_correct": language.metrics["correct"],
-            "short_answer_count": language.metrics["count"],
-            **scores.as_dict(),
-        }
-    if coverage_samples:
+    out["params"] = _parameters(session, extra_parameters)
+    if evaluation.language_samples:
+        out["language"] = _language(model, tokenizer, session, evaluation, greedy, progress)
+    if evaluation.coverage_samples:
         if not rows:
             raise CapreseError("coverage needs prompts: give eval_samples > 0 or coverage_rows")
+        prompts = rows[: evaluation.coverage_prompts]
         out["coverage"] = _coverage(
-            model,
-            tokenizer,
-            rows[:coverage_prompts],
-            coverage_samples,
-            temperature,
-            top_p,
-            seed,
-            max_new_tokens,
-            batch_size,
-            params,
-            progress,
-            scoring,
+            model, tokenizer, prompts, evaluation.coverage_samples, generation, out["params"], progress, scoring
         )
     return out
 
 
-def _coverage(
-    model, tokenizer, rows, n, temperature, top_p, seed, max_new_tokens, batch_size, params, progress, scoring="gsm"
-):
+def _parameters(session, extra_parameters: int) -> dict:
+    params = session.active_parameters() if session is not None else {}
+    params["extra_parameters"] = extra_parameters
+    if "model_params_active" in params:
+        params["model_params_active_with_extra"] = params["model_params_active"] + extra_parameters
+        params["model_active_fraction_with_extra"] = params["model_params_active_with_extra"] / params["model_params"]
+    return params
+
+
+def _language(model, tokenizer, session, evaluation: EvalConfig, greedy: GenerationConfig, progress: bool) -> dict:
+    """Toy-language short answers (greedy) and teacher-forced perplexity / KL on held-out texts."""
+    n, seed = evaluation.language_samples, evaluation.seed
+    language = evaluate_accuracy(
+        model, tokenizer, load_task_rows("toy-language", n, seed=seed), greedy, progress=progress, desc="toy-language"
+    )
+    texts = [row["text"] for row in generate_texts(n, split="test", seed=seed)]
+    scores = language_scores(model, tokenizer, texts, session, batch_size=greedy.batch_size)
+    return {
+        "short_answer_accuracy": language.metrics["accuracy"],
+        "short_answer_correct": language.metrics["correct"],
+        "short_answer_count": language.metrics["count"],
+        **scores.as_dict(),
+    }
+
+
+def _coverage(model, tokenizer, rows, n, settings: GenerationConfig, params, progress, scoring="gsm"):
     """pass@k for k = 1..n from n sampled responses per prompt (figure 3)."""
     repeated = [row for row in rows for _ in range(n)]
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed
-    ).check()
     result = evaluate_accuracy(
         model, tokenizer, repeated, settings, progress=progress, desc="coverage", scoring=scoring
     )
@@ -129,8 +107,8 @@ def _coverage(
     return {
         "n": n,
         "prompts": len(rows),
-        "temperature": temperature,
-        "top_p": top_p,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
         "correct_per_prompt": [sum(outcomes) for outcomes in correct],  # for intervals over prompts
         "pass_at_k": {str(k): v for k, v in curve.items()},
         "relative_compute": {str(k): relative_compute(k, fraction) for k in curve},

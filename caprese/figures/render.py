@@ -49,55 +49,152 @@ def _table_source(ctx: Context, name: str) -> str:
 
 
 ITEMS: tuple[Item, ...] = (
-    Item("fig2", "fig2_error_vs_density", "figure",
-         "relative FFN output error vs density, one line per correction rank (0 = the method alone); paper fig. 2",
-         "`caprese sweep ablations/fig2.yaml`, or `caprese diagnose --model toy-math --data toy-math --out figures/diagnostics`", fig2_error_vs_density),
-    Item("fig3", "fig3_coverage", "figure",
-         "pass@k coverage vs relative compute units (k x active-parameter fraction): dense / method / Caprese; paper fig. 3",
-         "`caprese sweep ablations/coverage.yaml`", fig3_coverage),
-    Item("fig4_7", "fig4_7_response_length", "figure",
-         "mean response length (tokens) by difficulty level: dense / method / Caprese, one panel per method; paper figs. 4, 7",
-         "`caprese sweep ablations/coverage.yaml` (else the rank or sparsity sweep)", fig4_7_response_length),
-    Item("fig5", "fig5_accuracy_vs_density", "figure",
-         "math accuracy vs density, the method alone (dashed) vs Caprese at each rank, one panel per method; paper fig. 5",
-         "`caprese sweep ablations/sparsity.yaml`", fig5_accuracy_vs_density),
-    Item("fig6", "fig6_parameters", "figure",
-         "Caprese's extra parameters as % of the model and of its FFNs (reference configs at r = 128/256/512, hatched: "
-         "measured runs) and the active parameters the method cuts; paper fig. 6",
-         "nothing (reference configs); hatched bars: any sweep that trains Caprese", fig6_parameters),
-    Item("fig8", "fig8_singular_values", "figure",
-         "normalised singular values of each layer's learned L·R, one panel per method; paper fig. 8",
-         "any sweep that trains Caprese, e.g. `caprese sweep ablations/sparsity.yaml`", fig8_singular_values),
-    Item("rank", "ablation_rank", "figure", "math accuracy and relative FFN error vs Caprese rank",
-         "`caprese sweep ablations/rank.yaml`", ablation_rank),
-    Item("samples", "ablation_samples", "figure", "math accuracy and relative FFN error vs distillation sample count",
-         "`caprese sweep ablations/samples.yaml`", ablation_samples),
-    Item("table1", "table1_math_accuracy", "table", "math accuracy per configuration (seeds averaged), every sweep; paper table 1",
-         "any sweep", _table("table1_math_accuracy", "Math accuracy by configuration (table 1 analog)",
-                             lambda ctx: table1_math_accuracy(ctx.results))),
-    Item("table4", "table4_language", "table",
-         "short-answer accuracy, perplexity and KL(dense ‖ method) per configuration, next to math accuracy; paper table 4",
-         "any sweep with `language_samples` > 0", _table("table4_language", "Language metrics by configuration (table 4 analog)",
-                                                       lambda ctx: table4_language(ctx.results))),
-    Item("table5", "table5_latency", "table", "time per generated token per configuration; paper table 5",
-         "`caprese bench --out figures/latency.json`",
-         _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency))),
+    Item(
+        "fig2",
+        "fig2_error_vs_density",
+        "figure",
+        "relative FFN output error vs density, one line per correction rank (0 = the method alone); paper fig. 2",
+        "`caprese sweep ablations/fig2.yaml`, or `caprese diagnose --model toy-math --data toy-math --out figures/diagnostics`",
+        fig2_error_vs_density,
+    ),
+    Item(
+        "fig3",
+        "fig3_coverage",
+        "figure",
+        "pass@k coverage vs relative compute units (k x active-parameter fraction): dense / method / Caprese; paper fig. 3",
+        "`caprese sweep ablations/coverage.yaml`",
+        fig3_coverage,
+    ),
+    Item(
+        "fig4_7",
+        "fig4_7_response_length",
+        "figure",
+        "mean response length (tokens) by difficulty level: dense / method / Caprese, one panel per method; paper figs. 4, 7",
+        "`caprese sweep ablations/coverage.yaml` (else the rank or sparsity sweep)",
+        fig4_7_response_length,
+    ),
+    Item(
+        "fig5",
+        "fig5_accuracy_vs_density",
+        "figure",
+        "math accuracy vs density, the method alone (dashed) vs Caprese at each rank, one panel per method; paper fig. 5",
+        "`caprese sweep ablations/sparsity.yaml`",
+        fig5_accuracy_vs_density,
+    ),
+    Item(
+        "fig6",
+        "fig6_parameters",
+        "figure",
+        "Caprese's extra parameters as % of the model and of its FFNs (reference configs at r = 128/256/512, hatched: "
+        "measured runs) and the active parameters the method cuts; paper fig. 6",
+        "nothing (reference configs); hatched bars: any sweep that trains Caprese",
+        fig6_parameters,
+    ),
+    Item(
+        "fig8",
+        "fig8_singular_values",
+        "figure",
+        "normalised singular values of each layer's learned L·R, one panel per method; paper fig. 8",
+        "any sweep that trains Caprese, e.g. `caprese sweep ablations/sparsity.yaml`",
+        fig8_singular_values,
+    ),
+    Item(
+        "rank",
+        "ablation_rank",
+        "figure",
+        "math accuracy and relative FFN error vs Caprese rank",
+        "`caprese sweep ablations/rank.yaml`",
+        ablation_rank,
+    ),
+    Item(
+        "samples",
+        "ablation_samples",
+        "figure",
+        "math accuracy and relative FFN error vs distillation sample count",
+        "`caprese sweep ablations/samples.yaml`",
+        ablation_samples,
+    ),
+    Item(
+        "table1",
+        "table1_math_accuracy",
+        "table",
+        "math accuracy per configuration (seeds averaged), every sweep; paper table 1",
+        "any sweep",
+        _table(
+            "table1_math_accuracy",
+            "Math accuracy by configuration (table 1 analog)",
+            lambda ctx: table1_math_accuracy(ctx.results),
+        ),
+    ),
+    Item(
+        "table4",
+        "table4_language",
+        "table",
+        "short-answer accuracy, perplexity and KL(dense ‖ method) per configuration, next to math accuracy; paper table 4",
+        "any sweep with `language_samples` > 0",
+        _table(
+            "table4_language",
+            "Language metrics by configuration (table 4 analog)",
+            lambda ctx: table4_language(ctx.results),
+        ),
+    ),
+    Item(
+        "table5",
+        "table5_latency",
+        "table",
+        "time per generated token per configuration; paper table 5",
+        "`caprese bench --out figures/latency.json`",
+        _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency)),
+    ),
 )
 # the real-model panels (ablations/real.yaml), drawn on request: caprese figures --out figures/real --only real
 REAL_ITEMS: tuple[Item, ...] = (
-    Item("real_tf", "real_teacher_forced", "figure",
-         "real model: teacher-forced KL(dense ‖ method) and perplexity / dense on math reasoning text vs prose, per "
-         "configuration, 95% bootstrap intervals over texts", "`caprese sweep ablations/real.yaml`", real_teacher_forced, group="real"),
-    Item("real_tf_table", "real_teacher_forced_table", "table",
-         "real model: the teacher-forced numbers, with each Caprese/LoRA run's paired change against its method alone",
-         "`caprese sweep ablations/real.yaml`", real_teacher_forced_table, group="real"),
-    Item("real_task", "real_task_levels", "figure", "real model: task accuracy by difficulty level, Wilson 95% intervals",
-         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_levels, group="real"),
-    Item("real_task_table", "real_task_table", "table", "real model: task accuracy by level with Wilson 95% intervals",
-         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_table, group="real"),
-    Item("real_task_summary", "real_task_summary", "table",
-         "real model: accuracy over all levels, and the share of each method's loss Caprese/LoRA recovers",
-         "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)", real_task_summary, group="real"),
+    Item(
+        "real_tf",
+        "real_teacher_forced",
+        "figure",
+        "real model: teacher-forced KL(dense ‖ method) and perplexity / dense on math reasoning text vs prose, per "
+        "configuration, 95% bootstrap intervals over texts",
+        "`caprese sweep ablations/real.yaml`",
+        real_teacher_forced,
+        group="real",
+    ),
+    Item(
+        "real_tf_table",
+        "real_teacher_forced_table",
+        "table",
+        "real model: the teacher-forced numbers, with each Caprese/LoRA run's paired change against its method alone",
+        "`caprese sweep ablations/real.yaml`",
+        real_teacher_forced_table,
+        group="real",
+    ),
+    Item(
+        "real_task",
+        "real_task_levels",
+        "figure",
+        "real model: task accuracy by difficulty level, Wilson 95% intervals",
+        "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)",
+        real_task_levels,
+        group="real",
+    ),
+    Item(
+        "real_task_table",
+        "real_task_table",
+        "table",
+        "real model: task accuracy by level with Wilson 95% intervals",
+        "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)",
+        real_task_table,
+        group="real",
+    ),
+    Item(
+        "real_task_summary",
+        "real_task_summary",
+        "table",
+        "real model: accuracy over all levels, and the share of each method's loss Caprese/LoRA recovers",
+        "`caprese sweep ablations/real.yaml` (points with eval_samples > 0)",
+        real_task_summary,
+        group="real",
+    ),
 )
 ALL_ITEMS = ITEMS + REAL_ITEMS
 ITEM_KEYS = tuple(item.key for item in ALL_ITEMS)
@@ -144,8 +241,11 @@ class RenderReport:
     @property
     def ok(self) -> bool:
         """At least one figure, and no input that was there but unreadable (a damaged run included)."""
-        return (bool(self.figures_made) and not any(o.error for o in self.outcomes)
-                and not any(status == DAMAGED for _, status, _ in self.skipped))
+        return (
+            bool(self.figures_made)
+            and not any(o.error for o in self.outcomes)
+            and not any(status == DAMAGED for _, status, _ in self.skipped)
+        )
 
     def pngs(self) -> list[Path]:
         return [p for o in self.figures_made for p in o.made.paths if p.suffix == ".png"]
@@ -160,11 +260,16 @@ class RenderReport:
 
     def display(self) -> None:
         """Show every PNG in a notebook."""
-        from IPython.display import Image, Markdown, display
+        from IPython.display import Image, Markdown, display  # only inside a notebook
 
         for outcome in self.outcomes:
-            display(Markdown(f"**{outcome.item.name}** — {outcome.item.shows}" if outcome.made is not None
-                             else f"*{outcome.line()}*"))
+            display(
+                Markdown(
+                    f"**{outcome.item.name}** — {outcome.item.shows}"
+                    if outcome.made is not None
+                    else f"*{outcome.line()}*"
+                )
+            )
             for path in outcome.made.paths if outcome.made is not None else []:
                 if path.suffix == ".png":
                     display(Image(filename=str(path)))
@@ -175,7 +280,8 @@ def readme(report: RenderReport) -> str:
         "# figures/",
         "",
         f"Written by `caprese figures --runs {report.runs_dir} --out {report.out_dir}"
-        + (f" --only {','.join(report.only)}" if report.only else "") + "` (or `notebooks/figures.ipynb`,",
+        + (f" --only {','.join(report.only)}" if report.only else "")
+        + "` (or `notebooks/figures.ipynb`,",
         "which calls the same `caprese.figures.render_all`) from the finished runs under "
         f"`{report.runs_dir}/`; regenerated in full each time.",
         "Each figure is a PNG and a PDF with the same name; the numbers it plots are in `data/<name>.csv`.",
@@ -190,10 +296,14 @@ def readme(report: RenderReport) -> str:
         drawn = outcome.made.source if outcome.made is not None else f"*not made:* {outcome.reason}"
         cells = [f"`{item.name}{suffix}`", item.shows, drawn, item.data_from]
         lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
-    lines += ["", "Style (caprese/figures/style.py): one colour per method (dense black, GRIFFIN blue, CATS vermilion,",
-              "TEAL green, top-k purple), darker shades for larger Caprese ranks, dashed lines for the method alone,",
-              "dotted for dense, markers per Caprese stage (o none, D closed form, s layer-wise, ^ E2E); the",
-              "parameter-matched LoRA baseline dash-dotted with x markers.", ""]
+    lines += [
+        "",
+        "Style (caprese/figures/style.py): one colour per method (dense black, GRIFFIN blue, CATS vermilion,",
+        "TEAL green, top-k purple), darker shades for larger Caprese ranks, dashed lines for the method alone,",
+        "dotted for dense, markers per Caprese stage (o none, D closed form, s layer-wise, ^ E2E); the",
+        "parameter-matched LoRA baseline dash-dotted with x markers.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -208,18 +318,32 @@ def select_items(only: str | Sequence[str] | None) -> tuple[Item, ...]:
     return tuple(item for item in ALL_ITEMS if item.key in keys or item.group in keys)
 
 
-def render_all(runs_dir: str | Path = "runs", out_dir: str | Path = "figures", *, diagnostics: str | Path | None = None,
-               latency: str | Path | None = None, only: str | Sequence[str] | None = None) -> RenderReport:
+def render_all(
+    runs_dir: str | Path = "runs",
+    out_dir: str | Path = "figures",
+    *,
+    diagnostics: str | Path | None = None,
+    latency: str | Path | None = None,
+    only: str | Sequence[str] | None = None,
+) -> RenderReport:
     """Render every figure and table the finished runs allow into `out_dir` (only those named in
     `only`, when given); see `RenderReport`."""
     items = select_items(only)
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if diagnostics is not None and not Path(diagnostics).is_dir():
-        raise CapreseError(f"diagnostics folder {str(diagnostics)!r} does not exist (caprese diagnose --out DIR writes one)")
-    ctx = Context(load_results(runs_dir), out_dir, Path(diagnostics) if diagnostics is not None else None,
-                  Path(latency) if latency is not None else out_dir / "latency.json")
+        raise CapreseError(
+            f"diagnostics folder {str(diagnostics)!r} does not exist (caprese diagnose --out DIR writes one)"
+        )
+    ctx = Context(
+        load_results(runs_dir),
+        out_dir,
+        Path(diagnostics) if diagnostics is not None else None,
+        Path(latency) if latency is not None else out_dir / "latency.json",
+    )
     asked = only.split(",") if isinstance(only, str) else list(only or ())
-    report = RenderReport(runs_dir, out_dir, skipped=list(ctx.results.skipped), only=tuple(k.strip() for k in asked if k.strip()))
+    report = RenderReport(
+        runs_dir, out_dir, skipped=list(ctx.results.skipped), only=tuple(k.strip() for k in asked if k.strip())
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     with style():
         for item in items:

@@ -19,6 +19,7 @@ from ..io import read_json
 from ..sweep.collect import BOOKKEEPING
 from ..sweep.layout import DAMAGED, DONE, FAILED, INCOMPLETE, run_folders
 from .style import method_name, stage_name
+import pandas as pd
 
 STAGE_ORDER = ("none", "closed_form", "layerwise", "e2e")
 # the evaluation a number came from: only runs evaluated alike are compared or averaged together
@@ -72,8 +73,18 @@ class Configuration:
 
     def sort_key(self) -> tuple:
         stage = STAGE_ORDER.index(self.stage) if self.stage in STAGE_ORDER else len(STAGE_ORDER)
-        return (self.model, self.task, not self.is_dense, self.method, self.sparsity or 0.0, self.layers or "",
-                stage, self.kind, self.rank, self.samples or 0)
+        return (
+            self.model,
+            self.task,
+            not self.is_dense,
+            self.method,
+            self.sparsity or 0.0,
+            self.layers or "",
+            stage,
+            self.kind,
+            self.rank,
+            self.samples or 0,
+        )
 
     def describe(self, fields: Iterable[str] = ("method", "sparsity", "layers", "caprese", "rank", "samples")) -> str:
         """A label naming the given parts, e.g. 'GRIFFIN 50% first_half + Caprese r16 E2E'."""
@@ -112,8 +123,12 @@ def common_description(configurations: Sequence[Configuration]) -> str:
     """What all drawn configurations share, for the caption: 'toy-math · sparsity 50% · layers first_half'."""
     methods = [c for c in configurations if not c.is_dense] or list(configurations)
     parts = []
-    for name, show in (("model", str), ("sparsity", lambda v: f"sparsity {v:.0%}"), ("layers", lambda v: f"layers {v}"),
-                       ("samples", lambda v: f"{v} distillation samples")):
+    for name, show in (
+        ("model", str),
+        ("sparsity", lambda v: f"sparsity {v:.0%}"),
+        ("layers", lambda v: f"layers {v}"),
+        ("samples", lambda v: f"{v} distillation samples"),
+    ):
         pool = [c for c in methods if name != "samples" or c.is_caprese]
         values = {getattr(c, name) for c in pool}
         if len(values) == 1 and None not in values:
@@ -182,7 +197,9 @@ class Run:
         errors = self.get("ffn_error")
         if not isinstance(errors, dict):
             return None
-        values = [_number(layer.get(path, {}).get("relative_l2")) for layer in errors.values() if isinstance(layer, dict)]
+        values = [
+            _number(layer.get(path, {}).get("relative_l2")) for layer in errors.values() if isinstance(layer, dict)
+        ]
         values = [v for v in values if v is not None]
         return sum(values) / len(values) if values else None
 
@@ -201,7 +218,9 @@ class Results:
     def runs(self) -> list[Run]:
         return [run for runs in self.sweeps.values() for run in runs]
 
-    def first_sweep(self, names: Sequence[str], keep: Callable[[Run], bool] = lambda run: True) -> tuple[str, list[Run]] | None:
+    def first_sweep(
+        self, names: Sequence[str], keep: Callable[[Run], bool] = lambda run: True
+    ) -> tuple[str, list[Run]] | None:
         """The first of `names` holding finished runs that pass `keep` (e.g. the full grid before the small one)."""
         for name in names:
             runs = [run for run in self.sweeps.get(name, []) if keep(run)]
@@ -242,7 +261,7 @@ def unflatten(row: dict[str, Any]) -> dict[str, Any]:
     for column, value in row.items():
         if column in BOOKKEEPING or value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
             continue
-        key = column[len("metrics."):] if column.startswith("metrics.") else column
+        key = column[len("metrics.") :] if column.startswith("metrics.") else column
         if isinstance(value, str) and value[:1] in "[{":
             try:
                 value = json.loads(value)
@@ -260,19 +279,22 @@ def unflatten(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _runs_from_csv(sweep: str, path: Path) -> list[Run]:
-    import pandas as pd
-
     frame = pd.read_csv(path)
     rows = frame.to_dict(orient="records")
-    return [Run(sweep, str(row.get("run_id", i)), unflatten(row)) for i, row in enumerate(rows)
-            if row.get("status", DONE) == DONE]
+    return [
+        Run(sweep, str(row.get("run_id", i)), unflatten(row))
+        for i, row in enumerate(rows)
+        if row.get("status", DONE) == DONE
+    ]
 
 
 def load_results(runs_dir: str | Path) -> Results:
     """Read every finished run of every sweep under `runs_dir` (one folder per sweep)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise CapreseError(f"runs folder {str(runs_dir)!r} does not exist (run `caprese sweep ablations/<name>.yaml` first)")
+        raise CapreseError(
+            f"runs folder {str(runs_dir)!r} does not exist (run `caprese sweep ablations/<name>.yaml` first)"
+        )
     sweeps: dict[str, list[Run]] = {}
     counts: dict[str, dict[str, int]] = {}
     skipped: list[tuple[str, str, str]] = []

@@ -1,8 +1,8 @@
 """Tables (CSV + markdown) and the data behind each figure (CSV), written atomically.
 
-    table1_math_accuracy   math accuracy per configuration (paper table 1)
-    table4_language        short-answer accuracy, perplexity and KL to dense per configuration (table 4)
-    table5_latency         time per token per configuration, from figures/latency.json (table 5)
+table1_math_accuracy   math accuracy per configuration (paper table 1)
+table4_language        short-answer accuracy, perplexity and KL to dense per configuration (table 4)
+table5_latency         time per token per configuration, from figures/latency.json (table 5)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..io import atomic_write_text, read_json
 from ..stats.intervals import ratio_bootstrap_interval, recovered_interval, wilson_interval
 from .common import MissingData
 from .results import Configuration, Results, Run
+import numpy as np
 
 
 def _cell(value: Any) -> str:
@@ -39,8 +40,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def write_table(frame: pd.DataFrame, out_dir: str | Path, name: str, title: str = "") -> list[Path]:
     out_dir = Path(out_dir)
     heading = f"# {title}\n\n" if title else ""
-    return [atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False)),
-            atomic_write_text(out_dir / f"{name}.md", heading + markdown_table(frame))]
+    return [
+        atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False)),
+        atomic_write_text(out_dir / f"{name}.md", heading + markdown_table(frame)),
+    ]
 
 
 def write_data(frame: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
@@ -48,7 +51,9 @@ def write_data(frame: pd.DataFrame, out_dir: str | Path, name: str) -> Path:
     return atomic_write_text(Path(out_dir) / "data" / f"{name}.csv", frame.to_csv(index=False))
 
 
-def summarise(values: Sequence[float | None], name: str = "mean", *, count: str | None = "runs") -> dict[str, float | int | None]:
+def summarise(
+    values: Sequence[float | None], name: str = "mean", *, count: str | None = "runs"
+) -> dict[str, float | int | None]:
     """{name: mean, name_min, name_max, runs} over the values that exist (the seeds of one configuration)."""
     present = [float(v) for v in values if v is not None]
     out: dict[str, float | int | None] = {name: None, f"{name}_min": None, f"{name}_max": None}
@@ -86,9 +91,17 @@ def group_runs(runs: Sequence[Run], key: Callable[[Run], Any]) -> dict[Any, list
 
 
 def configuration_columns(config: Configuration) -> dict[str, Any]:
-    return {"model": config.model, "task": config.task, "method": config.method, "sparsity": config.sparsity,
-            "layers": config.layers, "stage": config.stage, "kind": config.kind if config.is_caprese else "",
-            "rank": config.rank, "samples": config.samples}
+    return {
+        "model": config.model,
+        "task": config.task,
+        "method": config.method,
+        "sparsity": config.sparsity,
+        "layers": config.layers,
+        "stage": config.stage,
+        "kind": config.kind if config.is_caprese else "",
+        "rank": config.rank,
+        "samples": config.samples,
+    }
 
 
 def _by_configuration(runs: Sequence[Run]) -> list[tuple[Configuration, tuple, list[Run]]]:
@@ -123,23 +136,30 @@ def table1_math_accuracy(results: Results) -> pd.DataFrame:
         if config.is_caprese:
             alone = results.reference(members[0], config.without_caprese())
             dense = results.dense_reference(members[0])
-            recovered = recovered_fraction(accuracy["accuracy"], _mean(alone, "math.accuracy") if alone else None,
-                                           _mean(dense, "math.accuracy") if dense else None)
+            recovered = recovered_fraction(
+                accuracy["accuracy"],
+                _mean(alone, "math.accuracy") if alone else None,
+                _mean(dense, "math.accuracy") if dense else None,
+            )
             pooled = [counts(members), counts(alone) if alone else None, counts(dense) if dense else None]
             if recovered is not None and None not in pooled:
                 recovered_ci = recovered_interval(*pooled)
-        rows.append({**configuration_columns(config),
-                     "eval_samples": members[0].config.get("eval_samples"),
-                     **accuracy,
-                     "recovered": recovered,
-                     "recovered_ci_low": recovered_ci[0],
-                     "recovered_ci_high": recovered_ci[1],
-                     "mean_response_tokens": _mean(members, "math.mean_response_tokens"),
-                     "extra_percent_of_model": _mean(members, "caprese.extra_percent_of_model"),
-                     "active_fraction": _mean(members, "params.model_active_fraction_with_extra"),
-                     "pass_at_n": _mean(members, f"coverage.pass_at_k.{members[0].number('coverage.n') or 0:.0f}"),
-                     "language_accuracy": _mean(members, "language.short_answer_accuracy"),
-                     "sweeps": " ".join(sorted({run.sweep for run in members}))})
+        rows.append(
+            {
+                **configuration_columns(config),
+                "eval_samples": members[0].config.get("eval_samples"),
+                **accuracy,
+                "recovered": recovered,
+                "recovered_ci_low": recovered_ci[0],
+                "recovered_ci_high": recovered_ci[1],
+                "mean_response_tokens": _mean(members, "math.mean_response_tokens"),
+                "extra_percent_of_model": _mean(members, "caprese.extra_percent_of_model"),
+                "active_fraction": _mean(members, "params.model_active_fraction_with_extra"),
+                "pass_at_n": _mean(members, f"coverage.pass_at_k.{members[0].number('coverage.n') or 0:.0f}"),
+                "language_accuracy": _mean(members, "language.short_answer_accuracy"),
+                "sweeps": " ".join(sorted({run.sweep for run in members})),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -147,31 +167,38 @@ def table4_language(results: Results) -> pd.DataFrame:
     """Language metrics next to math accuracy: sparsity barely moves the first, Caprese keeps it so."""
     runs = results.where(lambda run: run.number("language.perplexity") is not None)
     if not runs:
-        raise MissingData("table4: no runs with language metrics (language_samples > 0); "
-                          "run caprese sweep ablations/coverage.yaml")
+        raise MissingData(
+            "table4: no runs with language metrics (language_samples > 0); run caprese sweep ablations/coverage.yaml"
+        )
     rows = []
     for config, _, members in _by_configuration(runs):
         short = accuracy_summary(members, "short_answer_accuracy", prefix="language.short_answer_")
-        rows.append({**configuration_columns(config), "runs": len(members),
-                     "short_answer_accuracy": _mean(members, "language.short_answer_accuracy"),
-                     "short_answer_ci_low": short["short_answer_accuracy_ci_low"],
-                     "short_answer_ci_high": short["short_answer_accuracy_ci_high"],
-                     "perplexity": _mean(members, "language.perplexity"),
-                     "dense_perplexity": _mean(members, "language.dense_perplexity"),
-                     "kl_dense_to_method": _mean(members, "language.kl_dense_to_method"),
-                     **_text_interval(members, "nll", "perplexity"),
-                     **_text_interval(members, "kl", "kl_dense_to_method"),
-                     **{k.replace("accuracy", "math_accuracy", 1): v for k, v in accuracy_summary(members).items()
-                        if k.startswith("accuracy_ci") or k == "accuracy"},
-                     "sweeps": " ".join(sorted({run.sweep for run in members}))})
+        rows.append(
+            {
+                **configuration_columns(config),
+                "runs": len(members),
+                "short_answer_accuracy": _mean(members, "language.short_answer_accuracy"),
+                "short_answer_ci_low": short["short_answer_accuracy_ci_low"],
+                "short_answer_ci_high": short["short_answer_accuracy_ci_high"],
+                "perplexity": _mean(members, "language.perplexity"),
+                "dense_perplexity": _mean(members, "language.dense_perplexity"),
+                "kl_dense_to_method": _mean(members, "language.kl_dense_to_method"),
+                **_text_interval(members, "nll", "perplexity"),
+                **_text_interval(members, "kl", "kl_dense_to_method"),
+                **{
+                    k.replace("accuracy", "math_accuracy", 1): v
+                    for k, v in accuracy_summary(members).items()
+                    if k.startswith("accuracy_ci") or k == "accuracy"
+                },
+                "sweeps": " ".join(sorted({run.sweep for run in members})),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _text_interval(runs: Sequence[Run], key: str, name: str) -> dict[str, float | None]:
     """Bootstrap 95% interval over texts (pooled over seeds) from the runs' per-text sums
     (`language.per_text`); empty when the runs did not record them."""
-    import numpy as np
-
     values = [v for run in runs for v in (run.get(f"language.per_text.{key}") or [])]
     tokens = [v for run in runs for v in (run.get("language.per_text.tokens") or [])]
     if not values or len(values) != len(tokens):
@@ -189,16 +216,28 @@ def _latency_rows(data: Any) -> list[dict[str, Any]]:
     for record in data["ffn_stack"]:
         setting = f"{record['shape']} FFN x{record['layers']} {record['dtype']} {record['device']}"
         for variant, ms in record["ms"].items():
-            rows.append({"setting": setting, "variant": variant, "ms_per_token": ms,
-                         "ratio_to_full": record["ratio_to_full"][variant],
-                         "bytes_limit": record["bytes_limit"][variant],
-                         "ratio_to_limit": record["ratio_to_limit"][variant]})
+            rows.append(
+                {
+                    "setting": setting,
+                    "variant": variant,
+                    "ms_per_token": ms,
+                    "ratio_to_full": record["ratio_to_full"][variant],
+                    "bytes_limit": record["bytes_limit"][variant],
+                    "ratio_to_limit": record["ratio_to_limit"][variant],
+                }
+            )
     generation = data.get("generation")
     if generation:
         setting = f"{generation['model']} generation {generation['device']}"
         for variant, ms in generation["ms_per_token"].items():
-            rows.append({"setting": setting, "variant": variant, "ms_per_token": ms,
-                         "ratio_to_full": generation["ratio_to_full"][variant]})
+            rows.append(
+                {
+                    "setting": setting,
+                    "variant": variant,
+                    "ms_per_token": ms,
+                    "ratio_to_full": generation["ratio_to_full"][variant],
+                }
+            )
     if not rows:
         raise CapreseError("latency.json holds no timings")
     return rows

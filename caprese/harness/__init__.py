@@ -21,7 +21,7 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 def task_manager(include_path: str | list[str] | None = None, **kwargs):
     """lm-eval's TaskManager with caprese's offline tasks (and any `include_path` of yours) added."""
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # lm-eval is an optional extra
 
     paths = [str(TASKS_DIR)] + ([include_path] if isinstance(include_path, str) else list(include_path or []))
     return TaskManager(include_path=paths, **kwargs)

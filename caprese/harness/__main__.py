@@ -16,7 +16,7 @@ from . import model as _model  # noqa: F401  (registers the lm-eval model "capre
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lm_eval.__main__ import cli_evaluate
+    from lm_eval.__main__ import cli_evaluate  # lm-eval is an optional extra
 
     args = list(sys.argv[1:] if argv is None else argv)
     if "--include_path" not in args:

@@ -27,12 +27,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import inspect
 from collections import defaultdict
 from typing import Any
 
 import torch
 
+from ..distill.adapter import CapreseAdapter
+from ..distill.teacher import MethodChoice
 from ..errors import CapreseError
+from ..evaluate.generation import stop_token_ids
+from ..methods.cli_options import add_method_arguments, method_from_args
+from ..models.loading import load_model, load_tokenizer
 
 try:
     from lm_eval.api.registry import register_model
@@ -44,8 +51,6 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 
 def _method_parser() -> argparse.ArgumentParser:
-    from ..methods.cli_options import add_method_arguments
-
     parser = argparse.ArgumentParser(prog="caprese model_args", add_help=False, exit_on_error=False)
     add_method_arguments(parser)
     return parser
@@ -58,8 +63,6 @@ def method_option_names() -> set[str]:
 
 def method_spec(options: dict[str, Any]):
     """model_args method keys -> a validated MethodSpec, through the same flags `caprese eval` takes."""
-    from ..methods.cli_options import method_from_args
-
     parser = _method_parser()
     actions = {action.dest: action for action in parser._actions if action.option_strings}
     argv: list[str] = []
@@ -100,9 +103,6 @@ OWN_ARGUMENTS = ("pretrained", "tokenizer", "adapter", "merged", "dtype", "devic
 
 def _check_hflm_arguments(kwargs: dict[str, Any], method_keys: set[str]) -> None:
     """HFLM ignores unknown keyword arguments when given a model object: refuse them instead."""
-    import difflib
-    import inspect
-
     allowed = {
         name
         for name, p in inspect.signature(HFLM.__init__).parameters.items()
@@ -154,8 +154,6 @@ class CapreseLM(HFLM):
         self.spec = method_spec(options)
         self.model_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         if isinstance(pretrained, str):
-            from ..models.loading import load_model
-
             model, loaded_tokenizer = load_model(pretrained, dtype=dtype, device=device)
             tokenizer = tokenizer or loaded_tokenizer
         else:
@@ -163,15 +161,11 @@ class CapreseLM(HFLM):
             if tokenizer is None:
                 raise CapreseError("the caprese model given a model object needs tokenizer=... too")
         if isinstance(tokenizer, str):
-            from ..models.loading import load_tokenizer
-
             tokenizer = load_tokenizer(tokenizer)
         self.adapter = None
         self.adapter_path = adapter
         self.merged = merged
         if adapter:
-            from ..distill.adapter import CapreseAdapter
-
             if self.spec.name != "dense":
                 raise CapreseError(
                     f"method={self.spec.name!r} conflicts with adapter=..., which carries its own method"
@@ -188,8 +182,6 @@ class CapreseLM(HFLM):
     @contextlib.contextmanager
     def method_session(self):
         """The method (or adapter) installed on the model for one batch of requests."""
-        from ..distill.teacher import MethodChoice
-
         if self.adapter is not None:
             context = self.adapter.apply(self.model, self.tokenizer, merged=self.merged)  # as `caprese eval --adapter`
         else:
@@ -236,8 +228,6 @@ class CapreseLM(HFLM):
 
     # -- generation: caprese's stop tokens ----------------------------------------------------------
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
-        from ..evaluate.generation import stop_token_ids
-
         generation_kwargs.setdefault("eos_token_id", stop_token_ids(self.model, self.tokenizer))
         if not generation_kwargs.get("do_sample") and generation_kwargs.get("temperature", 0.0) == 0.0:
             generation_kwargs.update(top_p=None, top_k=None)

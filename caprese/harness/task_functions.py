@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..data.math_scoring import score_with
 from ..data.prompts import plain_prompt
+from ..data.tasks import load_task_rows
+from ..data.toy_math import generate_rows
 
 MC_CHOICES = 4
 
 
 def _dataset(rows: list[dict]):
-    import datasets
+    import datasets  # lm-eval's own dependency (the eval extra); lm-eval loads these functions
 
     clean = [{**row, "final_answer": str(row["final_answer"]), "level": row.get("level")} for row in rows]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(clean)})
@@ -21,8 +24,6 @@ def _dataset(rows: list[dict]):
 
 def rows_dataset(task: str = "toy-math", samples: int = 200, seed: int = 0, **_metadata: Any):
     """{"test": rows} of a caprese task (`caprese eval --task TASK --samples N --data-seed SEED`)."""
-    from ..data.tasks import load_task_rows
-
     return _dataset(load_task_rows(task, int(samples), seed=int(seed)))
 
 
@@ -32,8 +33,6 @@ def doc_to_text(doc: dict) -> str:
 
 
 def _score(doc: dict, response: str, scoring: str) -> dict:
-    from ..data.math_scoring import score_with
-
     scored = score_with(scoring, response, doc["final_answer"])
     return {"acc": float(scored["correct"])}
 
@@ -60,8 +59,6 @@ def mc_dataset(samples: int = 100, seed: int = 0, **_metadata: Any):
     """toy-math as multiple choice: the worked solution ending in the right `#### n`, or in one of
     three wrong ones. Every choice is many tokens long, so a method changes its loglikelihood."""
     import datasets
-
-    from ..data.toy_math import generate_rows
 
     rows = []
     for index, row in enumerate(generate_rows(int(samples), split="test", seed=int(seed))):

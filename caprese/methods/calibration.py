@@ -25,6 +25,7 @@ from ..arch.ffn import FFNBlock, ffn_blocks
 from ..errors import CapreseError
 from ..trace import StopForward, Trace
 from .distributions import StreamingHistogram
+from .forcing import teacher_forced_batch
 
 NEEDS = ("gate_abs", "inputs", "intermediate", "sample")
 
@@ -70,7 +71,6 @@ def _is_pair(item: Any) -> bool:
 
 def _pair_batches(items: list, tokenizer, batch_size: int, max_length: int) -> list[dict]:
     """Prompt/response pairs laid out as in generation; only response tokens are counted."""
-    from .forcing import teacher_forced_batch
 
     def ids(part, special: bool) -> list[int]:
         if isinstance(part, str):

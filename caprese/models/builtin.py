@@ -7,6 +7,7 @@ id or a user's folder (`caprese.models.loading.load_model`).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,6 @@ def register_builtin(model: BuiltinModel) -> BuiltinModel:
 
 def builtin_models() -> Registry[BuiltinModel]:
     """The registry, after the built-in models have registered themselves."""
-    import importlib.util
-
     # the registrations live in their own module so that this one stays free of model code
     if importlib.util.find_spec(f"{__package__}.builtins_registered") is not None:
         importlib.import_module(f"{__package__}.builtins_registered")

@@ -57,7 +57,7 @@ def plain_copy(model):
     model and refuses to save it ("not serializable"). A fresh model from the config (minus its
     quantization_config) holding the same state dict saves normally.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: this module finds GGUF files without it
 
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):

@@ -7,12 +7,14 @@ Built-in names resolve to a local folder first; from there every source takes th
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..arch import adapter_for, ffn_blocks
 from ..errors import CapreseError, one_line
@@ -141,8 +143,6 @@ SafetensorError)."""
 
 def load_config(name_or_path: str):
     """The model's config, read (or fetched) without any weights: checks the source up front."""
-    from transformers import AutoConfig
-
     source, extra = resolve_source(name_or_path)
     try:
         return AutoConfig.from_pretrained(source, **extra)
@@ -175,8 +175,6 @@ def load_model(
     Returns (model, tokenizer); the tokenizer pads on the left (decoder-only batching) and has a
     pad token. `device="auto"` spreads a large model over the available devices.
     """
-    from transformers import AutoModelForCausalLM
-
     torch_dtype = parse_dtype(dtype)
     device = parse_device(device)
     source, extra = resolve_source(name_or_path)
@@ -205,8 +203,6 @@ def load_model(
 
 
 def load_tokenizer(source: str, **extra: Any):
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(source, **extra)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -225,8 +221,6 @@ def weights_fingerprint(name_or_path: str) -> str | None:
     Each top-level file contributes its name, size and first and last MiB: cheap for 16 GB of
     weights, and any retraining changes those bytes.
     """
-    import hashlib
-
     try:
         source, extra = resolve_source(name_or_path)
     except CapreseError:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..registry import Registry
 
@@ -18,16 +19,12 @@ for _path in sorted(FOLDER.glob("*.json")):
 
 def reference_config(name: str):
     """A transformers config with the dimensions of a public model (e.g. 'Qwen2.5-14B')."""
-    from transformers import AutoConfig
-
     raw = json.loads(REFERENCE_CONFIGS.get(name).read_text())
     return AutoConfig.for_model(**raw)
 
 
 def meta_model(name_or_config):
     """The model built on the meta device: exact parameter shapes, no memory, no weights."""
-    from transformers import AutoModelForCausalLM
-
     config = reference_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)

@@ -55,7 +55,7 @@ def build_tokenizer(vocab: list[str]) -> Tokenizer:
 
 def save_hf_tokenizer(tok: Tokenizer, folder: str | Path):
     """Save as a Hugging Face fast tokenizer that `AutoTokenizer.from_pretrained(folder)` loads."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # heavy: the tokenizer itself needs only `tokenizers`
 
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,

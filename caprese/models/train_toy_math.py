@@ -25,12 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..data import toy_language, toy_math
 from ..data.prompts import plain_prompt, plain_response
+from ..data.tasks import load_task_rows
 from ..errors import CapreseError
+from ..evaluate import GenerationConfig, evaluate_accuracy, perplexity
 from ..io import atomic_write_text, read_json, write_json
 from . import toy_tokenizer
+from .loading import load_model
 
 HELD_OUT_PER_LEVEL = 500  # the model card's evaluation size (per level, and for language)
 EXCLUDED_HELD_OUT = 5000  # never train on the first this-many held-out problems of each task
@@ -135,8 +140,6 @@ def collate(encoded, indices: list[int], pad_id: int) -> tuple[torch.Tensor, tor
 
 
 def build_model(vocab_size: int, tokenizer, d_model: int, layers: int, head_dim: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     if d_model % head_dim:
         raise CapreseError(f"d_model {d_model} is not a multiple of head_dim {head_dim}")
     config = LlamaConfig(
@@ -168,8 +171,6 @@ def learning_rate(step: int, total: int, peak: float, warmup_fraction: float) ->
 
 def train(model, encoded, batches, args) -> list[dict]:
     """AdamW over the batches; returns the logged history (step, loss, lr, seconds)."""
-    from tqdm import tqdm
-
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -219,12 +220,8 @@ def save_checkpoint(model, tokenizer, out: Path) -> None:
 
 def measure(folder: Path, per_level: int) -> dict:
     """The card's numbers, computed exactly as `caprese eval` computes them (same rows, settings)."""
-    from ..data.tasks import load_task_rows
-    from ..evaluate import GenerationSettings, evaluate_accuracy, perplexity
-    from .loading import load_model
-
     model, tokenizer = load_model(str(folder))
-    settings = GenerationSettings()  # the CLI's defaults: greedy, batch 32, max 256 new tokens
+    settings = GenerationConfig()  # the CLI's defaults: greedy, batch 32, max 256 new tokens
     started = time.time()
     math_rows = load_task_rows("toy-math", per_level * len(toy_math.LEVELS), seed=0)
     math_result = evaluate_accuracy(model, tokenizer, math_rows, settings, desc="card: toy-math")

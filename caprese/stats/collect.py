@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 
+from ..arch import ffn_blocks
 from ..phase import PhaseTracker
 from ..trace import Trace
 from .layer import FFNStatistics, StatsConfig
@@ -27,8 +28,6 @@ def collect_statistics(
     otherwise one is attached for the duration. `stop=True` ends each forward after the last
     traced layer (no LM head): statistics-only calibration forwards.
     """
-    from ..arch import ffn_blocks
-
     blocks = blocks if blocks is not None else ffn_blocks(model)
     if stats is None:
         stats = FFNStatistics.for_model(model, layers, config, blocks=blocks)

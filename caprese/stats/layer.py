@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from ..arch import ffn_blocks
 from ..errors import CapreseError
 from ..phase import Phase
+from ..trace import check_layers
 from .base import IGNORED, PHASES, phase_ids
 from .flocking import FlockingOverlap
 from .histogram import MagnitudeHistogram
@@ -160,9 +162,6 @@ class FFNStatistics:
     def for_model(
         cls, model, layers: Iterable[int] | None = None, config: StatsConfig | None = None, blocks=None
     ) -> FFNStatistics:
-        from ..arch import ffn_blocks
-        from ..trace import check_layers
-
         blocks = blocks if blocks is not None else ffn_blocks(model)
         chosen = check_layers(layers, len(blocks))
         return cls({layer: blocks[layer].intermediate_size for layer in chosen}, config)

@@ -9,6 +9,7 @@ JSON text so every cell is a scalar.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -86,7 +87,7 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def results_frame(rows: list[dict[str, Any]]):
-    import pandas as pd
+    import pandas as pd  # heavy, and only this table needs it (the sweep layer imports without it)
 
     return pd.DataFrame(rows)
 
@@ -104,8 +105,6 @@ def _parquet_ready(frame):
 
 def write_results(rows: list[dict[str, Any]], csv_path: str | Path, *, parquet: bool | None = None) -> list[Path]:
     """Write the table as CSV (and as parquet next to it when pyarrow is installed), atomically."""
-    import importlib.util
-
     csv_path = Path(csv_path)
     frame = results_frame(rows)
     written = [atomic_write_text(csv_path, frame.to_csv(index=False))]

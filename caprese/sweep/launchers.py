@@ -31,6 +31,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from submitit.helpers import DelayedSubmission
+
+import caprese
+
 from ..errors import CapreseError
 from ..io import read_json, write_json
 from ..registry import Registry
@@ -165,8 +169,6 @@ def _one_line(err: BaseException) -> str:
 
 
 def _code_root() -> str:
-    import caprese
-
     return str(Path(list(caprese.__path__)[0]).resolve().parent)
 
 
@@ -184,7 +186,7 @@ class RayLauncher(Launcher):
     description = "Ray tasks with the spec's resources (fractional GPUs allowed); --address joins a cluster"
 
     def run(self, todo, ctx, finished):
-        import ray
+        import ray  # ray and submitit are optional extras: imported by their launcher only
 
         started_here = not ray.is_initialized()
         if started_here:
@@ -240,8 +242,6 @@ class SlurmPoint:
         return execute_remote(*self.args, live=self._live)
 
     def checkpoint(self):
-        from submitit.helpers import DelayedSubmission
-
         if self._live is not None:
             self._live.kill_all()
         return DelayedSubmission(SlurmPoint(*self.args))

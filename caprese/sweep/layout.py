@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import write_json
+
 DONE = "done"
 FAILED = "failed"
 DAMAGED = "damaged"  # metrics.json present but truncated, garbage, or changed since the run finished
@@ -109,8 +111,6 @@ class RunFolder:
 
     def mark_complete(self) -> Path:
         """Write COMPLETE (atomically, last): each result file's size and sha256."""
-        from ..io import write_json
-
         files = {
             str(p.relative_to(self.path)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
             for p in self.result_files()

@@ -1,10 +1,9 @@
-"""A notebook's parameters and the check of a sweep against them, before anything runs.
+"""The check of a sweep against its notebook's parameters, before anything runs: unknown keys,
+values of the wrong kind, then every point's values as the run would check them.
 
-papermill's `inspect_notebook` lists the assignments of the cell tagged `parameters`. Its
-parser misses lines whose annotation it cannot read (`budget: int | None = None`), so the cell
-is also read with `ast`; names found by either count. A parameter's type comes from its
-annotation when there is one, else from its default value; `x = None` without an annotation
-accepts anything (annotate it, e.g. `layers: Optional[list] = None`, to have it checked).
+The parameters come from `caprese.notebook_params`: for the experiment notebook, the fields of
+`caprese.experiment.ExperimentConfig` its metadata declares (kinds, defaults and help); for
+another notebook, its `parameters` cell.
 """
 
 from __future__ import annotations
@@ -12,16 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
 from .. import notebook_params
 from ..errors import CapreseError
-from ..notebook_params import (  # noqa: F401  (re-exported: their former home)
-    KINDS,
-    NotebookParameter,
-    kinds_from_annotation,
-    kinds_from_default,
-    unknown_parameter,
-    value_kind,
-)
+from ..experiment import PARAMETERS, ExperimentConfig
+from ..notebook_params import KINDS, NotebookParameter, unknown_parameter, value_kind
 from .errors import SweepSpecError, raise_if_any
 from .spec import RUNNER_PARAMETERS, SweepSpec
 
@@ -93,21 +88,16 @@ def check_point_values(spec: SweepSpec, parameters: dict[str, NotebookParameter]
     (e.g. `sparsity: 1.0`, `stage: e2e` with `rank: 0`, `device: cuda` without a GPU, a model name
     with a typo). Applies to notebooks whose parameters are `caprese.experiment.ExperimentConfig`'s;
     one line per distinct problem, naming the first point that has it."""
-    from dataclasses import fields
+    from ..models.loading import resolve_source  # torch: this module is imported without it
 
-    from ..errors import CapreseError
-    from ..experiment import ExperimentConfig
-    from ..models.loading import resolve_source
-
-    known = {f.name for f in fields(ExperimentConfig)}
-    if not set(parameters) <= known:
+    if not set(parameters) <= set(PARAMETERS):
         return []  # another notebook: only its parameters' types are known
     lines: dict[str, str] = {}
     models: dict[str, str] = {}
     for point in spec.points():
         problem = ""
         try:
-            ExperimentConfig.from_params({k: v for k, v in point.params.items() if k not in RUNNER_PARAMETERS}).check()
+            ExperimentConfig.from_params({k: v for k, v in point.params.items() if k not in RUNNER_PARAMETERS})
             model = point.params.get("model")
             if isinstance(model, str):
                 if model not in models:
@@ -127,8 +117,6 @@ def check_point_values(spec: SweepSpec, parameters: dict[str, NotebookParameter]
 
 
 def check_kernel(kernel: str) -> list[str]:
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
     try:
         KernelSpecManager().get_kernel_spec(kernel)
     except NoSuchKernel:

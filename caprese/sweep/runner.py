@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+import caprese
+
 from ..io import check_output_dir, read_json, write_json
 from .errors import SweepSpecError, raise_if_any
 from .layout import DONE, FAILED, MANIFEST, RunFolder
@@ -95,7 +97,7 @@ def model_inputs(point: Point, fingerprints: dict[str, str | None]) -> dict:
     if not isinstance(model, str):
         return {}
     if model not in fingerprints:
-        from ..models.loading import weights_fingerprint
+        from ..models.loading import weights_fingerprint  # torch: the sweep layer imports without it
 
         fingerprints[model] = weights_fingerprint(model)
     return {"model_fingerprint": fingerprints[model]} if fingerprints[model] else {}
@@ -186,8 +188,6 @@ def _worker_env(workers: int = 1) -> dict[str, str]:
     Each of `workers` concurrent runs gets an equal share of the CPU threads, and OpenMP threads
     sleep rather than spin at barriers: oversubscribed spinning threads stall each other (the
     variables the user set win)."""
-    import caprese
-
     root = str(Path(list(caprese.__path__)[0]).resolve().parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

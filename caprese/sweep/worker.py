@@ -20,7 +20,14 @@ import re
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
+
+import papermill
+from papermill.exceptions import PapermillExecutionError
+
+from ..io import read_json, write_json
+from .layout import RunFolder
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,7 +59,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _try_lock(path: Path):
-    import fcntl
+    import fcntl  # POSIX only (as ctypes' prctl above is Linux only)
 
     handle = open(path, "a")
     try:
@@ -75,10 +82,6 @@ def _redirect_output(log_path: Path) -> None:
 
 def describe_error(err: BaseException) -> dict:
     """error.json's content: one line for tables, the full traceback for people."""
-    import traceback
-
-    from papermill.exceptions import PapermillExecutionError
-
     if isinstance(err, PapermillExecutionError):
         message = f"{err.ename}: {err.evalue}"
         detail = {"cell": err.exec_count, "traceback": _ANSI.sub("", "\n".join(err.traceback))}
@@ -90,11 +93,6 @@ def describe_error(err: BaseException) -> dict:
 
 
 def execute(run_dir: Path, notebook: Path, kernel: str, cwd: Path) -> int:
-    import papermill
-
-    from ..io import read_json, write_json
-    from .layout import RunFolder
-
     run = RunFolder(run_dir)
     lock = _try_lock(run.lock)
     if lock is None:
