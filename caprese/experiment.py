@@ -26,12 +26,21 @@ from .registry import check_choice, check_int
 # run_experiment imports the model stack when it runs.
 
 STAGES = ("none", *defaults.STAGES)
+RECIPE_FIELDS = ("init", "lr", "epochs", "distill_batch_size", "e2e_lr", "e2e_epochs", "e2e_batch_size")
+"""Distillation settings that default to None: the model's recipe, else caprese.config's defaults."""
 
 
 def _same_as(config_class, name: str):
     """A field whose default (and help) is `config_class`'s field `name`: one home per default."""
     source = config_class.__dataclass_fields__[name]
     return dataclasses.field(default=source.default, metadata=dict(source.metadata))
+
+
+def _recipe_or(config_class, name: str):
+    """A distillation setting left unset (None): a built-in model's recipe fills it in, else
+    `config_class`'s default (caprese.models.recipes); the help is that field's."""
+    source = config_class.__dataclass_fields__[name]
+    return dataclasses.field(default=None, metadata=dict(source.metadata))
 
 
 @dataclass
@@ -77,24 +86,30 @@ class ExperimentConfig:
     """Continuation tokens scored per text at most (the same cap for every set)."""
     error_samples: int = 32
     """Held-out worked solutions, teacher-forced, for per-layer FFN error with and without the path (0: skip)."""
-    init: str = _same_as(LayerwiseConfig, "init")
+    # distillation settings; None: the model's recipe (a built-in model's card), else caprese.config's
+    init: str | None = _recipe_or(LayerwiseConfig, "init")
     """Layer-wise starting point: random (R = 0, the paper) or closed_form (eq 7's exact minimiser)."""
-    lr: float = _same_as(LayerwiseConfig, "lr")
-    epochs: int = _same_as(LayerwiseConfig, "epochs")
-    distill_batch_size: int = _same_as(LayerwiseConfig, "batch_size")
-    e2e_lr: float = _same_as(E2EConfig, "lr")
-    e2e_epochs: int = _same_as(E2EConfig, "epochs")
-    e2e_batch_size: int = _same_as(E2EConfig, "batch_size")
+    lr: float | None = _recipe_or(LayerwiseConfig, "lr")
+    epochs: int | None = _recipe_or(LayerwiseConfig, "epochs")
+    distill_batch_size: int | None = _recipe_or(LayerwiseConfig, "batch_size")
+    e2e_lr: float | None = _recipe_or(E2EConfig, "lr")
+    e2e_epochs: int | None = _recipe_or(E2EConfig, "epochs")
+    e2e_batch_size: int | None = _recipe_or(E2EConfig, "batch_size")
     dtype: str = "float32"
     device: str = "cpu"
     out_dir: str = "runs/experiment"
     shared_dir: str = ""
     """Where runs share the dense model's distillation data (default: <runs>/.shared for <runs>/<sweep>/<run>)."""
+    # validation split and early stopping of distillation (issue 17)
+    validation_fraction: float = _same_as(LayerwiseConfig, "validation_fraction")
+    patience: int = _same_as(LayerwiseConfig, "patience")
+    e2e_patience: int = _same_as(E2EConfig, "patience")
 
     def __post_init__(self):
         check_choice("stage", self.stage, STAGES)
         check_choice("kind", self.kind, KINDS)
-        check_choice("init", self.init, INITS)
+        if self.init is not None:
+            check_choice("init", self.init, INITS)
         check_choice("dtype", str(self.dtype).lower(), DTYPE_NAMES)  # before any model loads
         for name in (
             "samples",
@@ -108,7 +123,7 @@ class ExperimentConfig:
             "text_samples",
             "text_prefix_tokens",
         ):
-            check_int(name, getattr(self, name))
+            check_int(name, getattr(self, name), allow_none=name in RECIPE_FIELDS)
         for name in ("mix_samples", "coverage_samples", "language_samples", "error_samples", "eval_samples"):
             check_int(name, getattr(self, name), 0)  # eval_samples 0: no task accuracy
         check_int("rank", self.rank, 0)
@@ -154,27 +169,46 @@ class ExperimentConfig:
             "distill_batch_size",
             "e2e_batch_size",
         ):
-            check_int_at_least(name, getattr(self, name), 1)
+            if getattr(self, name) is not None:  # None: the recipe's
+                check_int_at_least(name, getattr(self, name), 1)
         check_finite("temperature", self.temperature, low=0.0)
         for name in ("lr", "e2e_lr"):
-            check_finite(name, getattr(self, name), low=0.0, low_open=True)
+            if getattr(self, name) is not None:
+                check_finite(name, getattr(self, name), low=0.0, low_open=True)
+        self.training_configs()  # validation_fraction, patience and the recipe's values
 
     def check(self) -> None:
         """Validation runs in __post_init__; kept for callers that changed fields afterwards."""
         self.__post_init__()
 
-    def layerwise_config(self) -> LayerwiseConfig:
-        return LayerwiseConfig(
-            rank=self.rank,
-            init=self.init,
-            lr=self.lr,
-            batch_size=self.distill_batch_size,
-            epochs=self.epochs,
-            seed=self.seed,
+    def training_configs(self) -> tuple[LayerwiseConfig, E2EConfig, str | None]:
+        """The distillation configs: the values this run sets over the model's recipe (or over
+        caprese.config's defaults), and the one line that says which recipe values it took."""
+        from .models.recipes import training_configs
+
+        def given(names: dict[str, str]) -> dict:
+            return {key: getattr(self, name) for name, key in names.items() if getattr(self, name) is not None}
+
+        layerwise = given({"init": "init", "lr": "lr", "epochs": "epochs", "distill_batch_size": "batch_size"})
+        e2e = given({"e2e_lr": "lr", "e2e_epochs": "epochs", "e2e_batch_size": "batch_size"})
+        return training_configs(
+            self.model,
+            {
+                **layerwise,
+                "rank": max(self.rank, 1),
+                "seed": self.seed,
+                "validation_fraction": self.validation_fraction,
+                "patience": self.patience,
+            },
+            {**e2e, "seed": self.seed, "patience": self.e2e_patience},
+            style="param",
         )
 
+    def layerwise_config(self) -> LayerwiseConfig:
+        return self.training_configs()[0]
+
     def e2e_config(self) -> E2EConfig:
-        return E2EConfig(lr=self.e2e_lr, batch_size=self.e2e_batch_size, epochs=self.e2e_epochs, seed=self.seed)
+        return self.training_configs()[1]
 
     def levels(self) -> tuple[int, ...] | None:
         """`eval_levels` as a tuple (None: the task's own), checked against the task's levels."""
@@ -303,6 +337,9 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     choice.calibration_texts()  # a bad calibration source fails before any distillation
     adapter = None
     if cfg.stage != "none":
+        layerwise, e2e, line = cfg.training_configs()
+        if line:
+            print(line)
         rows = _distillation_rows(cfg, model, tokenizer)
         adapter = distill(
             model,
@@ -313,8 +350,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             stage=cfg.stage,
             base_model=cfg.model,
             kind=cfg.kind,
-            layerwise=cfg.layerwise_config(),
-            e2e=cfg.e2e_config(),
+            layerwise=layerwise,
+            e2e=e2e,
         )
         adapter.save(out / "adapter")
     context = adapter.apply(model, tokenizer) if adapter is not None else choice.apply(model, tokenizer)
@@ -353,6 +390,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             **parameter_share(model, adapter.parameter_count()),
             "singular_values": report["singular_values"],
             "losses": adapter.config.final_losses,
+            "training": adapter.config.training,  # the settings used (recipe and run's values), validation rows
         }
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     write_json(out / "metrics.json", metrics)  # last: a run is done once this file exists
