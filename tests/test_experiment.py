@@ -27,7 +27,11 @@ def test_sweep_checks_read_the_parameters_from_the_dataclass():
 
     params = notebook_parameters(NOTEBOOK)  # the notebook's metadata names ExperimentConfig
     assert list(params) == [f.name for f in fields(ExperimentConfig)]
-    assert params["lr"].kinds == {"float", "None"} and params["rank"].kinds == {"int"} and params["method"].kinds == {"str"}
+    assert (
+        params["lr"].kinds == {"float", "None"}
+        and params["rank"].kinds == {"int"}
+        and params["method"].kinds == {"str"}
+    )
     assert params["lr"].help == "layer-wise learning rate (paper: 1e-3)"  # LayerwiseConfig's: one home
 
 

@@ -62,7 +62,9 @@ def test_validation_loss_is_recorded_per_epoch(setup):
         assert len(per_epoch) == 3 and all(v > 0 for v in per_epoch)
         # the final held-out loss is the last epoch's (nothing trained after it)
         assert losses["layerwise_validation"][layer]["loss"] == pytest.approx(per_epoch[-1], rel=1e-4)
-        assert losses["layerwise_validation"][layer]["loss"] < losses["layerwise_validation"][layer]["loss_without_path"]
+        assert (
+            losses["layerwise_validation"][layer]["loss"] < losses["layerwise_validation"][layer]["loss_without_path"]
+        )
     assert len(losses["e2e_validation_epochs"]) == 2 and losses["e2e_validation_initial"] > 0
     assert "layerwise_stopped_epoch" not in losses  # patience 0: every epoch trains
 
@@ -90,7 +92,14 @@ def test_held_out_rows_are_not_trained_on(setup):
         torch.testing.assert_close(a.L @ a.R, b.L @ b.R)
     # and the split changes the fit (the held-out rows would have mattered)
     everything = distill(
-        model, tok, rows, CHOICE, rank=4, stage="closed_form", layerwise=LayerwiseConfig(validation_fraction=0.0), progress=False
+        model,
+        tok,
+        rows,
+        CHOICE,
+        rank=4,
+        stage="closed_form",
+        layerwise=LayerwiseConfig(validation_fraction=0.0),
+        progress=False,
     )
     layer = with_split.config.layers[0]
     a, c = with_split.corrections[layer], everything.corrections[layer]

@@ -194,13 +194,20 @@ def run(args) -> int:
         f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "
         f"{report['extra_percent_of_model']:.2f}% of the model, {report['extra_percent_of_ffn']:.2f}% of its FFNs)"
     )
-    for layer, losses in adapter.config.final_losses.get("layerwise", {}).items():
-        print(f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}")
-    if "e2e_epochs" in adapter.config.final_losses:
-        print(
-            f"  end-to-end loss: {adapter.config.final_losses['e2e_initial']:.4g} -> "
-            f"{adapter.config.final_losses['e2e_epochs'][-1]:.4g} (last epoch mean)"
-        )
+    final = adapter.config.final_losses
+    held_out = final.get("layerwise_validation", {})
+    for layer, losses in final.get("layerwise", {}).items():
+        line = f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}"
+        if layer in held_out:
+            line += f" (validation {held_out[layer]['loss_without_path']:.4g} -> {held_out[layer]['loss']:.4g})"
+        print(line)
+    if "e2e_epochs" in final:
+        line = f"  end-to-end loss: {final['e2e_initial']:.4g} -> {final['e2e_epochs'][-1]:.4g} (last epoch mean)"
+        if final.get("e2e_validation_epochs"):
+            line += f"; validation {final['e2e_validation_initial']:.4g} -> {final['e2e_validation_epochs'][-1]:.4g}"
+        print(line)
+    if final.get("validation_rows"):
+        print(f"  validation: {final['validation_rows']} held-out rows, never trained on (--validation-fraction)")
     return 0
 
 

@@ -26,7 +26,7 @@ from ..registry import check_choice
 from .adapter import CapreseAdapter
 from .batches import rows_hash, tokenize_pairs
 from .e2e import train_end_to_end
-from .layerwise import NonFiniteLoss, streamed_layerwise_losses, train_layerwise
+from .layerwise import HeldOutLosses, NonFiniteLoss, streamed_layerwise_losses, train_layerwise
 from .lora import attach_lora, lora_methods, lora_rank_for, train_lora_layerwise
 from .teacher import Teacher
 
@@ -137,7 +137,8 @@ def distill(
     layerwise = replace(layerwise, rank=rank)
     held_out = validation_indices(len(rows), layerwise.validation_fraction, layerwise.seed)
     all_rows = rows
-    rows = [row for i, row in enumerate(all_rows) if i not in held_out]
+    skip = set(held_out)
+    rows = [row for i, row in enumerate(all_rows) if i not in skip]
     validation_pairs = tokenize_pairs(tokenizer, [all_rows[i] for i in held_out])
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -210,13 +211,10 @@ def distill(
             else None
         )
         train = train_layerwise
+        scorer = None
         if checker is not None:
-
-            def validate(corrections):
-                found = streamed_layerwise_losses(checker, len(validation_pairs), corrections)
-                return {layer: with_path for layer, (with_path, _) in found.items()}
-
-            train = partial(train_layerwise, validate=validate)
+            scorer = HeldOutLosses(checker, len(validation_pairs), layerwise.cache_gib)
+            train = partial(train_layerwise, validate=scorer)
         if layer_parallel is not None:  # per-epoch validation stays serial-only; the final one is below
             from .parallel import train_layerwise_parallel
 
@@ -235,6 +233,9 @@ def distill(
         except NonFiniteLoss as err:
             adapter.corrections = err.result.corrections
             raise
+        finally:
+            if scorer is not None:
+                scorer.close()
         adapter.corrections = result.corrections
         losses["layerwise_epochs"] = {str(k): v for k, v in result.epoch_losses.items()}
         if result.validation_losses:

@@ -253,6 +253,41 @@ def train_layerwise(
     return result
 
 
+class HeldOutLosses:
+    """Eq-7 loss per layer on held-out samples, measured after every epoch: the teacher runs over
+    them once, later epochs replay its activations from disk (within `cache_gib`, like training)."""
+
+    def __init__(self, teacher: StreamingTeacher, n_samples: int, cache_gib: float, *, chunk: int = 64):
+        self.teacher = teacher
+        self.chunks = [list(range(s, min(s + chunk, n_samples))) for s in range(0, n_samples, chunk)]
+        self.spill = ActivationSpill(cache_gib * 2**30)
+
+    def __call__(self, corrections: dict[int, LowRankPath]) -> dict[int, float]:
+        sums = {layer: 0.0 for layer in corrections}
+        counts = {layer: 0 for layer in corrections}
+
+        def consume(layer: int, x: torch.Tensor, residual: torch.Tensor) -> None:
+            if layer not in corrections:
+                return
+            self.spill.write(layer, x, residual)
+            sums[layer] += residual_sum(corrections[layer], x, residual).double().item()
+            counts[layer] += x.shape[0]
+
+        with torch.no_grad():
+            for key, indices in enumerate(self.chunks):
+                if key in self.spill:
+                    self.spill.replay(key, consume)
+                else:
+                    recording = self.spill.recording(key)
+                    self.teacher.stream(indices, consume)
+                    if recording:
+                        self.spill.finish()
+        return {layer: sums[layer] / max(1, counts[layer]) for layer in corrections}
+
+    def close(self) -> None:
+        self.spill.close()
+
+
 class EarlyStopping:
     """Validation loss after each epoch: recorded, shown, and (patience > 0) the best epoch's
     factors kept once `patience` epochs in a row brought no lower loss."""

@@ -372,7 +372,9 @@ def recipe_section(folder: Path) -> str:
         return ""
     recipe = json.loads(path.read_text())
     rows = "\n".join(
-        f"| {stage} | {name} | {value} |" for stage in ("layerwise", "e2e") for name, value in recipe.get(stage, {}).items()
+        f"| {stage} | {name} | {value} |"
+        for stage in ("layerwise", "e2e")
+        for name, value in recipe.get(stage, {}).items()
     )
     return f"""
 ## Distillation recipe
