@@ -102,3 +102,21 @@ def test_a_bad_recipe_or_override_fails_in_one_line(tmp_path):
         Recipe.load("x", bad)
     with pytest.raises(CapreseError, match="patience 2 needs a validation split"):
         training_configs("toy-math", {"patience": 2, "validation_fraction": 0.0})
+
+
+@pytest.mark.parametrize("name", ["methods", "rank", "samples", "sparsity", "coverage"])
+def test_main_job_specs_meet_the_precision_target_and_take_the_recipe(name):
+    """Every point of the main job's specs is evaluated on enough problems for a 95% Wilson
+    half-width <= 5 points at any accuracy (the worst case, p = 0.5), and leaves the distillation
+    settings to toy-math's recipe."""
+    from pathlib import Path
+
+    from caprese.stats.intervals import wilson_half_width
+    from caprese.sweep.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "ablations" / f"{name}.yaml")
+    for point in spec.points():
+        n = point.params["eval_samples"]
+        assert wilson_half_width(n // 2, n) <= 0.05, (point.run_id, n)
+        assert point.params["model"] == "toy-math"
+        assert not {"init", "lr", "epochs", "e2e_lr", "e2e_epochs"} & set(point.params), point.run_id
