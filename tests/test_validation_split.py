@@ -106,33 +106,56 @@ def test_held_out_rows_are_not_trained_on(setup):
     assert not torch.allclose(a.L @ a.R, c.L @ c.R)
 
 
-def test_early_stopping_stops_and_keeps_the_best_epoch(setup):
-    model, tok, rows = setup
-    # a learning rate this large makes the held-out loss climb after the first epochs
-    adapter = distill(
-        model,
-        tok,
-        rows,
-        CHOICE,
-        rank=4,
-        stage="layerwise",
-        layerwise=LayerwiseConfig(epochs=30, batch_size=4, lr=0.3, validation_fraction=0.25, patience=2),
-        progress=False,
-    )
-    losses = adapter.config.final_losses
-    per_epoch = losses["layerwise_validation_epochs"]
-    ran = len(next(iter(per_epoch.values())))
-    assert ran < 30
-    stopped = losses["layerwise_stopped_epoch"]
-    assert ran == stopped + 2  # two epochs without improvement after the best one
-    means = [sum(v[e] for v in per_epoch.values()) / len(per_epoch) for e in range(ran)]
-    assert stopped == 1 + min(range(ran), key=means.__getitem__)
-    kept = sum(losses["layerwise_validation"][k]["loss"] for k in per_epoch) / len(per_epoch)
-    assert kept == pytest.approx(means[stopped - 1], rel=1e-4)  # the best epoch's factors were kept
+class FakeTeacher:
+    """Fixed (x, residual) micro-batches per sample: train_layerwise without a model."""
+
+    def __init__(self, n, layers=(0, 1), hidden=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.data = {
+            (i, layer): (torch.randn(5, hidden, generator=g), torch.randn(5, hidden, generator=g))
+            for i in range(n)
+            for layer in layers
+        }
+        self.layers = layers
+
+    def stream(self, indices, sink):
+        for i in indices:
+            for layer in self.layers:
+                sink(layer, *self.data[(i, layer)])
 
 
-def test_e2e_early_stopping(setup):
+def test_early_stopping_stops_and_keeps_the_best_epoch():
+    from caprese.distill.layerwise import train_layerwise
+
+    scripted = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0])  # best at epoch 2, then two epochs without improvement
+    seen = []
+
+    def validate(corrections):
+        seen.append({layer: (c.L @ c.R).detach().clone() for layer, c in corrections.items()})
+        value = next(scripted)
+        return {layer: value for layer in corrections}
+
+    config = LayerwiseConfig(rank=2, epochs=6, batch_size=2, lr=1e-2, patience=2, cache_gib=0.0)
+    result = train_layerwise(FakeTeacher(6), 6, [0, 1], 8, config, validate=validate, progress=False)
+    assert result.stopped_epoch == 2 and len(seen) == 4  # stopped after epoch 4 of 6
+    assert result.validation_losses[0] == [5.0, 4.0, 4.5, 4.6] and len(result.epoch_losses[0]) == 4
+    for layer, correction in result.corrections.items():
+        torch.testing.assert_close(correction.L @ correction.R, seen[1][layer])  # epoch 2's factors
+        assert not torch.allclose(seen[1][layer], seen[3][layer])  # (training had moved on)
+    # patience 0: every epoch runs, nothing is rolled back
+    scripted = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])
+    seen.clear()
+    config = LayerwiseConfig(rank=2, epochs=6, batch_size=2, lr=1e-2, cache_gib=0.0)
+    result = train_layerwise(FakeTeacher(6), 6, [0, 1], 8, config, validate=validate, progress=False)
+    assert result.stopped_epoch is None and len(seen) == 6
+
+
+def test_e2e_early_stopping(setup, monkeypatch):
+    import caprese.distill.e2e as e2e_module
+
     model, tok, rows = setup
+    scripted = iter([1.0, 0.9, 0.95])  # before training, epoch 1 (best), epoch 2 (worse): stop
+    monkeypatch.setattr(e2e_module, "validation_loss", lambda *a, **k: next(scripted))
     adapter = distill(
         model,
         tok,
@@ -140,9 +163,10 @@ def test_e2e_early_stopping(setup):
         CHOICE,
         rank=4,
         stage="e2e",
-        layerwise=LayerwiseConfig(epochs=2, batch_size=4, lr=1e-2, validation_fraction=0.25),
-        e2e=E2EConfig(epochs=20, batch_size=4, lr=0.5, patience=1),
+        layerwise=LayerwiseConfig(epochs=1, batch_size=8, lr=1e-2, validation_fraction=0.25),
+        e2e=E2EConfig(epochs=5, batch_size=8, lr=1e-3, patience=1),
         progress=False,
     )
     losses = adapter.config.final_losses
-    assert len(losses["e2e_validation_epochs"]) < 20 and "e2e_stopped_epoch" in losses
+    assert losses["e2e_validation_initial"] == 1.0 and losses["e2e_validation_epochs"] == [0.9, 0.95]
+    assert losses["e2e_stopped_epoch"] == 1 and len(losses["e2e_epochs"]) == 2
