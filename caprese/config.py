@@ -38,6 +38,13 @@ def check_rank(rank: object, hidden_size: int | None = None) -> None:
         raise CapreseError(f"rank {rank!r} is out of range (allowed: integers 1..{upper})")
 
 
+def check_patience(patience: object, validation_fraction: float) -> None:
+    """Early stopping needs a validation split to watch."""
+    check_int("patience", patience, 0)
+    if patience and not validation_fraction:
+        raise CapreseError(f"patience {patience!r} needs a validation split (validation_fraction > 0, e.g. 0.1)")
+
+
 @dataclass
 class LayerwiseConfig:
     """Layer-wise distillation (eq 7); defaults follow the paper's table 8 where it gives one."""
@@ -70,6 +77,20 @@ class LayerwiseConfig:
             "batches beyond it rerun the teacher; memory does not depend on it; 0 disables the spill"
         },
     )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of the distillation rows held out (drawn with seed) for a validation loss after every "
+            "layer-wise and end-to-end epoch; never trained on; 0 disables"
+        },
+    )
+    patience: int = field(
+        default=0,
+        metadata={
+            "help": "stop layer-wise training after this many epochs without a lower validation loss and keep the "
+            "best epoch's factors (0: train every epoch)"
+        },
+    )
 
     def __post_init__(self):
         check_rank(self.rank)
@@ -80,6 +101,8 @@ class LayerwiseConfig:
         check_choice("init", self.init, INITS)
         check_range("ridge", self.ridge, 0.0, float("inf"), high_open=True)
         check_range("cache_gib", self.cache_gib, 0.0, float("inf"), high_open=True)
+        check_range("validation_fraction", self.validation_fraction, 0.0, 1.0, high_open=True)
+        check_patience(self.patience, self.validation_fraction)
 
     def check(self, hidden_size: int) -> None:
         """The checks that need the model: the rank fits D."""
@@ -99,12 +122,20 @@ class E2EConfig:
         default=False, metadata={"help": "recompute activations in the e2e backward pass"}
     )
     seed: int = field(default=0, metadata={"help": "seed of the batch order"})
+    patience: int = field(
+        default=0,
+        metadata={
+            "help": "stop end-to-end training after this many epochs without a lower validation loss and keep the "
+            "best epoch's factors (0: train every epoch)"
+        },
+    )
 
     def __post_init__(self):
         check_positive("lr", self.lr)
         check_int("batch_size", self.batch_size)
         check_int("epochs", self.epochs)
         check_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+        check_int("patience", self.patience, 0)
 
     def check(self) -> None:
         self.__post_init__()

@@ -8,7 +8,16 @@ end-to-end training, generation, evaluation). Notebooks, sweep specs and metrics
 specs in ablations/ vary) to its field. `stage="none"` evaluates the method alone.
 
 Adding a parameter: a field on the sub-config it belongs to, and one line in `PARAMETERS`
-(and the notebook's parameters cell, which tests/test_experiment.py keeps equal to `to_params()`).
+(and the notebook's parameters cell, which tests/test_experiment.py keeps equal to
+`parameter_defaults()`: `to_params()` of the defaults, with the recipe parameters as None).
+
+Distillation recipes: the flat `RECIPE_PARAMETERS` (init, lr, epochs, distill_batch_size, e2e_lr,
+e2e_epochs, e2e_batch_size) default to None on the flat surface, "the model's recipe":
+`from_params` fills each one not given (absent or None) from a built-in model's recipe
+(caprese.models.recipes), else caprese.config's default, so the nested config (and metrics.json's
+flat "config") holds the resolved values; `recipe_line` says which recipe values were taken and
+run_experiment prints it. From Python, `ExperimentConfig.from_params({"model": ..., ...})` is the
+way to get a model's recipe; building `ExperimentConfig(...)` directly takes every value as given.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from .validate import check_method_values
 # distillation, evaluation) is imported inside the functions that use it.
 
 STAGES = ("none", *defaults.STAGES)
+RECIPE_PARAMETERS = ("init", "lr", "epochs", "distill_batch_size", "e2e_lr", "e2e_epochs", "e2e_batch_size")
+"""Flat distillation settings whose default is None: the model's recipe, else caprese.config's default."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,11 @@ class ExperimentConfig:
     """Greedy evaluation and the teacher's responses; `temperature` / `top_p` are coverage's sampling."""
     layerwise: LayerwiseConfig = _default(LayerwiseConfig)
     e2e: E2EConfig = _default(E2EConfig)
+    recipe_line: str | None = field(
+        default=None,
+        compare=False,
+        metadata={"help": "the one line naming the recipe values from_params took (None: no recipe used)"},
+    )
 
     def __post_init__(self):
         from .models.loading import parse_device, parse_dtype  # torch: see the note at the top
@@ -147,23 +163,39 @@ class ExperimentConfig:
     @classmethod
     def from_params(cls, params: dict) -> ExperimentConfig:
         """The nested config from flat parameters (a notebook's, a sweep point's); errors name the
-        flat parameter (`distill_batch_size`, not `layerwise.batch_size`)."""
+        flat parameter (`distill_batch_size`, not `layerwise.batch_size`). A recipe parameter not
+        given (absent or None) takes the model's recipe value, else caprese.config's default."""
+        from .models.recipes import recipe_for
+
         unknown = sorted(set(params) - set(PARAMETERS))
         if unknown:
             raise CapreseError(
                 f"unknown experiment parameter {unknown[0]!r} (allowed: {', '.join(sorted(PARAMETERS))})"
             )
+        params = {k: v for k, v in params.items() if not (k in RECIPE_PARAMETERS and v is None)}
+        model = params.get("model", cls.__dataclass_fields__["model"].default)
+        recipe = recipe_for(model) if isinstance(model, str) else None
+        bases = dict(zip(("layerwise", "e2e"), recipe.configs())) if recipe is not None else {}
         top: dict[str, Any] = {}
         parts: dict[str, dict[str, Any]] = {}
         for flat, value in params.items():
             part, _, name = PARAMETERS[flat].rpartition(".")
             (parts.setdefault(part, {}) if part else top)[name] = value
-        for part, values in parts.items():
+        for part in {*parts, *bases}:
             try:
-                top[part] = replace(_PART_DEFAULTS[part](), **values)
+                top[part] = replace(bases[part] if part in bases else _PART_DEFAULTS[part](), **parts.get(part, {}))
             except CapreseError as err:
                 raise _named_as_flat(err, part) from None
+        if recipe is not None:
+            given = {tuple(PARAMETERS[flat].split(".")) for flat in RECIPE_PARAMETERS if flat in params}
+            top["recipe_line"] = recipe.describe(given, style="param")
         return cls(**top)
+
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        """The flat parameters' defaults (the notebook's parameters cell): `to_params()` of the
+        defaults, with each recipe parameter None ("the model's recipe")."""
+        return {**cls().to_params(), **dict.fromkeys(RECIPE_PARAMETERS)}
 
     def to_params(self) -> dict[str, Any]:
         """The flat parameters (what metrics.json records as "config"); `from_params` inverts it."""
@@ -182,7 +214,8 @@ class ExperimentConfig:
         for flat, path in PARAMETERS.items():
             part, _, name = path.rpartition(".")
             owner = _PART_TYPES[part] if part else cls
-            out[flat] = (owner.__dataclass_fields__[name], typing.get_type_hints(owner)[name])
+            hint = typing.get_type_hints(owner)[name]
+            out[flat] = (owner.__dataclass_fields__[name], hint | None if flat in RECIPE_PARAMETERS else hint)
         return out
 
 
@@ -228,6 +261,9 @@ PARAMETERS: dict[str, str] = {
     "device": "device",
     "out_dir": "out_dir",
     "shared_dir": "shared_dir",
+    "validation_fraction": "layerwise.validation_fraction",
+    "patience": "layerwise.patience",
+    "e2e_patience": "e2e.patience",
 }
 
 
@@ -351,6 +387,7 @@ def _caprese_report(model, adapter) -> dict:
         **parameter_share(model, adapter.parameter_count()),
         "singular_values": report["singular_values"],
         "losses": adapter.config.final_losses,
+        "training": adapter.config.training,  # the settings used (recipe and run's values), validation rows
     }
 
 
@@ -373,6 +410,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     choice.calibration_texts()  # a bad calibration source fails before any distillation
     adapter = None
     if cfg.distill.stage != "none":
+        if cfg.recipe_line:
+            print(cfg.recipe_line)
         rows = _distillation_rows(cfg, model, tokenizer)
         adapter = distill(
             model,

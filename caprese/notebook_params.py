@@ -183,13 +183,13 @@ def dataclass_parameters(declared: str) -> dict[str, NotebookParameter]:
     """The parameters of a notebook whose metadata names its config dataclass ("module:Class"):
     names, kinds, defaults and help read from the dataclass fields (the notebook's cell repeats
     them exactly; tests/test_experiment.py fails on any drift). A nested config that is seen
-    flat (`parameter_fields()` and `to_params()`, as `ExperimentConfig`) lists its flat names."""
+    flat (`parameter_fields()` and `parameter_defaults()`, as `ExperimentConfig`) lists its flat names."""
     module_name, _, class_name = declared.partition(":")
     try:
         config_class = getattr(importlib.import_module(module_name), class_name)
         if hasattr(config_class, "parameter_fields"):
             typed = config_class.parameter_fields()
-            defaults = config_class().to_params()
+            defaults = config_class.parameter_defaults()
         else:
             hints = typing.get_type_hints(config_class)
             typed = {f.name: (f, hints[f.name]) for f in dataclasses.fields(config_class)}

@@ -16,7 +16,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "experiment.ipynb
 
 def test_notebook_parameters_match_the_config():
     params = papermill.inspect_notebook(str(NOTEBOOK))
-    defaults = ExperimentConfig().to_params()
+    defaults = ExperimentConfig.parameter_defaults()  # to_params() of the defaults; recipe parameters None
     assert list(params) == list(PARAMETERS) == list(defaults)
     for name, info in params.items():
         assert info["default"] == repr(defaults[name]), name
@@ -38,7 +38,7 @@ def test_flat_parameters_build_the_nested_config_and_back():
     params = cfg.to_params()
     assert ExperimentConfig.from_params(params) == cfg
     assert params == {
-        **ExperimentConfig().to_params(),
+        **ExperimentConfig.from_params({}).to_params(),  # toy-math's recipe fills what is not given
         "rank": 8,
         "stage": "e2e",
         "distill_batch_size": 7,
@@ -56,7 +56,11 @@ def test_sweep_checks_read_the_parameters_from_the_dataclass():
 
     params = notebook_parameters(NOTEBOOK)  # the notebook's metadata names ExperimentConfig
     assert list(params) == list(PARAMETERS)
-    assert params["lr"].kinds == {"float"} and params["rank"].kinds == {"int"} and params["method"].kinds == {"str"}
+    assert (
+        params["lr"].kinds == {"float", "None"}  # None: the model's recipe
+        and params["rank"].kinds == {"int"}
+        and params["method"].kinds == {"str"}
+    )
     assert params["lr"].help == "layer-wise learning rate (paper: 1e-3)"  # LayerwiseConfig's: one home
     assert params["max_new_tokens"].default == "160"  # the experiment's own, not GenerationConfig's 256
 

@@ -29,25 +29,29 @@ def add_adapter_arguments(group) -> None:
     group.add_argument("--merged", action="store_true", help="with --adapter: merged inference (eqs 9-10)")
 
 
-def add_config_arguments(group, config_class, flags: dict[str, str]) -> None:
+def add_config_arguments(group, config_class, flags: dict[str, str], *, unset: bool = False) -> None:
     """One flag per named field of a config dataclass (`flags`: field -> flag without --), with the
-    field's own default and `metadata["help"]`: the dataclass is the one home of both."""
+    field's own default and `metadata["help"]`: the dataclass is the one home of both.
+
+    unset=True leaves a flag that is not given as None (the help still names the field's default),
+    so the caller can tell a value the user gave from one it fills in (a built-in model's recipe)."""
     hints = typing.get_type_hints(config_class)
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     for name, flag in flags.items():
         f = fields[name]
-        text = f"{f.metadata['help']} (default: {f.default})"
+        text = f"{f.metadata['help']} (default: {f.default}{'; a built-in model: its recipe' if unset else ''})"
         dest = flag.replace("-", "_")
+        default = None if unset else f.default
         if hints[name] is bool:
             group.add_argument(
-                f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=text
+                f"--{flag}", dest=dest, action=argparse.BooleanOptionalAction, default=default, help=text
             )
         else:
             group.add_argument(
                 f"--{flag}",
                 dest=dest,
                 type=hints[name],
-                default=f.default,
+                default=default,
                 choices=f.metadata.get("choices"),
                 help=text,
             )

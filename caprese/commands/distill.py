@@ -31,6 +31,25 @@ from .common import add_config_arguments, add_model_arguments
 # Training modules (torch, transformers) are imported in run(): `caprese --help` builds every verb's parser.
 
 
+# config field -> flag; a flag not given is None, so a built-in model's recipe can fill it in
+LAYERWISE_FLAGS = {
+    "init": "init",
+    "ridge": "ridge",
+    "lr": "lr",
+    "batch_size": "batch-size",
+    "epochs": "epochs",
+    "validation_fraction": "validation-fraction",
+    "patience": "patience",
+}
+E2E_FLAGS = {
+    "lr": "e2e-lr",
+    "batch_size": "e2e-batch-size",
+    "epochs": "e2e-epochs",
+    "gradient_checkpointing": "gradient-checkpointing",
+    "patience": "e2e-patience",
+}
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("distill", help="train Caprese low-rank paths (layer-wise eq 7, end-to-end eq 8)")
     add_model_arguments(parser)
@@ -62,21 +81,8 @@ def add_parser(subparsers) -> None:
     group.add_argument(
         "--temperature", type=float, default=0.0, help="teacher sampling temperature (default: 0, greedy)"
     )
-    add_config_arguments(
-        group,
-        LayerwiseConfig,
-        {"init": "init", "ridge": "ridge", "lr": "lr", "batch_size": "batch-size", "epochs": "epochs"},
-    )
-    add_config_arguments(
-        group,
-        E2EConfig,
-        {
-            "lr": "e2e-lr",
-            "batch_size": "e2e-batch-size",
-            "epochs": "e2e-epochs",
-            "gradient_checkpointing": "gradient-checkpointing",
-        },
-    )
+    add_config_arguments(group, LayerwiseConfig, LAYERWISE_FLAGS, unset=True)
+    add_config_arguments(group, E2EConfig, E2E_FLAGS, unset=True)
     group.add_argument(
         "--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)"
     )
@@ -109,7 +115,8 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
     """Every distillation option checked (one-line errors) before the model loads; the two configs."""
     check_choice("stage", args.stage, STAGES)
     check_choice("kind", args.kind, KINDS)
-    check_choice("init", args.init, INITS)
+    if args.init is not None:
+        check_choice("init", args.init, INITS)
     if args.rank < 1:
         raise CapreseError(f"rank {args.rank!r} is out of range (allowed: integers 1..D)")
     check_int("--mix-samples", args.mix_samples, 0)
@@ -127,22 +134,17 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
         args.layer_parallel_config = LayerParallel(
             workers=args.layer_parallel, address=args.ray_address, gpus=args.layer_parallel_gpus
         )
-    layerwise = LayerwiseConfig(
-        rank=args.rank,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        init=args.init,
-        ridge=args.ridge,
-        seed=args.seed,
+    from ..models.recipes import training_configs
+
+    given = {name: getattr(args, flag.replace("-", "_")) for name, flag in LAYERWISE_FLAGS.items()}
+    layerwise = {name: value for name, value in given.items() if value is not None}
+    given = {name: getattr(args, flag.replace("-", "_")) for name, flag in E2E_FLAGS.items()}
+    e2e = {name: value for name, value in given.items() if value is not None}
+    # the recipe of a built-in --model, the user's flags on top; the paper's settings otherwise
+    layerwise, e2e, line = training_configs(
+        args.model, {**layerwise, "rank": args.rank, "seed": args.seed}, {**e2e, "seed": args.seed}
     )
-    e2e = E2EConfig(
-        lr=args.e2e_lr,
-        batch_size=args.e2e_batch_size,
-        epochs=args.e2e_epochs,
-        gradient_checkpointing=args.gradient_checkpointing,
-        seed=args.seed,
-    )
+    args.recipe_line = line
     return layerwise, e2e
 
 
@@ -165,6 +167,8 @@ def run(args) -> int:
     start_from = CapreseAdapter.load(args.start_from, model) if args.start_from else None
     # rank <= D, layer indices, --start-from's fit: before minutes of teacher generation
     check_distill_inputs(model, choice, rank=args.rank, stage=args.stage, kind=args.kind, start_from=start_from)
+    if args.recipe_line:
+        print(args.recipe_line)
     start = time.perf_counter()
     with staged_folder(out) as stage:  # an earlier result in --out stays whole until this one is
         rows = distillation_rows(model, tokenizer, questions, responses=args.responses, settings=settings)
@@ -188,13 +192,20 @@ def run(args) -> int:
         f"adapter: {out / 'adapter'}  ({report['extra_parameters']:,} parameters, "
         f"{report['extra_percent_of_model']:.2f}% of the model, {report['extra_percent_of_ffn']:.2f}% of its FFNs)"
     )
-    for layer, losses in adapter.config.final_losses.get("layerwise", {}).items():
-        print(f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}")
-    if "e2e_epochs" in adapter.config.final_losses:
-        print(
-            f"  end-to-end loss: {adapter.config.final_losses['e2e_initial']:.4g} -> "
-            f"{adapter.config.final_losses['e2e_epochs'][-1]:.4g} (last epoch mean)"
-        )
+    final = adapter.config.final_losses
+    held_out = final.get("layerwise_validation", {})
+    for layer, losses in final.get("layerwise", {}).items():
+        line = f"  layer {layer}: eq-7 loss {losses['loss_without_path']:.4g} -> {losses['loss']:.4g}"
+        if layer in held_out:
+            line += f" (validation {held_out[layer]['loss_without_path']:.4g} -> {held_out[layer]['loss']:.4g})"
+        print(line)
+    if "e2e_epochs" in final:
+        line = f"  end-to-end loss: {final['e2e_initial']:.4g} -> {final['e2e_epochs'][-1]:.4g} (last epoch mean)"
+        if final.get("e2e_validation_epochs"):
+            line += f"; validation {final['e2e_validation_initial']:.4g} -> {final['e2e_validation_epochs'][-1]:.4g}"
+        print(line)
+    if final.get("validation_rows"):
+        print(f"  validation: {final['validation_rows']} held-out rows, never trained on (--validation-fraction)")
     return 0
 
 

@@ -21,11 +21,12 @@ from ..errors import CapreseError
 from ..lowrank import RegressionAccumulator
 from ..methods import METHODS, resolve_layers
 from ..methods.choice import MethodChoice
+from ..models.recipes import training_configs
 from ..registry import check_choice
 from .adapter import CapreseAdapter
 from .batches import rows_hash, tokenize_pairs
 from .e2e import train_end_to_end
-from .layerwise import NonFiniteLoss, streamed_layerwise_losses, train_layerwise
+from .layerwise import HeldOutLosses, NonFiniteLoss, streamed_layerwise_losses, train_layerwise
 from .lora import attach_lora, lora_methods, lora_rank_for, train_lora_layerwise
 from .parallel import train_layerwise_parallel
 from .teacher import Teacher
@@ -102,8 +103,8 @@ def distill(
     *,
     rank: int,
     stage: str = "layerwise",
-    layerwise: LayerwiseConfig | None = None,
-    e2e: E2EConfig | None = None,
+    layerwise: LayerwiseConfig | dict | None = None,
+    e2e: E2EConfig | dict | None = None,
     base_model: str = "unknown",
     start_from: CapreseAdapter | None = None,
     micro_batch: int = 16,
@@ -116,15 +117,33 @@ def distill(
     kind="lora" trains the eq-11 baseline instead (on a method that defines it, `Method.with_lora`),
     with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count.
     `layerwise` and `e2e` are not modified (the run's rank goes into a copy). `layer_parallel` (a
-    `parallel.LayerParallel`) fans the layer-wise stage's per-layer fits out across Ray workers."""
+    `parallel.LayerParallel`) fans the layer-wise stage's per-layer fits out across Ray workers.
+
+    Settings: a built-in model (by `base_model`'s name, or the folder `model` was loaded from)
+    brings its distillation recipe (caprese.models.recipes), other models get caprese.config's
+    defaults (the paper's). `layerwise` / `e2e` as a config object are used as they are; as a
+    dict, its values replace the recipe's (e.g. e2e={"lr": 1e-4}); None takes the recipe. A run
+    that uses a recipe prints one line saying which values it took.
+
+    `layerwise.validation_fraction` of the rows (drawn with `layerwise.seed`) are held out: never
+    trained on, they give the eq-7 and eq-8 validation losses after every epoch (`final_losses`)
+    and early stopping (`patience`)."""
     layers = check_distill_inputs(model, choice, rank=rank, stage=stage, kind=kind, start_from=start_from)
     hidden = ffn_blocks(model)[0].hidden_size
     if len(rows) < 1:
         raise CapreseError(f"samples {len(rows)!r} must be >= 1")
-    layerwise = replace(layerwise or LayerwiseConfig(), rank=rank)
-    e2e = e2e or E2EConfig()
+    layerwise, e2e, line = training_configs(base_model, layerwise, e2e, model=model, style="api")
+    if line:
+        print(line)
+    layerwise = replace(layerwise, rank=rank)
+    held_out = validation_indices(len(rows), layerwise.validation_fraction, layerwise.seed)
+    all_rows = rows
+    skip = set(held_out)
+    rows = [row for i, row in enumerate(all_rows) if i not in skip]
+    validation_pairs = tokenize_pairs(tokenizer, [all_rows[i] for i in held_out])
     pairs = tokenize_pairs(tokenizer, rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    validation = {"rows": len(held_out), "fraction": layerwise.validation_fraction, "indices": held_out}
     if kind == "lora":
         run = _Run(
             model,
@@ -141,9 +160,17 @@ def distill(
             base_model,
             micro_batch,
             progress,
+            validation_pairs,
+            validation,
+            all_rows,
         )
         return _distill_lora(run)
     teacher = Teacher(model, choice, pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
+    checker = (
+        Teacher(model, choice, validation_pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
+        if validation_pairs
+        else None
+    )
     adapter = CapreseAdapter.new(
         model,
         base_model,
@@ -151,10 +178,16 @@ def distill(
         layers,
         rank,
         stage=stage,
-        data_hash=rows_hash(rows),
-        training={"samples": len(rows), "layerwise": asdict(layerwise), "e2e": asdict(e2e) if stage == "e2e" else None},
+        data_hash=rows_hash(all_rows),
+        training={
+            "samples": len(all_rows),
+            "trained_samples": len(rows),
+            "validation": validation,
+            "layerwise": asdict(layerwise),
+            "e2e": asdict(e2e) if stage == "e2e" else None,
+        },
     )
-    losses: dict = {}
+    losses: dict = {"validation_rows": len(held_out)}
     if start_from is not None:
         # copies of the loaded float32 masters on the model's device: start_from itself stays as loaded
         device = next(model.parameters()).device
@@ -170,6 +203,8 @@ def distill(
             adapter.corrections[layer].set_factors(L, R)
         if stage == "closed_form":
             losses["layerwise"] = _layerwise_losses(teacher, adapter, len(pairs))
+            if checker is not None:
+                losses["layerwise_validation"] = _layerwise_losses(checker, adapter, len(validation_pairs))
     if stage != "closed_form" and start_from is None:
         initial = (
             {layer: (c.L.detach(), c.R.detach()) for layer, c in adapter.corrections.items()}
@@ -177,7 +212,11 @@ def distill(
             else None
         )
         train = train_layerwise
-        if layer_parallel is not None:
+        scorer = None
+        if checker is not None:
+            scorer = HeldOutLosses(checker, len(validation_pairs), layerwise.cache_gib)
+            train = partial(train_layerwise, validate=scorer)
+        if layer_parallel is not None:  # per-epoch validation stays serial-only; the final one is below
             train = partial(train_layerwise_parallel, parallel=layer_parallel)
         try:
             result = train(
@@ -193,16 +232,52 @@ def distill(
         except NonFiniteLoss as err:
             adapter.corrections = err.result.corrections
             raise
+        finally:
+            if scorer is not None:
+                scorer.close()
         adapter.corrections = result.corrections
         losses["layerwise_epochs"] = {str(k): v for k, v in result.epoch_losses.items()}
+        if result.validation_losses:
+            losses["layerwise_validation_epochs"] = {str(k): v for k, v in result.validation_losses.items()}
+        if result.stopped_epoch is not None:
+            losses["layerwise_stopped_epoch"] = result.stopped_epoch
         losses["layerwise"] = _layerwise_losses(teacher, adapter, len(pairs))
+        if checker is not None:
+            losses["layerwise_validation"] = _layerwise_losses(checker, adapter, len(validation_pairs))
     if stage == "e2e":
         result = train_end_to_end(
-            model, choice, pairs, pad, adapter.corrections, e2e, tokenizer=tokenizer, progress=progress
+            model,
+            choice,
+            pairs,
+            pad,
+            adapter.corrections,
+            e2e,
+            tokenizer=tokenizer,
+            progress=progress,
+            validation_pairs=validation_pairs,
         )
-        losses["e2e_epochs"] = result.epoch_losses
-        losses["e2e_initial"] = result.initial_loss
+        losses.update(_e2e_losses(result))
     return adapter.with_config(final_losses=losses)
+
+
+def validation_indices(n_rows: int, fraction: float, seed: int) -> list[int]:
+    """The rows held out for validation: round(fraction · n) of them (at least 1 when fraction > 0),
+    drawn with `seed`, sorted; none when that would leave nothing to train on."""
+    if fraction <= 0 or n_rows < 2:
+        return []
+    count = min(max(1, round(fraction * n_rows)), n_rows - 1)
+    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[:count])
+
+
+def _e2e_losses(result) -> dict:
+    losses = {"e2e_epochs": result.epoch_losses, "e2e_initial": result.initial_loss}
+    if result.validation_losses:
+        losses["e2e_validation_epochs"] = result.validation_losses
+        losses["e2e_validation_initial"] = result.initial_validation_loss
+    if result.stopped_epoch is not None:
+        losses["e2e_stopped_epoch"] = result.stopped_epoch
+    return losses
 
 
 @dataclass
@@ -223,6 +298,9 @@ class _Run:
     base_model: str
     micro_batch: int
     progress: bool
+    validation_pairs: list
+    validation: dict
+    all_rows: Sequence[dict]
 
 
 def _distill_lora(run: _Run) -> CapreseAdapter:
@@ -236,15 +314,18 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
         lora_rank,
         kind="lora",
         stage=run.stage,
-        data_hash=rows_hash(run.rows),
+        data_hash=rows_hash(run.all_rows),
         training={
-            "samples": len(run.rows),
+            "samples": len(run.all_rows),
+            "trained_samples": len(run.rows),
+            "validation": run.validation,
             "matched_caprese_rank": run.rank,
             "layerwise": asdict(run.layerwise),
             "e2e": asdict(run.e2e) if run.stage == "e2e" else None,
         },
     )
     losses = {
+        "validation_rows": len(run.validation_pairs),
         "layerwise_epochs": {
             str(k): v
             for k, v in train_lora_layerwise(
@@ -258,7 +339,7 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
                 micro_batch=run.micro_batch,
                 progress=run.progress,
             ).items()
-        }
+        },
     }
     if run.stage == "e2e":
         result = train_end_to_end(
@@ -271,9 +352,9 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
             tokenizer=run.tokenizer,
             progress=run.progress,
             attach=attach_lora,
+            validation_pairs=run.validation_pairs,
         )
-        losses["e2e_epochs"] = result.epoch_losses
-        losses["e2e_initial"] = result.initial_loss
+        losses.update(_e2e_losses(result))
     return adapter.with_config(final_losses=losses)
 
 

@@ -19,6 +19,7 @@ from ..config import E2EConfig
 from ..errors import CapreseError
 from ..methods.choice import MethodChoice
 from .batches import TeacherForcedBatch, TokenizedPair, iterate_batches
+from .layerwise import EarlyStopping
 from .optim import adam_with_linear_schedule
 from .path import LowRankPath
 from .rollback import Rollback
@@ -43,6 +44,11 @@ def _checkpointing(model, enable: bool) -> None:
 class E2EResult:
     epoch_losses: list[float] = field(default_factory=list)
     initial_loss: float | None = None
+    validation_losses: list[float] = field(default_factory=list)
+    """Eq-8 loss on the held-out rows after each epoch (empty without a validation split)."""
+    initial_validation_loss: float | None = None
+    stopped_epoch: int | None = None
+    """The epoch whose factors were kept when early stopping ended training (1-based), else None."""
 
 
 def final_hidden_state(model, batch: TeacherForcedBatch) -> torch.Tensor:
@@ -61,6 +67,22 @@ def teacher_hidden_state(model, session, batch: TeacherForcedBatch) -> torch.Ten
     every_position = torch.full_like(batch.prompt_lengths, batch.input_ids.shape[1])
     with torch.no_grad(), session.teacher_forced(every_position):
         return final_hidden_state(model, batch)
+
+
+def validation_loss(model, session, pairs: Sequence[TokenizedPair], pad_token_id: int, batch_size: int) -> float:
+    """Eq 8 over held-out pairs, token-weighted (every generated token counts once), no gradients."""
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for batch in iterate_batches(pairs, batch_size, pad_token_id, seed=None):
+            batch = batch.to(device)
+            target = teacher_hidden_state(model, session, batch)
+            with session.teacher_forced(batch.prompt_lengths):
+                student = final_hidden_state(model, batch)
+            n = int(batch.generated_mask.sum())
+            total += e2e_loss(student, target, batch.generated_mask).item() * n
+            tokens += n
+    return total / max(tokens, 1)
 
 
 def attach_corrections(session, corrections: dict[int, LowRankPath]) -> None:
@@ -94,9 +116,12 @@ def train_end_to_end(
     tokenizer=None,
     progress: bool = True,
     attach: Callable | None = None,
+    validation_pairs: Sequence[TokenizedPair] = (),
 ) -> E2EResult:
     """Train `corrections` (one module per layer) jointly on eq 8. `attach(session, corrections)`
-    puts them into the applied method (default: the Caprese path beside the efficient FFN)."""
+    puts them into the applied method (default: the Caprese path beside the efficient FFN).
+    With `validation_pairs`, eq 8 on them is measured before training and after every epoch;
+    `config.patience` > 0 stops once it has not improved for that many epochs (best epoch kept)."""
     config.check()
     attach = attach or attach_corrections
     if not pairs:
@@ -120,6 +145,12 @@ def train_end_to_end(
     try:
         with choice.apply(model, tokenizer) as session:
             attach(session, corrections)
+            stopper = EarlyStopping(corrections, config.patience, "end-to-end")
+            if validation_pairs:
+                result.initial_validation_loss = validation_loss(
+                    model, session, validation_pairs, pad_token_id, config.batch_size
+                )
+                stopper.start(result.initial_validation_loss)
             for epoch in range(config.epochs):
                 total, count = 0.0, 0
                 for batch in iterate_batches(pairs, config.batch_size, pad_token_id, seed=config.seed + epoch):
@@ -141,6 +172,10 @@ def train_end_to_end(
                     bar.set_postfix(loss=f"{loss.item():.4g}")
                 result.epoch_losses.append(total / count)
                 rollback.keep()
+                if validation_pairs:
+                    loss = validation_loss(model, session, validation_pairs, pad_token_id, config.batch_size)
+                    if stopper.watch(epoch, loss, result, bar, total / count):
+                        break
     finally:
         bar.close()
         for name, p in model.named_parameters():

@@ -55,6 +55,10 @@ class LayerwiseResult:
     corrections: dict[int, LowRankPath]
     epoch_losses: dict[int, list[float]] = field(default_factory=dict)
     """Per layer: mean eq-7 loss of each epoch (over its batches, before each step)."""
+    validation_losses: dict[int, list[float]] = field(default_factory=dict)
+    """Per layer: eq-7 loss on the held-out rows after each epoch (empty without a validation split)."""
+    stopped_epoch: int | None = None
+    """The epoch whose factors were kept when early stopping ended training (1-based), else None."""
 
     def final_losses(self) -> dict[int, float]:
         return {layer: losses[-1] for layer, losses in self.epoch_losses.items() if losses}
@@ -161,10 +165,14 @@ def train_layerwise(
     device=None,
     initial: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
     progress: bool = True,
+    validate: Callable[[dict[int, LowRankPath]], dict[int, float]] | None = None,
 ) -> LayerwiseResult:
     """Train one LowRankPath per layer on residuals streamed from `teacher.stream(indices, sink)`.
 
-    `initial` optionally gives starting (L, R) per layer (e.g. the closed form).
+    `initial` optionally gives starting (L, R) per layer (e.g. the closed form). `validate(corrections)`
+    (eq-7 loss per layer on held-out rows) runs after every epoch; with `config.patience` > 0,
+    training stops once the summed validation loss has not improved for that many epochs, and the
+    best epoch's factors are kept.
     """
     config.check(hidden_size)
     if n_samples < 1:
@@ -190,6 +198,7 @@ def train_layerwise(
     batches = [list(range(s, min(s + config.batch_size, n_samples))) for s in range(0, n_samples, config.batch_size)]
     sums: dict[int, torch.Tensor] = {}
     tokens: dict[int, int] = {}
+    stopper = EarlyStopping(corrections, config.patience, "layer-wise")
 
     def consume(layer: int, x: torch.Tensor, residual: torch.Tensor) -> None:
         if layer not in corrections:
@@ -234,11 +243,97 @@ def train_layerwise(
             for layer in layers:
                 result.epoch_losses[layer].append(epoch_sums[layer] / n_samples)
             rollback.keep()
-            bar.set_postfix(loss=f"{sum(result.final_losses().values()) / len(layers):.4g}")
+            train_loss = sum(result.final_losses().values()) / len(layers)
+            bar.set_postfix(loss=f"{train_loss:.4g}")
+            if validate is not None and stopper.watch(epoch, validate(corrections), result, bar, train_loss):
+                break
     finally:
         bar.close()
         spill.close()
     return result
+
+
+class HeldOutLosses:
+    """Eq-7 loss per layer on held-out samples, measured after every epoch: the teacher runs over
+    them once, later epochs replay its activations from disk (within `cache_gib`, like training)."""
+
+    def __init__(self, teacher: StreamingTeacher, n_samples: int, cache_gib: float, *, chunk: int = 64):
+        self.teacher = teacher
+        self.chunks = [list(range(s, min(s + chunk, n_samples))) for s in range(0, n_samples, chunk)]
+        self.spill = ActivationSpill(cache_gib * 2**30)
+
+    def __call__(self, corrections: dict[int, LowRankPath]) -> dict[int, float]:
+        sums = {layer: 0.0 for layer in corrections}
+        counts = {layer: 0 for layer in corrections}
+
+        def consume(layer: int, x: torch.Tensor, residual: torch.Tensor) -> None:
+            if layer not in corrections:
+                return
+            self.spill.write(layer, x, residual)
+            sums[layer] += residual_sum(corrections[layer], x, residual).double().item()
+            counts[layer] += x.shape[0]
+
+        with torch.no_grad():
+            for key, indices in enumerate(self.chunks):
+                if key in self.spill:
+                    self.spill.replay(key, consume)
+                else:
+                    recording = self.spill.recording(key)
+                    self.teacher.stream(indices, consume)
+                    if recording:
+                        self.spill.finish()
+        return {layer: sums[layer] / max(1, counts[layer]) for layer in corrections}
+
+    def close(self) -> None:
+        self.spill.close()
+
+
+class EarlyStopping:
+    """Validation loss after each epoch: recorded, shown, and (patience > 0) the best epoch's
+    factors kept once `patience` epochs in a row brought no lower loss."""
+
+    def __init__(self, modules: dict[int, torch.nn.Module], patience: int, stage: str):
+        self.modules, self.patience, self.stage = modules, patience, stage
+        self.best, self.best_epoch, self.best_state = math.inf, -1, None
+
+    def start(self, loss: float) -> None:
+        """The loss before training (epoch 0): training must beat it to be kept."""
+        self.best, self.best_epoch = loss, -1
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        if self.patience:
+            self.best_state = {
+                key: {name: t.detach().clone() for name, t in module.state_dict().items()}
+                for key, module in self.modules.items()
+            }
+
+    def watch(self, epoch: int, losses, result, bar, train_loss: float) -> bool:
+        """Record epoch `epoch`'s validation `losses` (layer -> loss, or one float); True: stop now."""
+        if isinstance(losses, dict):
+            for layer, loss in losses.items():
+                result.validation_losses.setdefault(layer, []).append(loss)
+            total = sum(losses.values()) / max(len(losses), 1)
+        else:
+            result.validation_losses.append(losses)
+            total = losses
+        bar.set_postfix(loss=f"{train_loss:.4g}", validation=f"{total:.4g}")
+        if not getattr(bar, "disable", False):
+            bar.write(f"{self.stage} epoch {epoch + 1}: train loss {train_loss:.4g}, validation loss {total:.4g}")
+        if total < self.best:
+            self.best, self.best_epoch = total, epoch
+            self._snapshot()
+            return False
+        if self.patience and epoch - self.best_epoch >= self.patience:
+            for key, state in self.best_state.items():
+                self.modules[key].load_state_dict(state)
+            result.stopped_epoch = self.best_epoch + 1
+            bar.write(
+                f"{self.stage}: validation loss has not improved for {self.patience} epoch(s); "
+                f"stopped after epoch {epoch + 1}, kept epoch {self.best_epoch + 1} ({self.best:.4g})"
+            )
+            return True
+        return False
 
 
 def evaluate_layerwise_loss(

@@ -22,6 +22,8 @@ class BuiltinModel:
     description: str
     locate: Callable[[], tuple[Path, dict[str, Any]]] = field(repr=False)
     """Return (folder, extra from_pretrained kwargs); raise CapreseError with install advice if absent."""
+    recipe: Path | None = None
+    """Its distillation recipe (caprese.models.recipes), or None: the paper's settings apply."""
 
 
 BUILTIN_MODELS: Registry[BuiltinModel] = Registry("built-in model")

@@ -27,6 +27,7 @@ if "toy-math" not in BUILTIN_MODELS:  # a re-import (e.g. importlib.reload) must
             "toy-math",
             "6-layer Llama (SwiGLU) trained from scratch on toy arithmetic chains and story questions",
             locate_toy_math,
+            recipe=TOY_MATH_FOLDER / "distillation_recipe.json",
         )
     )
 if smollm2.NAME not in BUILTIN_MODELS:

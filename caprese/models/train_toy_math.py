@@ -15,6 +15,7 @@ exactly as at inference, and causal attention means real tokens never see the pa
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -350,12 +351,38 @@ caprese eval --model toy-math --task toy-language --samples {per_level} --out ru
 ```
 
 Evaluating all of this took {numbers["eval_seconds"] / 60:.1f} min on 2 CPU cores.
-
+{recipe_section(folder)}
 ## Limitations
 
 A toy: it knows only the task templates' vocabulary and arithmetic within the ranges above.
 It is meant for testing efficient-FFN methods and Caprese corrections quickly on CPU, not for
 anything else.
+"""
+
+
+def recipe_section(folder: Path) -> str:
+    """The card's distillation recipe (`distillation_recipe.json`, kept across retraining), as text."""
+    from .recipes import RECIPE_FILE
+
+    path = Path(folder) / RECIPE_FILE
+    if not path.is_file():
+        return ""
+    recipe = json.loads(path.read_text())
+    rows = "\n".join(
+        f"| {stage} | {name} | {value} |"
+        for stage in ("layerwise", "e2e")
+        for name, value in recipe.get(stage, {}).items()
+    )
+    return f"""
+## Distillation recipe
+
+`caprese distill --model toy-math`, `caprese.distill.distill(...)` on this model and the sweep specs
+use these settings (`{RECIPE_FILE}`) for every value the user does not give, and say so in one
+line; other models get the paper's (`caprese/config.py`). {recipe.get("why", "")}
+
+| stage | setting | value |
+|---|---|---|
+{rows}
 """
 
 
