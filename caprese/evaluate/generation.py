@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..phase import stop_tokens
 from ..registry import check_range
 
 
@@ -85,7 +86,8 @@ def generate_batch(
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    output = model.generate(**batch, **kwargs)
+    with stop_tokens(stop_ids):  # a tracked method stops measuring a sequence at its stop token
+        output = model.generate(**batch, **kwargs)
     new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
     results = []
     for tokens in new_tokens:

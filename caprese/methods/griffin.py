@@ -187,7 +187,12 @@ class Griffin(Method):
     def reselection_parameters(cls, shape: LayerShape, sparsity, config: GriffinConfig) -> float:
         """n_in·D·D_FF/ρ: the full FF1 over the buffered tokens once every ρ."""
         rho = config.reselect_every
-        return shape.inputs * shape.hidden * shape.intermediate / rho if rho else 0.0
+        return cls.reselection_cost(shape, config) / rho if rho else 0.0
+
+    @classmethod
+    def reselection_cost(cls, shape: LayerShape, config: GriffinConfig) -> float:
+        """n_in·D·D_FF: one reselection runs the full FF1 (all of W_g and W_1) over the buffer."""
+        return shape.inputs * shape.hidden * shape.intermediate
 
     # -- hooks: merged inference, the LoRA baseline, the kept set -------------------------------------
     def merged(self, path) -> MergedGriffin:
@@ -287,6 +292,8 @@ class Griffin(Method):
             full = state.pending_count >= rho
             if bool(full.any()):
                 self._reselect(state, full)
+                if meter is not None:
+                    meter.add_events("reselection", full.sum())
         if out is None:  # no generated token: FF̂ with the current selection
             out = self.efficient(x, state)
         state.generated += generated.sum(dim=1)
