@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
 from ..arch import ffn_blocks
-from ..config import KINDS, STAGES, E2EConfig, LayerwiseConfig, check_rank
+from ..config import KINDS, STAGES, E2EConfig, LayerwiseConfig, LoraConfig, check_rank
 from ..errors import CapreseError
 from ..lowrank import RegressionAccumulator
 from ..methods import METHODS, resolve_layers
@@ -108,14 +108,18 @@ def distill(
     progress: bool = True,
     kind: str = "caprese",
     layer_parallel=None,
+    lora: LoraConfig | None = None,
 ) -> CapreseAdapter:
     """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts).
 
     kind="lora" trains the eq-11 baseline instead (on a method that defines it, `Method.with_lora`),
-    with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count.
+    with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count;
+    `lora` (a `LoraConfig`) sets its scope (kept neurons only, or the full matrices).
     `layerwise` and `e2e` are not modified (the run's rank goes into a copy). `layer_parallel` (a
     `parallel.LayerParallel`) fans the layer-wise stage's per-layer fits out across Ray workers."""
     layers = check_distill_inputs(model, choice, rank=rank, stage=stage, kind=kind, start_from=start_from)
+    if kind != "lora" and lora is not None and lora.scope != LoraConfig().scope:
+        raise CapreseError(f"lora_scope {lora.scope!r} is for kind 'lora' (this run's kind is {kind!r})")
     hidden = ffn_blocks(model)[0].hidden_size
     if len(rows) < 1:
         raise CapreseError(f"samples {len(rows)!r} must be >= 1")
@@ -139,6 +143,7 @@ def distill(
             base_model,
             micro_batch,
             progress,
+            lora or LoraConfig(),
         )
         return _distill_lora(run)
     teacher = Teacher(model, choice, pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
@@ -225,6 +230,7 @@ class _Run:
     base_model: str
     micro_batch: int
     progress: bool
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 def _distill_lora(run: _Run) -> CapreseAdapter:
@@ -237,6 +243,7 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
         run.layers,
         lora_rank,
         kind="lora",
+        lora_scope=run.lora.scope,
         stage=run.stage,
         data_hash=rows_hash(run.rows),
         training={

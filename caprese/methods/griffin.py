@@ -327,19 +327,35 @@ class MergedGriffin(Griffin):
 
 
 class LoraGriffin(Griffin):
-    """GRIFFIN with the eq-11 LoRA (`caprese.distill.lora.LoraPath`) inside its pruned block."""
+    """GRIFFIN with the eq-11 LoRA (`caprese.distill.lora.LoraPath`) inside its block: on the pruned
+    block (scope "kept") or on the full masked matrices (scope "full", where pruned neurons can
+    come back through the factors; computed masked, so no sliced weights)."""
 
     def __init__(self, griffin: Griffin, lora):
-        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
+        full = getattr(lora, "scope", "kept") == "full"
+        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=not full))
         if lora.gated != self.block.gated:
             raise CapreseError(
                 f"layer {self.block.index}: LoRA made for a {'gated' if lora.gated else 'non-gated'} FFN"
             )
         self.path = lora
+        self.full = full
+
+    def _efficient_full(self, x: torch.Tensor, state) -> torch.Tensor:
+        """(x W ⊙ 1_E + x A B) for W_g, W_1; out = (ẑ ⊙ 1_E) W_2 + (ẑ A_2) B_2 (docs/method.md eq 11, full)."""
+        block, factors, keep = self.block, self.path.full(), state.keep
+        gate, up = block.pre_activations(x)
+        up = up * keep + factors.up(x).to(x.dtype)
+        if gate is not None:
+            gate = gate * keep + factors.gate(x).to(x.dtype)
+        z = block.combine(gate, up)
+        return block.output(z * keep) + factors.down(z).to(x.dtype)
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         if meter is not None:
-            meter.add("intermediate", state.keep, count)
+            meter.add("intermediate", state.keep, count)  # the masked weights' sparsity
+        if self.full:
+            return self._efficient_full(x, state)
         pruned, block = state.pruned, self.block
         # training needs the factors' graph; inference slices them once per selection
         factors = self.path.sliced(state.kept) if torch.is_grad_enabled() else self._cached_slices(state)
@@ -360,4 +376,4 @@ class LoraGriffin(Griffin):
         return cached
 
     def describe(self) -> dict:
-        return {**super().describe(), "lora_rank": self.path.rank}
+        return {**super().describe(), "lora_rank": self.path.rank, "lora_scope": "full" if self.full else "kept"}
