@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as defaults
-from .config import DTYPE_NAMES, INITS, KINDS, E2EConfig, LayerwiseConfig
+from .config import DTYPE_NAMES, INITS, KINDS, E2EConfig, LayerwiseConfig, LoraConfig
 from .errors import CapreseError
 from .io import read_jsonl, write_json, write_jsonl
 from .registry import check_choice, check_int
@@ -90,6 +90,11 @@ class ExperimentConfig:
     out_dir: str = "runs/experiment"
     shared_dir: str = ""
     """Where runs share the dense model's distillation data (default: <runs>/.shared for <runs>/<sweep>/<run>)."""
+    # -- the method's reselection and the LoRA baseline's scope (table 3, eq 11) ---------------------------
+    reselect_every: int = 0
+    """GRIFFIN reselects its kept neurons every this many generated tokens (ρ; 0: never, ρ = ∞)."""
+    lora_scope: str = _same_as(LoraConfig, "scope")
+    """kind lora only: kept (LoRA on GRIFFIN's kept neurons) or full (eq 11 on the full matrices)."""
 
     def __post_init__(self):
         check_choice("stage", self.stage, STAGES)
@@ -112,6 +117,10 @@ class ExperimentConfig:
         for name in ("mix_samples", "coverage_samples", "language_samples", "error_samples", "eval_samples"):
             check_int(name, getattr(self, name), 0)  # eval_samples 0: no task accuracy
         check_int("rank", self.rank, 0)
+        check_int("reselect_every", self.reselect_every, 0)  # 0: never
+        LoraConfig(scope=self.lora_scope)  # one-line error on a bad scope
+        if self.lora_scope != LoraConfig().scope and self.kind != "lora":
+            raise CapreseError(f"lora_scope {self.lora_scope!r} is for kind 'lora' (this run's kind is {self.kind!r})")
         check_int("text_tokens", self.text_tokens, 2)  # the first continuation token is not scored
         self.levels()  # bad levels fail here, before any model loads
         if self.text_sets:
@@ -132,6 +141,7 @@ class ExperimentConfig:
         from .validate import check_finite, check_int_at_least, check_method_values
 
         check_method_values(self.method, self.sparsity, self.layers)
+        self.method_options()
         parse_dtype(self.dtype)
         parse_device(self.device, available=False)  # availability: where the point runs (load_model)
         for name in (
@@ -162,6 +172,18 @@ class ExperimentConfig:
     def check(self) -> None:
         """Validation runs in __post_init__; kept for callers that changed fields afterwards."""
         self.__post_init__()
+
+    def method_options(self) -> dict[str, Any]:
+        """The method's options from these parameters ({"reselect_every": ρ} for ρ > 0)."""
+        if not self.reselect_every:
+            return {}
+        from .methods import METHODS
+
+        if "reselect_every" not in METHODS.get(self.method).config_class.__dataclass_fields__:
+            raise CapreseError(
+                f"reselect_every {self.reselect_every!r} is for a method that reselects (griffin), not {self.method!r} (use 0)"
+            )
+        return {"reselect_every": self.reselect_every}
 
     def layerwise_config(self) -> LayerwiseConfig:
         return LayerwiseConfig(
@@ -297,6 +319,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         method.name,
         cfg.sparsity if method.takes_sparsity else 0.0,
         cfg.layers,
+        cfg.method_options(),
         calibration_source=cfg.calibration or None,
         calibration_samples=cfg.calibration_samples,
     )
@@ -315,6 +338,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             kind=cfg.kind,
             layerwise=cfg.layerwise_config(),
             e2e=cfg.e2e_config(),
+            lora=LoraConfig(scope=cfg.lora_scope) if cfg.kind == "lora" else None,
         )
         adapter.save(out / "adapter")
     context = adapter.apply(model, tokenizer) if adapter is not None else choice.apply(model, tokenizer)
