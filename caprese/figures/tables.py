@@ -88,7 +88,8 @@ def group_runs(runs: Sequence[Run], key: Callable[[Run], Any]) -> dict[Any, list
 def configuration_columns(config: Configuration) -> dict[str, Any]:
     return {"model": config.model, "task": config.task, "method": config.method, "sparsity": config.sparsity,
             "layers": config.layers, "stage": config.stage, "kind": config.kind if config.is_caprese else "",
-            "rank": config.rank, "samples": config.samples}
+            "rank": config.rank, "samples": config.samples, "reselect_every": config.reselect_every,
+            "lora_scope": config.lora_scope}
 
 
 def _by_configuration(runs: Sequence[Run]) -> list[tuple[Configuration, tuple, list[Run]]]:
