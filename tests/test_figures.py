@@ -69,6 +69,7 @@ def fake_metrics(
     eval_samples=50,
     coverage_samples=0,
     language=True,
+    reselect_every=0,
 ):
     config = {
         "model": model,
@@ -90,6 +91,7 @@ def fake_metrics(
         "language_samples": 50,
         "error_samples": 32,
         "out_dir": str(out_dir),
+        "reselect_every": reselect_every,
     }
     dense = method == "dense"
     chosen = list(range(LAYERS)) if dense or layers == "all" else list(range(LAYERS // 2))
@@ -131,6 +133,14 @@ def fake_metrics(
             "model_active_fraction_with_extra": active,
         },
         "seconds": 12.5,
+    }
+    metrics["params_measured"] = {
+        **metrics["params"],
+        "model_active_fraction_with_extra": measured_active(active, dense),
+    }
+    metrics["measured_sparsity"] = {
+        "requested": metrics["params"]["sparsity"],
+        "overall": metrics["params"]["sparsity"],
     }
     if language:
         metrics["language"] = {
@@ -192,7 +202,9 @@ def write_sweep(runs, name, points, *, broken=()):
     listed = []
     for params in points:
         run_id = "_".join(
-            f"{k}={v}" for k, v in params.items() if k in ("method", "sparsity", "stage", "rank", "samples", "seed")
+            f"{k}={v}"
+            for k, v in params.items()
+            if k in ("method", "sparsity", "stage", "rank", "samples", "seed", "reselect_every")
         )
         listed.append({"run_id": run_id, "params": params})
         write_json(folder / run_id / "params.json", params)
@@ -250,9 +262,18 @@ def coverage_points():
     ]
 
 
-def make_runs(root, sweeps=("fig2", "sparsity", "rank", "samples", "coverage")):
+def reselect_points():
+    return [
+        {"method": "griffin", "sparsity": 0.5, "layers": "all", "stage": st, "rank": r, "reselect_every": rho}
+        for rho in (0, 16, 4)
+        for st, r in (("none", 0), ("layerwise", 16))
+    ]
+
+
+def make_runs(root, sweeps=("fig2", "sparsity", "rank", "samples", "coverage", "reselect")):
     runs = root / "runs"
     makers = {
+        "reselect": reselect_points,
         "fig2": fig2_points,
         "sparsity": sparsity_points,
         "rank": rank_points,
@@ -330,7 +351,14 @@ def test_every_figure_and_table_is_written_as_png_pdf_or_csv_md(rendered):
 def test_only_finished_runs_are_read(rendered):
     runs, _, _ = rendered
     results = load_results(runs)
-    assert sorted(results.sweeps) == ["coverage", "fig2", "rank", "samples", "sparsity"]  # _shared is not a sweep
+    assert sorted(results.sweeps) == [
+        "coverage",
+        "fig2",
+        "rank",
+        "reselect",
+        "samples",
+        "sparsity",
+    ]  # _shared is not a sweep
     assert len(results.sweeps["rank"]) == 5 and results.counts["rank"] == {"done": 5, "failed": 1, "incomplete": 1}
 
 

@@ -29,20 +29,21 @@ def _has_spectra(run: Run) -> bool:
 
 
 def match_key(run: Run) -> tuple:
-    """What two methods' spectra must share to be compared: (rank, sparsity, samples, stage)."""
+    """What two methods' spectra must share to be compared: (rank, sparsity, samples, stage, ρ)."""
     c = run.configuration
-    return (c.rank, c.sparsity, c.samples, c.stage)
+    return (c.rank, c.sparsity, c.samples, c.stage, c.reselect_every)
 
 
 def _preference(key: tuple, methods: int) -> tuple:
-    rank, sparsity, samples, stage = key
+    rank, sparsity, samples, stage, rho = key
     order = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 0
-    return (methods, rank, -abs((sparsity or 0.0) - 0.5), samples or 0, order)
+    return (methods, not rho, rank, -abs((sparsity or 0.0) - 0.5), samples or 0, order)
 
 
 def _settings(key: tuple) -> str:
-    rank, sparsity, samples, stage = key
-    return f"r = {rank}, sparsity {sparsity:.0%}, {samples} distillation samples, {stage_name(stage)}"
+    rank, sparsity, samples, stage, rho = key
+    return (f"r = {rank}, sparsity {sparsity:.0%}, {samples} distillation samples, {stage_name(stage)}"
+            + (f", ρ = {rho}" if rho else ""))
 
 
 def describe_match(key: tuple) -> str:
