@@ -483,7 +483,7 @@ def test_a_missing_sweep_is_one_line_and_the_rest_still_render(tmp_path, capsys)
     assert code == 0
     assert "fig3: no runs with coverage; run caprese sweep ablations/coverage.yaml" in printed
     assert any(
-        line.startswith("fig5: no finished runs in") and line.endswith("run caprese sweep ablations/sparsity.yaml")
+        line.startswith("fig5: no finished runs in") and line.endswith("run caprese sweep ablations/density.yaml")
         for line in printed
     )
     assert (
