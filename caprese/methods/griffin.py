@@ -281,12 +281,20 @@ class Griffin(Method):
         segment = (index - 1).div(rho, rounding_mode="floor")
         remaining = generated.clone()
         out = None
+        # the masked form: Z once, then each token's own 1_E (one FF2 instead of one FFN per segment)
+        masked = state.pruned is None and type(self).efficient is Griffin.efficient
+        z, keep = (self.block.intermediate(x), state.keep) if masked else (None, None)
         while bool(remaining.any()):
             current = remaining & (segment == state.reselections[:, None])
             if not bool(current.any()):  # cannot happen for consecutive generated tokens; never loop forever
                 raise CapreseError(f"layer {self.block.index}: generated tokens are not consecutive within a sequence")
-            step_out = self.efficient(x, state, meter, current)
-            out = step_out if out is None else torch.where(current[..., None], step_out, out)
+            if masked:
+                if meter is not None:
+                    meter.add("intermediate", state.keep, current)
+                keep = torch.where(current[..., None], state.keep, keep)
+            else:
+                step_out = self.efficient(x, state, meter, current)
+                out = step_out if out is None else torch.where(current[..., None], step_out, out)
             self._buffer(state, x, current)
             remaining &= ~current
             full = state.pending_count >= rho
@@ -294,7 +302,9 @@ class Griffin(Method):
                 self._reselect(state, full)
                 if meter is not None:
                     meter.add_events("reselection", full.sum())
-        if out is None:  # no generated token: FF̂ with the current selection
+        if masked:
+            out = self.block.output(z * keep)
+        elif out is None:  # no generated token: FF̂ with the current selection
             out = self.efficient(x, state)
         state.generated += generated.sum(dim=1)
         return out
