@@ -20,6 +20,9 @@ KINDS = ("caprese", "lora")
 """caprese: the x L R path beside the efficient FFN; lora: the eq-11 baseline inside it."""
 STAGES = ("closed_form", "layerwise", "e2e")
 """closed_form: eq 7 solved exactly; layerwise: eq 7 with Adam; e2e: layer-wise, then eq 8."""
+LORA_SCOPES = ("kept", "full")
+"""The LoRA baseline's reach: kept (its factors act on GRIFFIN's kept neurons E only) or full (the
+paper's literal eq 11: masked weights plus LoRA on the full matrices, pruned neurons can come back)."""
 INITS = ("random", "closed_form")
 """Layer-wise starting point: R = 0 with a small random L (the paper), or eq 7's exact minimiser."""
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
@@ -245,3 +248,19 @@ class EvalConfig:
 
     def text_set_names(self) -> list[str]:
         return [name.strip() for name in self.text_sets.split(",") if name.strip()]
+
+
+@dataclass
+class LoraConfig:
+    """The eq-11 LoRA baseline (kind "lora"); its rank is matched to Caprese's (`distill.lora.lora_rank_for`)."""
+
+    scope: str = field(
+        default="kept",
+        metadata={
+            "help": "kept (LoRA on GRIFFIN's kept neurons only) | full (the paper's eq 11: masked weights "
+            "plus LoRA on the full matrices, so pruned neurons can come back)"
+        },
+    )
+
+    def __post_init__(self):
+        check_choice("lora_scope", self.scope, LORA_SCOPES)

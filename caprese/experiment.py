@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as defaults
-from .config import DTYPE_NAMES, KINDS, E2EConfig, EvalConfig, GenerationConfig, LayerwiseConfig
+from .config import DTYPE_NAMES, KINDS, E2EConfig, EvalConfig, GenerationConfig, LayerwiseConfig, LoraConfig
 from .errors import CapreseError
 from .io import read_jsonl, write_json, write_jsonl
 from .registry import check_choice, check_int, check_text
@@ -61,11 +61,29 @@ class MethodChoiceConfig:
         },
     )
     calibration_samples: int = field(default=128, metadata={"help": "calibration texts read at most"})
+    reselect_every: int = field(
+        default=0,
+        metadata={"help": "GRIFFIN reselects its kept neurons every this many generated tokens (ρ; 0: never, ρ = ∞)"},
+    )
 
     def __post_init__(self):
         check_method_values(self.name, self.sparsity, self.layers)  # the registry: did-you-mean
         check_text("calibration", self.calibration)
         check_int("calibration_samples", self.calibration_samples)
+        check_int("reselect_every", self.reselect_every, 0)  # 0: never
+        self.options()
+
+    def options(self) -> dict[str, Any]:
+        """The method's options from these values ({"reselect_every": ρ} for ρ > 0)."""
+        if not self.reselect_every:
+            return {}
+        from .methods import METHODS  # torch: see the note at the top
+
+        if "reselect_every" not in METHODS.get(self.name).config_class.__dataclass_fields__:
+            raise CapreseError(
+                f"reselect_every {self.reselect_every!r} is for a method that reselects (griffin), not {self.name!r} (use 0)"
+            )
+        return {"reselect_every": self.reselect_every}
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,8 @@ class ExperimentConfig:
     """Greedy evaluation and the teacher's responses; `temperature` / `top_p` are coverage's sampling."""
     layerwise: LayerwiseConfig = _default(LayerwiseConfig)
     e2e: E2EConfig = _default(E2EConfig)
+    lora: LoraConfig = _default(LoraConfig)
+    """The eq-11 LoRA baseline's scope (kind "lora" only)."""
     recipe_line: str | None = field(
         default=None,
         compare=False,
@@ -151,6 +171,10 @@ class ExperimentConfig:
         parse_device(self.device, available=False)  # availability: where the point runs (load_model)
         if self.distill.stage != "none" and self.method.name == "dense":
             raise CapreseError("method 'dense' has nothing for Caprese to correct: use stage 'none'")
+        if self.lora.scope != LoraConfig().scope and self.distill.kind != "lora":
+            raise CapreseError(
+                f"lora_scope {self.lora.scope!r} is for kind 'lora' (this run's kind is {self.distill.kind!r})"
+            )
         # one seed and one rank per run: the stages' configs follow them
         self.generation = replace(self.generation, seed=self.seed)
         self.e2e = replace(self.e2e, seed=self.seed)
@@ -264,6 +288,8 @@ PARAMETERS: dict[str, str] = {
     "validation_fraction": "layerwise.validation_fraction",
     "patience": "layerwise.patience",
     "e2e_patience": "e2e.patience",
+    "reselect_every": "method.reselect_every",
+    "lora_scope": "lora.scope",
 }
 
 
@@ -372,6 +398,7 @@ def method_choice(method: MethodChoiceConfig):
         registered.name,
         method.sparsity if registered.takes_sparsity else 0.0,
         method.layers,
+        method.options(),
         calibration_source=method.calibration or None,
         calibration_samples=method.calibration_samples,
     )
@@ -424,6 +451,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             kind=cfg.distill.kind,
             layerwise=cfg.layerwise,
             e2e=cfg.e2e,
+            lora=cfg.lora if cfg.distill.kind == "lora" else None,
         )
         adapter.save(out / "adapter")
     context = adapter.apply(model, tokenizer) if adapter is not None else choice.apply(model, tokenizer)

@@ -12,13 +12,21 @@ Two modes:
 - teacher-forced (`tracker.teacher_forced(prompt_lengths)`): one forward over prompt +
   continuation; position t of sequence b is a prompt token iff t < prompt_lengths[b], counted in
   the input's own (padded) coordinates. This equals prefill followed by incremental decode.
+
+A sequence of a generated batch that has ended (its input token is a stop token, or it was fed one
+before) keeps being fed pad tokens by `model.generate` until the whole batch ends; those forwards
+are `ended`, not generated: nothing is measured on them (a sequence alone would have stopped), and
+their output is never used. Stop tokens: the ids of the innermost `stop_tokens(...)` context
+(`caprese.evaluate.generation` sets its own), else the model's `generation_config.eos_token_id`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,10 +42,20 @@ class Phase:
     """(B, S) bool: token is real, not padding."""
     prefill: bool
     """True when this forward starts a new sequence (empty KV cache)."""
+    ended: torch.Tensor | None = field(default=None)
+    """(B, S) bool: decode input of a sequence that already produced its stop token (None: none)."""
 
     @property
     def generated(self) -> torch.Tensor:
-        return self.valid & ~self.prompt
+        """(B, S) bool: real generated tokens of sequences still running (what methods act on and count)."""
+        generated = self.valid & ~self.prompt
+        return generated if self.ended is None else generated & ~self.ended
+
+    @property
+    def settled(self) -> torch.Tensor:
+        """(B, S) bool: generated or ended, the tokens whose original FFN output is never needed."""
+        generated = self.valid & ~self.prompt
+        return generated if self.ended is None else generated | self.ended
 
     @property
     def any_generated(self) -> bool:
@@ -47,6 +65,26 @@ class Phase:
     def prompt_valid(self) -> torch.Tensor:
         """(B, S) bool: real prompt tokens (what GRIFFIN selects from and CATS calibrates on)."""
         return self.valid & self.prompt
+
+
+_STOP_TOKENS: contextvars.ContextVar[tuple[int, ...] | None] = contextvars.ContextVar("stop_tokens", default=None)
+
+
+@contextlib.contextmanager
+def stop_tokens(ids: Iterable[int]):
+    """Within this context a tracked generation ends a sequence at any of these token ids."""
+    token = _STOP_TOKENS.set(tuple(int(i) for i in ids))
+    try:
+        yield
+    finally:
+        _STOP_TOKENS.reset(token)
+
+
+def _model_stop_tokens(model) -> tuple[int, ...]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        return ()
+    return (int(ids),) if isinstance(ids, int) else tuple(int(i) for i in ids)
 
 
 def _cache_length(cache) -> int:
@@ -69,6 +107,7 @@ class PhaseTracker:
         self._prompt_lengths: torch.Tensor | None = None
         self.current: Phase | None = None
         self.forwards = 0
+        self._ended: torch.Tensor | None = None  # (B,) bool: sequences of this generation that ended
 
     # -- lifetime ------------------------------------------------------------------------------
     def attach(self) -> PhaseTracker:
@@ -123,11 +162,30 @@ class PhaseTracker:
                 raise CapreseError(f"prompt_lengths has {lengths.numel()} entries for a batch of {batch}")
             positions = torch.arange(past, past + length, device=device)
             prompt = positions[None, :] < lengths[:, None]
+            ended = None
         else:
             prompt = torch.full((batch, length), past == 0, dtype=torch.bool, device=device)
-        self.current = Phase(prompt=prompt, valid=valid, prefill=past == 0)
+            ended = self._track_ended(bound.get("input_ids"), past == 0)
+        self.current = Phase(prompt=prompt, valid=valid, prefill=past == 0, ended=ended)
         self.forwards += 1
         return None
+
+    def _track_ended(self, tokens: torch.Tensor | None, prefill: bool) -> torch.Tensor | None:
+        """(B, S) ended mask of a generate-mode forward: from its first stop-token input on, per
+        sequence, sticky until the next prefill (no device sync)."""
+        if prefill or tokens is None:
+            self._ended = None
+            return None
+        stops = _STOP_TOKENS.get()
+        stops = _model_stop_tokens(self.model) if stops is None else stops
+        if not stops:
+            return None
+        hit = torch.isin(tokens, torch.tensor(stops, dtype=tokens.dtype, device=tokens.device))
+        ended = hit.cummax(dim=1).values
+        if self._ended is not None and self._ended.shape[0] == tokens.shape[0]:
+            ended = ended | self._ended[:, None]
+        self._ended = ended[:, -1]
+        return ended
 
     def phase(self) -> Phase:
         if self.current is None:

@@ -69,6 +69,7 @@ def fake_metrics(
     eval_samples=50,
     coverage_samples=0,
     language=True,
+    reselect_every=0,
 ):
     config = {
         "model": model,
@@ -90,6 +91,7 @@ def fake_metrics(
         "language_samples": 50,
         "error_samples": 32,
         "out_dir": str(out_dir),
+        "reselect_every": reselect_every,
     }
     dense = method == "dense"
     chosen = list(range(LAYERS)) if dense or layers == "all" else list(range(LAYERS // 2))
@@ -132,6 +134,14 @@ def fake_metrics(
         },
         "seconds": 12.5,
     }
+    metrics["params_measured"] = {
+        **metrics["params"],
+        "model_active_fraction_with_extra": measured_active(active, dense),
+    }
+    metrics["measured_sparsity"] = {
+        "requested": metrics["params"]["sparsity"],
+        "overall": metrics["params"]["sparsity"],
+    }
     if language:
         metrics["language"] = {
             "short_answer_accuracy": 0.9 - (0.0 if dense else 0.1 * sparsity),
@@ -148,7 +158,10 @@ def fake_metrics(
             "temperature": 0.7,
             "top_p": 1.0,
             "pass_at_k": pass_at,
-            "relative_compute": {k: int(k) * active for k in pass_at},
+            "active_fraction_requested": active,
+            "active_fraction_measured": measured_active(active, dense),
+            "relative_compute": {k: int(k) * measured_active(active, dense) for k in pass_at},
+            "relative_compute_requested": {k: int(k) * active for k in pass_at},
             "mean_response_tokens": 30.0,
         }
     if not dense:
@@ -189,7 +202,9 @@ def write_sweep(runs, name, points, *, broken=()):
     listed = []
     for params in points:
         run_id = "_".join(
-            f"{k}={v}" for k, v in params.items() if k in ("method", "sparsity", "stage", "rank", "samples", "seed")
+            f"{k}={v}"
+            for k, v in params.items()
+            if k in ("method", "sparsity", "stage", "rank", "samples", "seed", "reselect_every")
         )
         listed.append({"run_id": run_id, "params": params})
         write_json(folder / run_id / "params.json", params)
@@ -235,6 +250,11 @@ def samples_points():
     ]
 
 
+def measured_active(requested, dense):
+    """A measured active fraction a little above the requested one (sparsity falls short of the target)."""
+    return requested if dense else min(1.0, requested + 0.01)
+
+
 def coverage_points():
     return [
         {"method": m, "stage": st, "rank": r, "coverage_samples": 8}
@@ -242,9 +262,18 @@ def coverage_points():
     ]
 
 
-def make_runs(root, sweeps=("fig2", "sparsity", "rank", "samples", "coverage")):
+def reselect_points():
+    return [
+        {"method": "griffin", "sparsity": 0.5, "layers": "all", "stage": st, "rank": r, "reselect_every": rho}
+        for rho in (0, 16, 4)
+        for st, r in (("none", 0), ("layerwise", 16))
+    ]
+
+
+def make_runs(root, sweeps=("fig2", "sparsity", "rank", "samples", "coverage", "reselect")):
     runs = root / "runs"
     makers = {
+        "reselect": reselect_points,
         "fig2": fig2_points,
         "sparsity": sparsity_points,
         "rank": rank_points,
@@ -322,7 +351,14 @@ def test_every_figure_and_table_is_written_as_png_pdf_or_csv_md(rendered):
 def test_only_finished_runs_are_read(rendered):
     runs, _, _ = rendered
     results = load_results(runs)
-    assert sorted(results.sweeps) == ["coverage", "fig2", "rank", "samples", "sparsity"]  # _shared is not a sweep
+    assert sorted(results.sweeps) == [
+        "coverage",
+        "fig2",
+        "rank",
+        "reselect",
+        "samples",
+        "sparsity",
+    ]  # _shared is not a sweep
     assert len(results.sweeps["rank"]) == 5 and results.counts["rank"] == {"done": 5, "failed": 1, "incomplete": 1}
 
 
@@ -375,6 +411,9 @@ def test_coverage_length_and_spectra_come_from_the_runs(rendered):
     assert dense.loc[8, "relative_compute"] == pytest.approx(8.0) and dense.loc[1, "pass_at_k"] == pytest.approx(0.8)
     caprese = cover[cover["stage"] == "e2e"].set_index("k")
     assert caprese.loc[4, "relative_compute"] < 4.0  # fewer active parameters per token than dense
+    # the x axis is the measured compute; the requested one is kept beside it
+    assert set(cover["compute"]) == {"measured"}
+    assert caprese.loc[4, "relative_compute"] == pytest.approx(caprese.loc[4, "relative_compute_requested"] + 0.04)
     lengths = pd.read_csv(out / "data" / "fig4_7_response_length.csv", dtype={"level": str})
     row = lengths[(lengths["stage"] == "e2e") & (lengths["level"] == "3")]
     assert row["mean_response_tokens"].tolist() == [tokens_of("griffin", "e2e", "3")]
@@ -412,6 +451,7 @@ def test_tables_read_back(rendered):
     # the rank and coverage sweeps both ran GRIFFIN alone, evaluated alike: one row, two runs
     # GRIFFIN alone at 50% ran in three sweeps, evaluated alike: one row, three runs
     alone = table1[(table1["method"] == "griffin") & (table1["stage"] == "none") & (table1["sparsity"] == 0.5)]
+    alone = alone[alone["layers"] == "first_half"]  # the reselect sweep's GRIFFIN runs all layers
     assert alone["runs"].tolist() == [3] and alone["sweeps"].tolist() == ["coverage rank sparsity"]
     assert alone["accuracy"].tolist() == [pytest.approx(accuracy_of("griffin", 0.5, "none", 0, 256, 0))]
     # a coverage-sweep Caprese row: its recovered share against dense and GRIFFIN alone, evaluated alike
@@ -443,7 +483,7 @@ def test_a_missing_sweep_is_one_line_and_the_rest_still_render(tmp_path, capsys)
     assert code == 0
     assert "fig3: no runs with coverage; run caprese sweep ablations/coverage.yaml" in printed
     assert any(
-        line.startswith("fig5: no finished runs in") and line.endswith("run caprese sweep ablations/sparsity.yaml")
+        line.startswith("fig5: no finished runs in") and line.endswith("run caprese sweep ablations/density.yaml")
         for line in printed
     )
     assert (

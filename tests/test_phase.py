@@ -21,7 +21,9 @@ def test_generate_prefill_then_decode_with_left_padding():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     with PhaseTracker(model) as tracker:
         seen, handle = _record(model, tracker)
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0)
+        model.generate(  # min_new_tokens: no sequence ends early (tests/test_measured_compute.py covers that)
+            input_ids=ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0
+        )
         handle.remove()
     prefill, *decode = seen
     assert prefill.prefill and prefill.prompt.all()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import INITS, KINDS, STAGES, E2EConfig, LayerwiseConfig
+from ..config import INITS, KINDS, STAGES, E2EConfig, LayerwiseConfig, LoraConfig
 from ..distill.adapter import CapreseAdapter
 from ..distill.api import check_distill_inputs, distill
 from ..distill.data import distillation_rows, mixed_question_rows
@@ -83,6 +83,7 @@ def add_parser(subparsers) -> None:
     )
     add_config_arguments(group, LayerwiseConfig, LAYERWISE_FLAGS, unset=True)
     add_config_arguments(group, E2EConfig, E2E_FLAGS, unset=True)
+    add_config_arguments(group, LoraConfig, {"scope": "lora-scope"})
     group.add_argument(
         "--start-from", default=None, metavar="ADAPTER", help="continue from a saved adapter (e.g. a layer-wise one)"
     )
@@ -112,7 +113,8 @@ def add_parser(subparsers) -> None:
 
 
 def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
-    """Every distillation option checked (one-line errors) before the model loads; the two configs."""
+    """Every distillation option checked (one-line errors) before the model loads; the two configs
+    (`args.lora_config` gets the LoRA baseline's)."""
     check_choice("stage", args.stage, STAGES)
     check_choice("kind", args.kind, KINDS)
     if args.init is not None:
@@ -124,6 +126,9 @@ def check_arguments(args) -> tuple[LayerwiseConfig, E2EConfig]:
         check_int(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.method == "dense":
         raise CapreseError("--method dense has nothing for Caprese to correct (choose another --method)")
+    args.lora_config = LoraConfig(scope=args.lora_scope)
+    if args.kind != "lora" and args.lora_scope != LoraConfig().scope:
+        raise CapreseError(f"--lora-scope {args.lora_scope} is for --kind lora (not --kind {args.kind})")
     if args.layer_parallel is None and (args.ray_address or args.layer_parallel_gpus is not None):
         raise CapreseError("--ray-address and --layer-parallel-gpus go with --layer-parallel N")
     if args.layer_parallel is not None:
@@ -186,6 +191,7 @@ def run(args) -> int:
             start_from=start_from,
             kind=args.kind,
             layer_parallel=getattr(args, "layer_parallel_config", None),
+            lora=args.lora_config,
         )
         report = write_results(stage, model, adapter, args, spec, start)
     print(
@@ -218,6 +224,7 @@ def write_results(out: Path, model, adapter, args, spec, start: float) -> dict:
         "model": args.model,
         "method": spec.describe(),
         "kind": args.kind,
+        **({"lora_scope": args.lora_scope} if args.kind == "lora" else {}),
         "rank": args.rank,
         "adapter_rank": adapter.config.rank,
         "stage": args.stage,

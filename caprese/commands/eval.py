@@ -114,6 +114,14 @@ def format_summary(metrics: dict) -> str:
             f"  level {level}: accuracy {group['accuracy']:.3f} ({group['correct']}/{group['count']}), "
             f"mean response tokens {group['mean_response_tokens']:.1f}"
         )
+    measured = metrics.get("measured_sparsity", {})
+    if measured.get("overall") is not None:
+        requested = metrics["params"].get("model_active_fraction_with_extra")
+        active = metrics["params_measured"].get("model_active_fraction_with_extra")
+        lines.append(
+            f"  sparsity on generated tokens: requested {measured['requested']:.3f}, measured {measured['overall']:.3f}"
+            f"; active-parameter fraction: requested {requested:.4f}, measured {active:.4f}"
+        )
     return "\n".join(lines)
 
 

@@ -37,7 +37,15 @@ def build_module(config: AdapterConfig, layer: int, *, gated: bool = True, devic
     """A fresh module of the adapter's kind for one layer (R or B at zero: starts as the method)."""
     if config.kind == "caprese":
         return LowRankPath(config.hidden_size, config.rank, device=device, seed=layer)
-    return LoraPath(config.hidden_size, config.intermediate_size, config.rank, gated, seed=layer, device=device)
+    return LoraPath(
+        config.hidden_size,
+        config.intermediate_size,
+        config.rank,
+        gated,
+        seed=layer,
+        device=device,
+        scope=config.lora_scope,
+    )
 
 
 def attach(kind: str, session, modules: dict[int, nn.Module], *, merged: bool = False) -> None:

@@ -24,8 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..arch import adapter_for, ffn_blocks
+from ..config import LORA_SCOPES
 from ..errors import CapreseError, one_line
 from ..io import apply_umask, read_json, write_json
+from ..registry import check_choice
 from .fingerprint import fingerprint_of, signature_of, signatures_match
 
 WEIGHTS = "adapter.safetensors"
@@ -58,6 +60,8 @@ class AdapterConfig:
     (fp16 rounds differently from bf16), which the exact fingerprint cannot."""
     format: str = FORMAT
     """Names the file as caprese's own (not PEFT's)."""
+    lora_scope: str = "kept"
+    """kind 'lora' only: 'kept' (LoRA on the kept neurons) or 'full' (eq 11 on the full matrices)."""
 
 
 def describe_base(model, base_model: str, fingerprint_like: str | None = None) -> dict[str, Any]:
@@ -141,6 +145,7 @@ _FIELD_TYPES = {
     "final_losses": dict,
     "layers": list,
     "format": str,
+    "lora_scope": str,
 }
 
 
@@ -175,6 +180,7 @@ def adapter_config_from_dict(raw: Any, where: str | os.PathLike = CONFIG) -> Ada
             raise CapreseError(f"{where!r}: {key} {value!r} is not {'an' if kind is int else 'a'} {kind.__name__}")
     if raw["rank"] < 1 or raw["hidden_size"] < 1 or raw["intermediate_size"] < 1:
         raise CapreseError(f"{where!r}: rank, hidden_size and intermediate_size must be >= 1")
+    check_choice(f"{where!r}: lora_scope", raw.get("lora_scope", "kept"), LORA_SCOPES)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in raw["layers"]):
         raise CapreseError(f"{where!r}: layers {raw['layers']!r} must be a list of integers")
     return AdapterConfig(**raw)

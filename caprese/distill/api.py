@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
 import torch
 from tqdm.auto import tqdm
 
 from ..arch import ffn_blocks
-from ..config import KINDS, STAGES, E2EConfig, LayerwiseConfig, check_rank
+from ..config import KINDS, STAGES, E2EConfig, LayerwiseConfig, LoraConfig, check_rank
 from ..errors import CapreseError
 from ..lowrank import RegressionAccumulator
 from ..methods import METHODS, resolve_layers
@@ -111,11 +111,13 @@ def distill(
     progress: bool = True,
     kind: str = "caprese",
     layer_parallel=None,
+    lora: LoraConfig | None = None,
 ) -> CapreseAdapter:
     """Train Caprese low-rank paths for `choice` on `rows` ({"prompt", "response"} texts).
 
     kind="lora" trains the eq-11 baseline instead (on a method that defines it, `Method.with_lora`),
-    with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count.
+    with `rank` = Caprese's rank: its own rank r' is chosen to match Caprese's parameter count;
+    `lora` (a `LoraConfig`) sets its scope (kept neurons only, or the full matrices).
     `layerwise` and `e2e` are not modified (the run's rank goes into a copy). `layer_parallel` (a
     `parallel.LayerParallel`) fans the layer-wise stage's per-layer fits out across Ray workers.
 
@@ -129,6 +131,8 @@ def distill(
     trained on, they give the eq-7 and eq-8 validation losses after every epoch (`final_losses`)
     and early stopping (`patience`)."""
     layers = check_distill_inputs(model, choice, rank=rank, stage=stage, kind=kind, start_from=start_from)
+    if kind != "lora" and lora is not None and lora.scope != LoraConfig().scope:
+        raise CapreseError(f"lora_scope {lora.scope!r} is for kind 'lora' (this run's kind is {kind!r})")
     hidden = ffn_blocks(model)[0].hidden_size
     if len(rows) < 1:
         raise CapreseError(f"samples {len(rows)!r} must be >= 1")
@@ -163,6 +167,7 @@ def distill(
             validation_pairs,
             validation,
             all_rows,
+            lora or LoraConfig(),
         )
         return _distill_lora(run)
     teacher = Teacher(model, choice, pairs, pad, micro_batch=micro_batch, tokenizer=tokenizer)
@@ -301,6 +306,7 @@ class _Run:
     validation_pairs: list
     validation: dict
     all_rows: Sequence[dict]
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 def _distill_lora(run: _Run) -> CapreseAdapter:
@@ -313,6 +319,7 @@ def _distill_lora(run: _Run) -> CapreseAdapter:
         run.layers,
         lora_rank,
         kind="lora",
+        lora_scope=run.lora.scope,
         stage=run.stage,
         data_hash=rows_hash(run.all_rows),
         training={

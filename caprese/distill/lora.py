@@ -1,13 +1,26 @@
 """The LoRA baseline (docs/method.md eq 11): GRIFFIN's masked W_g, W_1, W_2, each with a rank-r' LoRA,
-r' chosen so the parameter count matches Caprese's 2·D·r per layer.
+r' chosen so the parameter count matches Caprese's 2·D·r per layer (`lora_rank_for`).
 
-Restricted to the kept neurons E, as a sequential adapter on the pruned block:
+Two scopes (`caprese.config.LORA_SCOPES`, `LoraConfig.scope`):
+
+kept (default): restricted to the kept neurons E, a sequential adapter on the pruned block,
 
     g = x W_g[:,E] + (x A_g) B_g[:,E],   u = x W_1[:,E] + (x A_1) B_1[:,E]
     ẑ = σ(g) ⊙ u,                        out = ẑ W_2[E,:] + (ẑ A_2[E,:]) B_2
 
-B starts at zero, so the baseline starts as GRIFFIN itself. Unlike Caprese, the low-rank terms
-sit inside the chain (three extra sequential matmul pairs), which is what costs latency.
+full (the paper's literal eq 11): the masked matrices W ⊙ M plus LoRA on the full matrices,
+
+    g = (x W_g) ⊙ 1_E + (x A_g) B_g,     u = (x W_1) ⊙ 1_E + (x A_1) B_1
+    ẑ = σ(g) ⊙ u,                        out = (ẑ ⊙ 1_E) W_2 + (ẑ A_2) B_2
+
+so a pruned neuron j gets ẑ_j = σ((x A_g) B_g[:,j]) · (x A_1) B_1[:,j] and reaches the output through
+A_2[j,:]: pruned neurons can come back through LoRA. Both scopes have the same parameters.
+
+B starts at zero, so either baseline starts as GRIFFIN itself. (With a gate, a neuron whose g and u
+are both 0 sits at a saddle of σ(g)·u: in `full` it comes back once its B columns moved, which
+training on sequences that keep it does; a neuron no training sequence keeps stays out.) Unlike
+Caprese, the low-rank terms sit inside the chain (three extra sequential matmul pairs), which is
+what costs latency.
 """
 
 from __future__ import annotations
@@ -19,15 +32,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import LORA_SCOPES
 from ..errors import CapreseError
 from ..methods.base import METHODS
 from ..methods.griffin import LoraGriffin  # noqa: F401  (re-exported: its old home)
+from ..registry import check_choice
 from .batches import collate
 from .optim import adam_with_linear_schedule
 
 
 def lora_rank_for(hidden: int, intermediate: int, caprese_rank: int, gated: bool = True) -> int:
-    """r' whose LoRA on the FFN's matrices has about Caprese's 2·D·r parameters (at least 1)."""
+    """r' whose LoRA on the FFN's matrices has about Caprese's 2·D·r parameters (at least 1):
+
+        r' = max(1, round(2·D·r / (m·(D + D_FF))))      m = 3 matrices with a gate, 2 without
+
+    each matrix's A, B pair holding r'·(D + D_FF); the same for both scopes."""
     matrices = 3 if gated else 2
     return max(1, round(2 * hidden * caprese_rank / (matrices * (hidden + intermediate))))
 
@@ -45,10 +64,13 @@ class LoraPath(nn.Module):
         seed: int = 0,
         device=None,
         dtype=torch.float32,
+        scope: str = "kept",
     ):
         super().__init__()
         if rank < 1:
             raise CapreseError(f"LoRA rank {rank!r} must be >= 1")
+        check_choice("lora_scope", scope, LORA_SCOPES)
+        self.scope = scope
         g = torch.Generator().manual_seed(seed)
 
         def a(rows):  # small random A, zero B: the adapter starts as the identity change
@@ -65,6 +87,14 @@ class LoraPath(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, gated={self.gated}, scope={self.scope}"
+
+    def full(self) -> SlicedLora:
+        """The factors on every neuron (scope "full")."""
+        gate = (self.A_gate, self.B_gate) if self.gated else (None, None)
+        return SlicedLora(None, *gate, self.A_up, self.B_up, self.A_down, self.B_down)
 
     def sliced(self, kept: torch.Tensor) -> SlicedLora:
         """The factors restricted to each sequence's kept neurons E ((B, k) indices)."""
@@ -85,7 +115,7 @@ class SlicedLora:
     """LoRA factors on the kept neurons: (x A) B[:, E] for the inputs, (ẑ A_2[E, :]) B_2 for the output.
     Computed in the activations' dtype (the model's); float32 master factors are cast on the fly."""
 
-    kept: torch.Tensor
+    kept: torch.Tensor | None  # None: every neuron (`LoraPath.full`)
     A_gate: torch.Tensor | None
     B_gate: torch.Tensor | None
     A_up: torch.Tensor

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import GenerationConfig
+from ..phase import stop_tokens
 
 GenerationSettings = GenerationConfig
 """The former name of `caprese.config.GenerationConfig` (branches written before the rename use it)."""
@@ -66,7 +67,8 @@ def generate_batch(
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    output = model.generate(**batch, **kwargs)
+    with stop_tokens(stop_ids):  # a tracked method stops measuring a sequence at its stop token
+        output = model.generate(**batch, **kwargs)
     new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
     results = []
     for tokens in new_tokens:

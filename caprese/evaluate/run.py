@@ -6,9 +6,13 @@ installed on `model`). Keys:
 
     math        accuracy, mean_response_tokens, count, correct, unfinished, per_level{...}
     language    short_answer_accuracy, perplexity, dense_perplexity, kl_dense_to_method, scored_tokens
-    coverage    n, prompts, temperature, pass_at_k{k: value}, relative_compute{k: N·active fraction}
+    coverage    n, prompts, temperature, pass_at_k{k: value}, relative_compute{k: N·measured active
+                fraction}, relative_compute_requested{k: N·requested active fraction},
+                active_fraction_measured, active_fraction_requested (measured on the sampled responses)
     params      ffn_params_active, model_params_active, model_active_fraction, extra_parameters, ...
-    measured_sparsity   overall and per layer, on generated tokens
+                at the requested sparsity (and the amortised reselection cost)
+    params_measured     the same from the sparsity and reselections measured on the greedy responses
+    measured_sparsity   requested, overall and per layer, on generated tokens (post-EOS pads excluded)
     samples     per-sample generations (written to samples.jsonl, not metrics.json)
 """
 
@@ -56,8 +60,9 @@ def evaluate_model(
         math = evaluate_accuracy(model, tokenizer, rows, greedy, progress=progress, desc=f"{task}", scoring=scoring)
         out.update(math=math.metrics, samples=math.samples)
     if session is not None:
-        out["measured_sparsity"] = session.measured_sparsity()
-    out["params"] = _parameters(session, extra_parameters)
+        out["measured_sparsity"] = {"requested": session.sparsity, **session.measured_sparsity()}
+        out["params_measured"] = _with_extra(session.measured_active_parameters(), extra_parameters)
+    out["params"] = _with_extra(session.active_parameters() if session is not None else {}, extra_parameters)
     if evaluation.language_samples:
         out["language"] = _language(model, tokenizer, session, evaluation, greedy, progress)
     if evaluation.coverage_samples:
@@ -65,14 +70,23 @@ def evaluate_model(
             raise CapreseError("coverage needs prompts: give eval_samples > 0 or coverage_rows")
         prompts = rows[: evaluation.coverage_prompts]
         out["coverage"] = _coverage(
-            model, tokenizer, prompts, evaluation.coverage_samples, generation, out["params"], progress, scoring
+            model,
+            tokenizer,
+            prompts,
+            evaluation.coverage_samples,
+            generation,
+            out["params"],
+            progress,
+            scoring,
+            session,
+            extra_parameters,
         )
     return out
 
 
-def _parameters(session, extra_parameters: int) -> dict:
-    params = session.active_parameters() if session is not None else {}
-    params["extra_parameters"] = extra_parameters
+def _with_extra(params: dict, extra_parameters: int) -> dict:
+    """An active-parameter summary with the adapter's `extra_parameters` added to the model's."""
+    params = {**params, "extra_parameters": extra_parameters}
     if "model_params_active" in params:
         params["model_params_active_with_extra"] = params["model_params_active"] + extra_parameters
         params["model_active_fraction_with_extra"] = params["model_params_active_with_extra"] / params["model_params"]
@@ -95,15 +109,36 @@ def _language(model, tokenizer, session, evaluation: EvalConfig, greedy: Generat
     }
 
 
-def _coverage(model, tokenizer, rows, n, settings: GenerationConfig, params, progress, scoring="gsm"):
-    """pass@k for k = 1..n from n sampled responses per prompt (figure 3)."""
+def _fraction(params: dict) -> float:
+    return params.get("model_active_fraction_with_extra", params.get("model_active_fraction", 1.0))
+
+
+def _coverage(
+    model,
+    tokenizer,
+    rows,
+    n,
+    settings: GenerationConfig,
+    params,
+    progress,
+    scoring="gsm",
+    session=None,
+    extra_parameters=0,
+):
+    """pass@k for k = 1..n from n sampled responses per prompt (figure 3); compute units from the
+    sparsity measured on these responses (and, for comparison, the requested one)."""
     repeated = [row for row in rows for _ in range(n)]
+    if session is not None:
+        session.reset_measurements()
     result = evaluate_accuracy(
         model, tokenizer, repeated, settings, progress=progress, desc="coverage", scoring=scoring
     )
     correct = [[bool(s["correct"]) for s in result.samples[i * n : (i + 1) * n]] for i in range(len(rows))]
     curve = coverage_curve(correct)
-    fraction = params.get("model_active_fraction_with_extra", params.get("model_active_fraction", 1.0))
+    requested = _fraction(params)
+    measured = (
+        requested if session is None else _fraction(_with_extra(session.measured_active_parameters(), extra_parameters))
+    )
     return {
         "n": n,
         "prompts": len(rows),
@@ -111,6 +146,9 @@ def _coverage(model, tokenizer, rows, n, settings: GenerationConfig, params, pro
         "top_p": settings.top_p,
         "correct_per_prompt": [sum(outcomes) for outcomes in correct],  # for intervals over prompts
         "pass_at_k": {str(k): v for k, v in curve.items()},
-        "relative_compute": {str(k): relative_compute(k, fraction) for k in curve},
+        "active_fraction_measured": measured,
+        "active_fraction_requested": requested,
+        "relative_compute": {str(k): relative_compute(k, measured) for k in curve},
+        "relative_compute_requested": {str(k): relative_compute(k, requested) for k in curve},
         "mean_response_tokens": result.metrics["mean_response_tokens"],
     }

@@ -91,11 +91,23 @@ def _draw_references(ax, frame: pd.DataFrame, column: str, methods: Sequence[str
                            line=BASELINE_LINE)
 
 
+def _grid(series: list[tuple[Configuration, list[Run]]]) -> str:
+    """What the panels cover, for the caption: 'GRIFFIN: 4 densities, ranks 8, 32 · CATS: ...'."""
+    parts = []
+    for method in dict.fromkeys(config.method for config, _ in series):
+        runs = [run for config, members in series if config.method == method for run in members]
+        densities = {run.configuration.density for run in runs}
+        ranks = sorted({run.configuration.rank for run in runs if run.configuration.is_caprese})
+        parts.append(f"{method_name(method)}: {len(densities)} densities, ranks {', '.join(map(str, ranks)) or 'none'}")
+    return " · ".join(parts)
+
+
 def fig5_accuracy_vs_density(ctx: Context) -> Made:
+    """From the density sweep (GRIFFIN and CATS, >= 4 densities, 2 ranks), else the sparsity sweep."""
     results = ctx.results
-    found = results.first_sweep(full_first("sparsity"), lambda run: run.accuracy is not None)
+    found = results.first_sweep(full_first("density") + full_first("sparsity"), lambda run: run.accuracy is not None)
     if found is None:
-        raise MissingData(f"fig5: {results.unfinished('sparsity')}; {sweep_hint('sparsity')}")
+        raise MissingData(f"fig5: {results.unfinished('density')}; {sweep_hint('density')}")
     sweep, runs = found
     methods_runs = [run for run in runs if not run.configuration.is_dense]
     series = _series(methods_runs, "sparsity")
@@ -118,7 +130,8 @@ def fig5_accuracy_vs_density(ctx: Context) -> Made:
         ax.set_title(f"{method_name(method)} vs {method_name(method)} + Caprese")
         ax.legend()
     source = results.source(sweep, runs)
-    note(fig, f"{common_description([run.configuration for run in methods_runs])} · {interval_caption(frame)} · {source}")
+    note(fig, f"{common_description([run.configuration for run in methods_runs])} · {_grid(series)} · "
+              f"{interval_caption(frame)} · {source}")
     paths = save_figure(fig, ctx.out_dir, FIG5) + [write_data(frame, ctx.out_dir, FIG5)]
     return Made(paths, source, frame)
 

@@ -1,6 +1,10 @@
 """Figure 3 (pass@k coverage vs relative compute) and figures 4/7 (mean response length by
 difficulty level), for the dense model, the method alone and the method with Caprese.
 
+Figure 3's compute units are k × the active-parameter fraction measured on the sampled responses
+(sparsity on generated tokens without post-EOS pads, plus GRIFFIN's reselections); the requested
+fraction is kept beside it in the data (`relative_compute_requested`).
+
 Both prefer the coverage sweep (ablations/coverage.yaml: dense / GRIFFIN / GRIFFIN + Caprese);
 figures 4/7 fall back to the rank or sparsity sweeps, adding the dense model from any sweep
 evaluated alike.
@@ -43,6 +47,15 @@ def _has_coverage(run: Run) -> bool:
     return isinstance(run.get("coverage.pass_at_k"), dict) and bool(run.get("coverage.pass_at_k"))
 
 
+def _measured(run: Run) -> bool:
+    """Whether the run's compute units come from measured sparsity (runs before that recorded requested)."""
+    return run.number("coverage.active_fraction_measured") is not None
+
+
+def _mean(runs: Sequence[Run], dotted: str) -> float | None:
+    return summarise([run.number(dotted) for run in runs], count=None)["mean"]
+
+
 def _pass_at_k_interval(runs, k: int) -> dict:
     """95% bootstrap interval of pass@k over prompts (pooled over seeds), from each prompt's number of
     correct samples; empty when the runs did not record them."""
@@ -69,8 +82,9 @@ def fig3_coverage(ctx: Context) -> Made:
         ks = sorted({int(k) for run in members for k in run.get("coverage.pass_at_k")})
         for k in ks:
             rows.append({"series": names[config], **configuration_columns(config), "k": k,
-                         "relative_compute": summarise([run.number(f"coverage.relative_compute.{k}") for run in members],
-                                                       count=None)["mean"],
+                         "relative_compute": _mean(members, f"coverage.relative_compute.{k}"),
+                         "relative_compute_requested": _mean(members, f"coverage.relative_compute_requested.{k}"),
+                         "compute": "measured" if all(_measured(run) for run in members) else "requested",
                          **summarise([run.number(f"coverage.pass_at_k.{k}") for run in members], "pass_at_k"),
                          **_pass_at_k_interval(members, k)})
     frame = pd.DataFrame(rows)
@@ -82,7 +96,8 @@ def fig3_coverage(ctx: Context) -> Made:
                     label=names[config], **_line_style(config, ranks))
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.set_xlabel("relative compute units (k × active-parameter fraction)")
+    measured = bool((frame["compute"] == "measured").all())
+    ax.set_xlabel(f"relative compute units (k × {'measured' if measured else 'requested'} active-parameter fraction)")
     ax.set_ylabel("coverage pass@k")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("coverage vs compute")
@@ -91,7 +106,9 @@ def fig3_coverage(ctx: Context) -> Made:
     settings = f"{first.get('coverage.prompts')} prompts, temperature {first.get('coverage.temperature')}"
     source = results.source(sweep, runs)
     caption = interval_caption(frame, "pass_at_k", what="prompts", kind="bootstrap")
-    note(fig, f"{common_description([c for c, _ in groups])} · {settings} · {caption} · {source}")
+    compute = ("compute from the sparsity and reselections measured on the sampled tokens" if measured else
+               "compute at the requested sparsity (some runs predate measured compute: rerun them)")
+    note(fig, f"{common_description([c for c, _ in groups])} · {settings} · {compute} · {caption} · {source}")
     paths = save_figure(fig, ctx.out_dir, FIG3) + [write_data(frame, ctx.out_dir, FIG3)]
     return Made(paths, source, frame)
 

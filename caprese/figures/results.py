@@ -55,6 +55,8 @@ class Configuration:
     rank: int  # 0 without a Caprese path
     samples: int | None  # distillation samples; None without a Caprese path
     kind: str = "caprese"  # caprese (x L R) | lora (the eq-11 baseline); caprese without a path
+    reselect_every: int = 0  # GRIFFIN's reselection period ρ (0: never)
+    lora_scope: str = ""  # kept | full for the LoRA baseline; "" otherwise
 
     @property
     def is_dense(self) -> bool:
@@ -69,10 +71,11 @@ class Configuration:
         return round(1.0 - (self.sparsity or 0.0), 10)  # 1 - 0.8 is 0.19999999999999996
 
     def without_caprese(self) -> "Configuration":
-        return replace(self, stage="none", rank=0, samples=None, kind="caprese")
+        return replace(self, stage="none", rank=0, samples=None, kind="caprese", lora_scope="")
 
     def sort_key(self) -> tuple:
         stage = STAGE_ORDER.index(self.stage) if self.stage in STAGE_ORDER else len(STAGE_ORDER)
+        rho = self.reselect_every or float("inf")  # never reselecting first
         return (
             self.model,
             self.task,
@@ -80,8 +83,10 @@ class Configuration:
             self.method,
             self.sparsity or 0.0,
             self.layers or "",
+            -rho,
             stage,
             self.kind,
+            self.lora_scope,
             self.rank,
             self.samples or 0,
         )
@@ -96,11 +101,15 @@ class Configuration:
             parts.append(f"{self.sparsity:.0%}")
         if "layers" in fields and self.layers:
             parts.append(self.layers)
+        if self.reselect_every:  # always named: ρ changes what the method is
+            parts.append(f"ρ={self.reselect_every}")
         if "model" in fields:
             parts.append(f"({self.model})")
         if self.is_caprese and "caprese" in fields:
             rank = f" r{self.rank}" if "rank" in fields else ""
-            path = "LoRA (matched)" if self.kind == "lora" else "Caprese"
+            path = "Caprese"
+            if self.kind == "lora":
+                path = "LoRA full (matched)" if self.lora_scope == "full" else "LoRA (matched)"
             parts.append(f"+ {path}{rank} {stage_name(self.stage)}")
             if "samples" in fields and self.samples is not None:
                 parts.append(f"n={self.samples}")
@@ -182,6 +191,8 @@ class Run:
             rank=rank if caprese else 0,
             samples=int(_number(c.get("samples")) or 0) if caprese else None,
             kind=str(c.get("kind", "caprese")) if caprese else "caprese",
+            reselect_every=0 if dense else int(_number(c.get("reselect_every")) or 0),
+            lora_scope=str(c.get("lora_scope", "kept")) if caprese and c.get("kind") == "lora" else "",
         )
 
     @property

@@ -101,6 +101,8 @@ def configuration_columns(config: Configuration) -> dict[str, Any]:
         "kind": config.kind if config.is_caprese else "",
         "rank": config.rank,
         "samples": config.samples,
+        "reselect_every": config.reselect_every,
+        "lora_scope": config.lora_scope,
     }
 
 

@@ -95,6 +95,11 @@ class Method:
         return 0.0
 
     @classmethod
+    def reselection_cost(cls, shape: LayerShape, config: MethodConfig) -> float:
+        """Weights one reselection multiplies (the meter counts reselections as they happen; default 0)."""
+        return 0.0
+
+    @classmethod
     def calibration_needs(cls, config: MethodConfig) -> set[CalibrationNeed]:
         """What this method reads from a calibration set (empty: no calibration)."""
         return set()
@@ -312,6 +317,8 @@ class SparsityMeter:
         self.kept: dict[str, torch.Tensor] = {}
         self.total: dict[str, torch.Tensor] = {}
         self.weight: dict[str, float] = {}
+        self.counted: dict[str, torch.Tensor] = {}  # tokens counted per activation
+        self.events: dict[str, torch.Tensor] = {}  # e.g. GRIFFIN's reselections, per counted sequence
 
     def add(self, name: str, keep: torch.Tensor, count: torch.Tensor | None, weight: float = 1.0) -> None:
         """`keep`: (B, S or 1, N) bool of entries kept; `count`: (B, S) bool of tokens to count (None: all)."""
@@ -321,9 +328,10 @@ class SparsityMeter:
             count = torch.ones(kept_per_token.shape, dtype=torch.bool, device=keep.device)
         kept_per_token = kept_per_token.expand(count.shape)
         kept = (kept_per_token * count).sum()
-        total = count.sum(dtype=torch.float64) * width
+        tokens = count.sum(dtype=torch.float64)
         self.kept[name] = self.kept.get(name, 0) + kept
-        self.total[name] = self.total.get(name, 0) + total
+        self.total[name] = self.total.get(name, 0) + tokens * width
+        self.counted[name] = self.counted.get(name, 0) + tokens
         self.weight[name] = weight
 
     def add_fixed(
@@ -338,12 +346,25 @@ class SparsityMeter:
         )
         self.kept[name] = self.kept.get(name, 0) + tokens * kept_per_token
         self.total[name] = self.total.get(name, 0) + tokens * width
+        self.counted[name] = self.counted.get(name, 0) + tokens
         self.weight[name] = weight
 
+    def add_events(self, name: str, n: torch.Tensor | int) -> None:
+        """Count `n` occurrences of an event (a reselection) on counted tokens."""
+        self.events[name] = self.events.get(name, 0) + n
+
     def reset(self) -> None:
-        self.kept.clear()
-        self.total.clear()
-        self.weight.clear()
+        for counts in (self.kept, self.total, self.weight, self.counted, self.events):
+            counts.clear()
+
+    def counted_tokens(self) -> float:
+        """Generated tokens counted (each activation sees the same ones; 0 before any)."""
+        return max((float(t) for t in self.counted.values()), default=0.0)
+
+    def events_per_token(self, name: str) -> float | None:
+        """Occurrences of event `name` per counted token; None before any counted token."""
+        tokens = self.counted_tokens()
+        return float(self.events.get(name, 0)) / tokens if tokens else None
 
     def by_name(self) -> dict[str, float]:
         return {

@@ -187,7 +187,12 @@ class Griffin(Method):
     def reselection_parameters(cls, shape: LayerShape, sparsity, config: GriffinConfig) -> float:
         """n_in·D·D_FF/ρ: the full FF1 over the buffered tokens once every ρ."""
         rho = config.reselect_every
-        return shape.inputs * shape.hidden * shape.intermediate / rho if rho else 0.0
+        return cls.reselection_cost(shape, config) / rho if rho else 0.0
+
+    @classmethod
+    def reselection_cost(cls, shape: LayerShape, config: GriffinConfig) -> float:
+        """n_in·D·D_FF: one reselection runs the full FF1 (all of W_g and W_1) over the buffer."""
+        return shape.inputs * shape.hidden * shape.intermediate
 
     # -- hooks: merged inference, the LoRA baseline, the kept set -------------------------------------
     def merged(self, path) -> MergedGriffin:
@@ -276,18 +281,30 @@ class Griffin(Method):
         segment = (index - 1).div(rho, rounding_mode="floor")
         remaining = generated.clone()
         out = None
+        # the masked form: Z once, then each token's own 1_E (one FF2 instead of one FFN per segment)
+        masked = state.pruned is None and type(self).efficient is Griffin.efficient
+        z, keep = (self.block.intermediate(x), state.keep) if masked else (None, None)
         while bool(remaining.any()):
             current = remaining & (segment == state.reselections[:, None])
             if not bool(current.any()):  # cannot happen for consecutive generated tokens; never loop forever
                 raise CapreseError(f"layer {self.block.index}: generated tokens are not consecutive within a sequence")
-            step_out = self.efficient(x, state, meter, current)
-            out = step_out if out is None else torch.where(current[..., None], step_out, out)
+            if masked:
+                if meter is not None:
+                    meter.add("intermediate", state.keep, current)
+                keep = torch.where(current[..., None], state.keep, keep)
+            else:
+                step_out = self.efficient(x, state, meter, current)
+                out = step_out if out is None else torch.where(current[..., None], step_out, out)
             self._buffer(state, x, current)
             remaining &= ~current
             full = state.pending_count >= rho
             if bool(full.any()):
                 self._reselect(state, full)
-        if out is None:  # no generated token: FF̂ with the current selection
+                if meter is not None:
+                    meter.add_events("reselection", full.sum())
+        if masked:
+            out = self.block.output(z * keep)
+        elif out is None:  # no generated token: FF̂ with the current selection
             out = self.efficient(x, state)
         state.generated += generated.sum(dim=1)
         return out
@@ -320,19 +337,35 @@ class MergedGriffin(Griffin):
 
 
 class LoraGriffin(Griffin):
-    """GRIFFIN with the eq-11 LoRA (`caprese.distill.lora.LoraPath`) inside its pruned block."""
+    """GRIFFIN with the eq-11 LoRA (`caprese.distill.lora.LoraPath`) inside its block: on the pruned
+    block (scope "kept") or on the full masked matrices (scope "full", where pruned neurons can
+    come back through the factors; computed masked, so no sliced weights)."""
 
     def __init__(self, griffin: Griffin, lora):
-        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=True))
+        full = getattr(lora, "scope", "kept") == "full"
+        super().__init__(griffin.block, griffin.sparsity, replace(griffin.config, prune=not full))
         if lora.gated != self.block.gated:
             raise CapreseError(
                 f"layer {self.block.index}: LoRA made for a {'gated' if lora.gated else 'non-gated'} FFN"
             )
         self.path = lora
+        self.full = full
+
+    def _efficient_full(self, x: torch.Tensor, state) -> torch.Tensor:
+        """(x W ⊙ 1_E + x A B) for W_g, W_1; out = (ẑ ⊙ 1_E) W_2 + (ẑ A_2) B_2 (docs/method.md eq 11, full)."""
+        block, factors, keep = self.block, self.path.full(), state.keep
+        gate, up = block.pre_activations(x)
+        up = up * keep + factors.up(x).to(x.dtype)
+        if gate is not None:
+            gate = gate * keep + factors.gate(x).to(x.dtype)
+        z = block.combine(gate, up)
+        return block.output(z * keep) + factors.down(z).to(x.dtype)
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         if meter is not None:
-            meter.add("intermediate", state.keep, count)
+            meter.add("intermediate", state.keep, count)  # the masked weights' sparsity
+        if self.full:
+            return self._efficient_full(x, state)
         pruned, block = state.pruned, self.block
         # training needs the factors' graph; inference slices them once per selection
         factors = self.path.sliced(state.kept) if torch.is_grad_enabled() else self._cached_slices(state)
@@ -353,4 +386,4 @@ class LoraGriffin(Griffin):
         return cached
 
     def describe(self) -> dict:
-        return {**super().describe(), "lora_rank": self.path.rank}
+        return {**super().describe(), "lora_rank": self.path.rank, "lora_scope": "full" if self.full else "kept"}

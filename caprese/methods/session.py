@@ -99,6 +99,27 @@ class MethodSession:
             config=self.config,
         )
 
+    def measured_active_parameters(self) -> dict[str, Any]:
+        """`active_parameters` from what was measured on generated tokens since the last reset:
+        each layer's sparsity and its reselections per token (a layer with no counted token, or a
+        method that drops nothing, counts as requested; `measured_layers` says how many were measured)."""
+        measured = {}
+        for index, wrapper in self.wrappers.items():
+            sparsity = wrapper.meter.overall()
+            if sparsity is not None:
+                measured[index] = (min(sparsity, 1.0 - 1e-12), wrapper.meter.events_per_token("reselection"))
+        out = active_ffn_parameters(
+            self.model,
+            self.method,
+            self.sparsity,
+            self.layers,
+            reselect_every=getattr(self.config, "reselect_every", None),
+            config=self.config,
+            measured=measured,
+        )
+        out["measured_layers"] = len(measured)
+        return out
+
     def describe(self) -> dict[str, Any]:
         """JSON-able description for results files."""
         return {

@@ -3,7 +3,9 @@
 Phase semantics (docs/method.md eq 13: full FFN in prefill, the approximation on generated tokens):
   - a prefill (new sequence) resets the per-sequence state from the real prompt tokens;
   - prompt and pad tokens get the original module's own output, bit for bit;
-  - generated tokens get FF̂(x) (+ `correction(x)` when a correction is attached).
+  - generated tokens get FF̂(x) (+ `correction(x)` when a correction is attached);
+  - inputs of a sequence that already ended (`Phase.ended`) are neither: nothing is measured on
+    them and their output (FF̂ without advancing the state) is never used.
 
 Teacher (shadow) mode, for layer-wise distillation: the block returns the original output on every
 token, so every later layer sees the original model's inputs, while FF̂ is still computed on the
@@ -39,7 +41,8 @@ class PhaseFlags:
         if phase is not self._phase:
             generated = phase.generated
             self.any_generated = bool(generated.any())
-            self.all_generated = self.any_generated and bool(generated.all())
+            # ended sequences' outputs are never used: they need no original FFN either
+            self.all_generated = self.any_generated and bool(phase.settled.all())
             self._phase = phase
         return self
 

@@ -72,6 +72,8 @@ class Recipe:
         return line + f"; override any, e.g. {HINTS[style]}; other models get the paper's settings"
 
 
+# experiment parameters whose name is not the flag's (caprese.experiment.PARAMETERS)
+PARAMS = {("layerwise", "batch_size"): "distill_batch_size"}
 HINTS = {"flag": "--e2e-lr 1e-4", "param": "e2e_lr=1e-4", "api": "e2e={'lr': 1e-4}"}
 
 
@@ -79,6 +81,8 @@ def _label(stage: str, name: str, style: str) -> str:
     """How a user names a recipe value: a CLI flag, an experiment parameter, or stage.field (the API)."""
     if style == "api":
         return f"{stage}.{name}"
+    if style == "param" and (stage, name) in PARAMS:
+        return PARAMS[(stage, name)]
     flag = FLAGS.get((stage, name), name.replace("_", "-") if stage == "layerwise" else f"e2e-{name}")
     return flag if style == "flag" else flag.replace("-", "_")
 
