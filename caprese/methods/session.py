@@ -89,7 +89,9 @@ class MethodSession:
         overall = None if total == 0 else sum(weight * value for weight, value in weighted) / total
         return {"overall": overall, "per_layer": per_layer, "per_activation": details}
 
-    def active_parameters(self) -> dict[str, Any]:
+    def active_parameters(self, measured: dict | None = None) -> dict[str, Any]:
+        """Active parameters at the requested sparsity, or from `measured` {layer: (sparsity,
+        reselections per token)} where given."""
         return active_ffn_parameters(
             self.model,
             self.method,
@@ -97,6 +99,7 @@ class MethodSession:
             self.layers,
             reselect_every=getattr(self.config, "reselect_every", None),
             config=self.config,
+            measured=measured,
         )
 
     def measured_active_parameters(self) -> dict[str, Any]:
@@ -108,15 +111,7 @@ class MethodSession:
             sparsity = wrapper.meter.overall()
             if sparsity is not None:
                 measured[index] = (min(sparsity, 1.0 - 1e-12), wrapper.meter.events_per_token("reselection"))
-        out = active_ffn_parameters(
-            self.model,
-            self.method,
-            self.sparsity,
-            self.layers,
-            reselect_every=getattr(self.config, "reselect_every", None),
-            config=self.config,
-            measured=measured,
-        )
+        out = self.active_parameters(measured)
         out["measured_layers"] = len(measured)
         return out
 
