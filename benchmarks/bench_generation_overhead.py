@@ -10,6 +10,11 @@ dense (the wrappers' own cost), GRIFFIN 50% on the first half (masked), GRIFFIN 
 through sliced weights), top-k 50% and CATS 50% on all layers. Repeats alternate between variants
 (drifting load hits all alike); median and minimum ratios are printed, the minimum being the least
 disturbed by other processes on a shared machine.
+
+Where --prune can pay: GRIFFIN keeps its own neurons E per sequence, so a decode step at batch B
+reads B slices of k rows (B·k·D weights) where dense reads D_FF·D once. At batch 1 (the setting of
+GRIFFIN's own latency numbers) that is half the FFN weights at 50%; at batch 8 it is 4x more, and
+--prune cannot beat dense there. `--batch 1 --methods griffin-prune,griffin-prune-all` measures it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ VARIANTS = {  # name -> apply_method arguments (None: plain generate)
     "dense": ("dense", 0.0, "all", {}),
     "griffin": ("griffin", 0.5, "first_half", {}),
     "griffin-prune": ("griffin", 0.5, "first_half", {"prune": True}),
+    "griffin-prune-all": ("griffin", 0.5, "all", {"prune": True}),
     "topk": ("topk", 0.5, "all", {}),
     "cats": ("cats", 0.5, "all", {}),
 }
