@@ -73,3 +73,17 @@ def count_hooks(model: torch.nn.Module) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_backward_hooks", {}))
         for m in model.modules()
     )
+
+
+def sum_pairs(n: int, seed: int = 0) -> list[dict]:
+    """`n` short prompt/response rows ("Q: a + b =" then two numbers) for distillation tests."""
+    import random
+
+    rng = random.Random(seed)
+    return [
+        {
+            "prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =",
+            "response": f" {rng.randint(1, 99)} then {rng.randint(1, 99)}.",
+        }
+        for _ in range(n)
+    ]

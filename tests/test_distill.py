@@ -1,7 +1,6 @@
 """Caprese distillation on a tiny model: eq 7 (closed form and trained), eq 8, adapters on disk."""
 
 import hashlib
-import random
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from caprese.distill.e2e import E2EConfig
 from caprese.distill.layerwise import LayerwiseConfig, NonFiniteLoss
 from caprese.distill.teacher import MethodChoice
 from caprese.errors import CapreseError
-from caprese.testing import tiny_model, tiny_tokenizer
+from caprese.testing import sum_pairs, tiny_model, tiny_tokenizer
 
 CHOICE = MethodChoice("griffin", 0.5, "all")
 
@@ -30,15 +29,7 @@ def setup():
     model = tiny_model("LlamaForCausalLM", num_hidden_layers=3, seed=4, initializer_range=0.2)
     tok = tiny_tokenizer()
     tok.padding_side = "left"
-    rng = random.Random(0)
-    rows = [
-        {
-            "prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =",
-            "response": f" {rng.randint(1, 99)} then {rng.randint(1, 99)}.",
-        }
-        for _ in range(24)
-    ]
-    return model, tok, rows
+    return model, tok, sum_pairs(24)
 
 
 def test_closed_form_ridge_trades_fit_for_smaller_factors(setup):

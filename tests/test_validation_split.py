@@ -1,8 +1,6 @@
 """Distillation holds out a validation split: never trained on, scored after every epoch (eq 7 per
 layer, eq 8 end to end), saved with the adapter, and early stopping keeps the best epoch."""
 
-import random
-
 import pytest
 import torch
 
@@ -10,7 +8,7 @@ from caprese.config import E2EConfig, LayerwiseConfig
 from caprese.distill.api import distill, validation_indices
 from caprese.distill.teacher import MethodChoice
 from caprese.errors import CapreseError
-from caprese.testing import tiny_model, tiny_tokenizer
+from caprese.testing import sum_pairs, tiny_model, tiny_tokenizer
 
 CHOICE = MethodChoice("griffin", 0.5, "all")
 
@@ -20,15 +18,7 @@ def setup():
     model = tiny_model("LlamaForCausalLM", num_hidden_layers=2, seed=4, initializer_range=0.2)
     tok = tiny_tokenizer()
     tok.padding_side = "left"
-    rng = random.Random(0)
-    rows = [
-        {
-            "prompt": f"Q: {rng.randint(1, 50)} + {rng.randint(1, 50)} =",
-            "response": f" {rng.randint(1, 99)} then {rng.randint(1, 99)}.",
-        }
-        for _ in range(20)
-    ]
-    return model, tok, rows
+    return model, tok, sum_pairs(20)
 
 
 def test_split_is_seeded_sized_and_leaves_rows_to_train():
