@@ -14,5 +14,15 @@ from .common import Context, Made, MissingData
 from .render import ITEMS, RenderReport, render_all
 from .results import Configuration, Results, Run, load_results
 
-__all__ = ["ITEMS", "Configuration", "Context", "Made", "MissingData", "RenderReport", "Results", "Run", "load_results",
-           "render_all"]
+__all__ = [
+    "ITEMS",
+    "Configuration",
+    "Context",
+    "Made",
+    "MissingData",
+    "RenderReport",
+    "Results",
+    "Run",
+    "load_results",
+    "render_all",
+]

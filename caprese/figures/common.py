@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -51,7 +51,9 @@ def errorbars(values: pd.DataFrame, column: str) -> list[list[float]] | None:
     high = values[f"{column}_ci_high"] if f"{column}_ci_high" in values else None
     if f"{column}_min" in values and "runs" in values and int(values["runs"].max()) > 1:
         low = values[f"{column}_min"] if low is None else pd.concat([low, values[f"{column}_min"]], axis=1).min(axis=1)
-        high = values[f"{column}_max"] if high is None else pd.concat([high, values[f"{column}_max"]], axis=1).max(axis=1)
+        high = (
+            values[f"{column}_max"] if high is None else pd.concat([high, values[f"{column}_max"]], axis=1).max(axis=1)
+        )
     if low is None or high is None or (low.isna().all() and high.isna().all()):
         return None
     below = (values[column] - low).clip(lower=0).fillna(0.0)
@@ -59,8 +61,9 @@ def errorbars(values: pd.DataFrame, column: str) -> list[list[float]] | None:
     return [below.tolist(), above.tolist()]
 
 
-def interval_caption(frame: pd.DataFrame, column: str = "accuracy", *, what: str = "problems",
-                     kind: str = "Wilson") -> str:
+def interval_caption(
+    frame: pd.DataFrame, column: str = "accuracy", *, what: str = "problems", kind: str = "Wilson"
+) -> str:
     """What the error bars are and how much data each point has: 'bars: 95% Wilson intervals ·
     n = 50–200 problems per point · 1 seed' (the spread over seeds is drawn where it is wider)."""
     parts = []

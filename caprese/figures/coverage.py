@@ -12,7 +12,7 @@ evaluated alike.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
@@ -21,8 +21,20 @@ from ..evaluate.passk import pass_at_k
 from ..stats.intervals import bootstrap_interval
 from .common import Context, Made, MissingData, errorbars, full_first, interval_caption, sweep_hint
 from .results import Configuration, Run, common_description, labels
-from .style import (BASELINE_LINE, CAPRESE_LINE, DENSE_LINE, LORA_LINE, LORA_MARKER, method_colour, method_name, new_figure,
-                    note, rank_colour, save_figure, stage_marker)
+from .style import (
+    BASELINE_LINE,
+    CAPRESE_LINE,
+    DENSE_LINE,
+    LORA_LINE,
+    LORA_MARKER,
+    method_colour,
+    method_name,
+    new_figure,
+    note,
+    rank_colour,
+    save_figure,
+    stage_marker,
+)
 from .tables import configuration_columns, group_runs, summarise, write_data
 
 FIG3 = "fig3_coverage"
@@ -34,8 +46,11 @@ def _line_style(config: Configuration, ranks: Sequence[int]) -> dict:
         return {"color": method_colour("dense"), "linestyle": DENSE_LINE, "marker": "o"}
     if config.is_caprese and config.kind == "lora":
         return {"color": rank_colour(config.method, config.rank, ranks), "marker": LORA_MARKER, "linestyle": LORA_LINE}
-    return {"color": rank_colour(config.method, config.rank, ranks), "marker": stage_marker(config.stage),
-            "linestyle": CAPRESE_LINE if config.is_caprese else BASELINE_LINE}
+    return {
+        "color": rank_colour(config.method, config.rank, ranks),
+        "marker": stage_marker(config.stage),
+        "linestyle": CAPRESE_LINE if config.is_caprese else BASELINE_LINE,
+    }
 
 
 def _by_configuration(runs: Sequence[Run]) -> list[tuple[Configuration, list[Run]]]:
@@ -81,19 +96,30 @@ def fig3_coverage(ctx: Context) -> Made:
     for config, members in groups:
         ks = sorted({int(k) for run in members for k in run.get("coverage.pass_at_k")})
         for k in ks:
-            rows.append({"series": names[config], **configuration_columns(config), "k": k,
-                         "relative_compute": _mean(members, f"coverage.relative_compute.{k}"),
-                         "relative_compute_requested": _mean(members, f"coverage.relative_compute_requested.{k}"),
-                         "compute": "measured" if all(_measured(run) for run in members) else "requested",
-                         **summarise([run.number(f"coverage.pass_at_k.{k}") for run in members], "pass_at_k"),
-                         **_pass_at_k_interval(members, k)})
+            rows.append(
+                {
+                    "series": names[config],
+                    **configuration_columns(config),
+                    "k": k,
+                    "relative_compute": _mean(members, f"coverage.relative_compute.{k}"),
+                    "relative_compute_requested": _mean(members, f"coverage.relative_compute_requested.{k}"),
+                    "compute": "measured" if all(_measured(run) for run in members) else "requested",
+                    **summarise([run.number(f"coverage.pass_at_k.{k}") for run in members], "pass_at_k"),
+                    **_pass_at_k_interval(members, k),
+                }
+            )
     frame = pd.DataFrame(rows)
     ranks = [config.rank for config, _ in groups]
     fig, (ax,) = new_figure(1, panel=(5.4, 3.8))
     for config, _ in groups:
         line = frame[frame["series"] == names[config]]
-        ax.errorbar(line["relative_compute"], line["pass_at_k"], yerr=errorbars(line, "pass_at_k"),
-                    label=names[config], **_line_style(config, ranks))
+        ax.errorbar(
+            line["relative_compute"],
+            line["pass_at_k"],
+            yerr=errorbars(line, "pass_at_k"),
+            label=names[config],
+            **_line_style(config, ranks),
+        )
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     measured = bool((frame["compute"] == "measured").all())
@@ -106,8 +132,11 @@ def fig3_coverage(ctx: Context) -> Made:
     settings = f"{first.get('coverage.prompts')} prompts, temperature {first.get('coverage.temperature')}"
     source = results.source(sweep, runs)
     caption = interval_caption(frame, "pass_at_k", what="prompts", kind="bootstrap")
-    compute = ("compute from the sparsity and reselections measured on the sampled tokens" if measured else
-               "compute at the requested sparsity (some runs predate measured compute: rerun them)")
+    compute = (
+        "compute from the sparsity and reselections measured on the sampled tokens"
+        if measured
+        else "compute at the requested sparsity (some runs predate measured compute: rerun them)"
+    )
     note(fig, f"{common_description([c for c, _ in groups])} · {settings} · {compute} · {caption} · {source}")
     paths = save_figure(fig, ctx.out_dir, FIG3) + [write_data(frame, ctx.out_dir, FIG3)]
     return Made(paths, source, frame)
@@ -144,12 +173,21 @@ def fig4_7_response_length(ctx: Context) -> Made:
     for config, members in groups:
         levels = sorted({str(level) for run in members for level in run.get("math.per_level")}, key=_level_order)
         for level in levels:
-            rows.append({"series": names[config], **configuration_columns(config), "level": level,
-                         **summarise([run.number(f"math.per_level.{level}.mean_response_tokens") for run in members],
-                                     "mean_response_tokens"),
-                         "accuracy": summarise([run.number(f"math.per_level.{level}.accuracy") for run in members],
-                                               count=None)["mean"],
-                         "questions": sum(int(run.number(f"math.per_level.{level}.count") or 0) for run in members)})
+            rows.append(
+                {
+                    "series": names[config],
+                    **configuration_columns(config),
+                    "level": level,
+                    **summarise(
+                        [run.number(f"math.per_level.{level}.mean_response_tokens") for run in members],
+                        "mean_response_tokens",
+                    ),
+                    "accuracy": summarise(
+                        [run.number(f"math.per_level.{level}.accuracy") for run in members], count=None
+                    )["mean"],
+                    "questions": sum(int(run.number(f"math.per_level.{level}.count") or 0) for run in members),
+                }
+            )
     frame = pd.DataFrame(rows)
     levels = sorted(set(frame["level"]), key=_level_order)
     position = {level: i for i, level in enumerate(levels)}
@@ -160,13 +198,20 @@ def fig4_7_response_length(ctx: Context) -> Made:
         ranks = [c.rank for c, _ in shown]
         for config, _ in shown:
             line = frame[frame["series"] == names[config]]
-            ax.errorbar([position[level] for level in line["level"]], line["mean_response_tokens"],
-                        yerr=errorbars(line, "mean_response_tokens"), label=names[config], **_line_style(config, ranks))
+            ax.errorbar(
+                [position[level] for level in line["level"]],
+                line["mean_response_tokens"],
+                yerr=errorbars(line, "mean_response_tokens"),
+                label=names[config],
+                **_line_style(config, ranks),
+            )
         ax.set_xticks(range(len(levels)), levels)
         ax.set_xlabel("difficulty level")
         ax.set_ylabel("mean response length (tokens)")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"response length: dense vs {method_name(method)} vs Caprese" if method != "dense" else "response length")
+        ax.set_title(
+            f"response length: dense vs {method_name(method)} vs Caprese" if method != "dense" else "response length"
+        )
         ax.legend()
     note(fig, f"{common_description([c for c, _ in groups])} · greedy decoding · {source}")
     paths = save_figure(fig, ctx.out_dir, FIG47) + [write_data(frame, ctx.out_dir, FIG47)]

@@ -14,7 +14,17 @@ import pandas as pd
 from ..errors import CapreseError
 from .common import Context, Made, MissingData, errorbars, full_first, sweep_hint
 from .results import Results, Run
-from .style import BASELINE_LINE, CAPRESE_LINE, method_name, new_figure, note, rank_colour, save_figure, stage_marker, stage_name
+from .style import (
+    BASELINE_LINE,
+    CAPRESE_LINE,
+    method_name,
+    new_figure,
+    note,
+    rank_colour,
+    save_figure,
+    stage_marker,
+    stage_name,
+)
 from .tables import summarise, write_data
 
 NAME = "fig2_error_vs_density"
@@ -35,22 +45,33 @@ def rows_from_runs(runs: list[Run]) -> pd.DataFrame:
         if c.is_caprese and (error := run.mean_ffn_error("caprese")) is not None:
             corrected.setdefault((c.method, c.rank, c.stage, c.density), []).append(error)
     groups = {**{k: v for k, v in alongside.items() if k not in alone}, **alone, **corrected}
-    rows = [{"method": method, "rank": rank, "stage": stage, "density": density, **summarise(values, "relative_l2")}
-            for (method, rank, stage, density), values in groups.items()]
+    rows = [
+        {"method": method, "rank": rank, "stage": stage, "density": density, **summarise(values, "relative_l2")}
+        for (method, rank, stage, density), values in groups.items()
+    ]
     return pd.DataFrame(rows)
 
 
 def rows_from_diagnostics(folder: Path) -> pd.DataFrame:
     path = folder / "figure2.csv"
     if not path.is_file():
-        raise CapreseError(f"diagnostics folder {str(folder)!r} has no figure2.csv (write one with caprese diagnose --out {folder})")
+        raise CapreseError(
+            f"diagnostics folder {str(folder)!r} has no figure2.csv (write one with caprese diagnose --out {folder})"
+        )
     table = pd.read_csv(path)
     missing = {"density", "rank", "relative_l2"} - set(table.columns)
     if missing:
         raise CapreseError(f"{path} lacks column {sorted(missing)[0]!r} (expected density, rank, relative_l2)")
-    rows = [{"method": "topk", "rank": int(rank), "stage": "none" if int(rank) == 0 else "closed_form", "density": float(density),
-             **summarise(list(group["relative_l2"]), "relative_l2")}
-            for (density, rank), group in table.groupby(["density", "rank"])]
+    rows = [
+        {
+            "method": "topk",
+            "rank": int(rank),
+            "stage": "none" if int(rank) == 0 else "closed_form",
+            "density": float(density),
+            **summarise(list(group["relative_l2"]), "relative_l2"),
+        }
+        for (density, rank), group in table.groupby(["density", "rank"])
+    ]
     return pd.DataFrame(rows)
 
 
@@ -74,9 +95,13 @@ def select(ctx: Context) -> tuple[pd.DataFrame, str]:
                 return frame, results.source(*found)
     folder = _diagnostics_folder(ctx, results)
     if folder is not None:
-        return rows_from_diagnostics(folder), f"{folder / 'figure2.csv'} (caprese diagnose: oracle top-k, best rank-r fit)"
-    raise MissingData(f"fig2: no runs with FFN errors in {results.runs_dir / 'fig2'} and no diagnostics folder; "
-                      f"{sweep_hint('fig2')} (or caprese diagnose --model toy-math --data toy-math --out figures/diagnostics)")
+        return rows_from_diagnostics(
+            folder
+        ), f"{folder / 'figure2.csv'} (caprese diagnose: oracle top-k, best rank-r fit)"
+    raise MissingData(
+        f"fig2: no runs with FFN errors in {results.runs_dir / 'fig2'} and no diagnostics folder; "
+        f"{sweep_hint('fig2')} (or caprese diagnose --model toy-math --data toy-math --out figures/diagnostics)"
+    )
 
 
 def fig2_error_vs_density(ctx: Context) -> Made:
@@ -89,10 +114,15 @@ def fig2_error_vs_density(ctx: Context) -> Made:
         ranks = sorted(set(part["rank"]))
         for (rank, stage), line in part.groupby(["rank", "stage"], sort=True):
             alone = rank == 0
-            ax.errorbar(line["density"], line["relative_l2"], yerr=errorbars(line, "relative_l2"),
-                        color=rank_colour(method, rank, ranks), marker=stage_marker(stage),
-                        linestyle=BASELINE_LINE if alone else CAPRESE_LINE,
-                        label=f"{method_name(method)} alone" if alone else f"+ rank {rank} ({stage_name(stage)})")
+            ax.errorbar(
+                line["density"],
+                line["relative_l2"],
+                yerr=errorbars(line, "relative_l2"),
+                color=rank_colour(method, rank, ranks),
+                marker=stage_marker(stage),
+                linestyle=BASELINE_LINE if alone else CAPRESE_LINE,
+                label=f"{method_name(method)} alone" if alone else f"+ rank {rank} ({stage_name(stage)})",
+            )
         ax.set_xlabel("density (1 − sparsity)")
         ax.set_ylabel("relative FFN error ‖FF − FF̂‖ / ‖FF‖")
         ax.set_ylim(bottom=0)

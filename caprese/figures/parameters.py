@@ -8,18 +8,17 @@ plus every model/rank a finished run trained an adapter for (the built-in toy mo
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pandas as pd
 
+from ..arch.adapters import adapter_for
+from ..methods.accounting import active_ffn_parameters_from_config
+from ..models.reference import REFERENCE_CONFIGS, reference_config
 from .common import Context, Made
 from .results import Results
 from .style import method_colour, method_name, new_figure, note, rank_colour, save_figure
 from .tables import write_data
-from ..arch.adapters import adapter_for
-from ..methods.accounting import active_ffn_parameters_from_config
-from ..models.reference import REFERENCE_CONFIGS
-from ..models.reference import reference_config
 
 FIG6 = "fig6_parameters"
 PAPER_RANKS = (128, 256, 512)
@@ -33,7 +32,7 @@ def caprese_extra_parameters(hidden_size: int, rank: int, corrected_layers: int)
     return 2 * hidden_size * rank * corrected_layers
 
 
-@lru_cache(maxsize=None)
+@cache
 def _accounting(name: str, method: str, layers: str) -> tuple[dict, int]:
     config = reference_config(name)
     adapter = adapter_for(config)

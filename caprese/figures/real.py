@@ -16,7 +16,8 @@ Drawn from the `real-full` sweep, else `real`, else the sweep with the most runs
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,12 +88,21 @@ def teacher_forced_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame
         partner = by_config.get(config.without_caprese()) if config.is_caprese else None
         for name, scores in _teacher_forced(run).items():
             ci = scores.get("ci95", {})
-            row = {"label": names[config], **configuration_columns(config), "seed": run.config.get("seed"),
-                   "text_set": name, "texts": scores.get("texts"), "scored_tokens": scores.get("scored_tokens"),
-                   "kl": scores["kl_dense_to_method"], "kl_lo": ci.get("kl_dense_to_method", [None, None])[0],
-                   "kl_hi": ci.get("kl_dense_to_method", [None, None])[1],
-                   "perplexity": scores["perplexity"], "perplexity_lo": ci.get("perplexity", [None, None])[0],
-                   "perplexity_hi": ci.get("perplexity", [None, None])[1], "dense_perplexity": scores["dense_perplexity"]}
+            row = {
+                "label": names[config],
+                **configuration_columns(config),
+                "seed": run.config.get("seed"),
+                "text_set": name,
+                "texts": scores.get("texts"),
+                "scored_tokens": scores.get("scored_tokens"),
+                "kl": scores["kl_dense_to_method"],
+                "kl_lo": ci.get("kl_dense_to_method", [None, None])[0],
+                "kl_hi": ci.get("kl_dense_to_method", [None, None])[1],
+                "perplexity": scores["perplexity"],
+                "perplexity_lo": ci.get("perplexity", [None, None])[0],
+                "perplexity_hi": ci.get("perplexity", [None, None])[1],
+                "dense_perplexity": scores["dense_perplexity"],
+            }
             per = _per_text(scores)
             row["perplexity_ratio"] = scores["perplexity"] / scores["dense_perplexity"]
             if per:  # perplexity / dense on the same texts: exp of the paired NLL difference per token
@@ -116,8 +126,18 @@ def _bars(ax, frame: pd.DataFrame, column: str, sets: list[str], configs: list[s
         errors = np.clip(np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)]), 0, None)
         colours = [shade(method_colour(m), SET_SHADES[j % len(SET_SHADES)]) for m in part["method"].fillna("dense")]
         hatch = "//" if j else None
-        ax.bar(x, values, width, color=colours, edgecolor="0.2", linewidth=0.5, hatch=hatch, label=name,
-               yerr=errors, error_kw={"elinewidth": 0.8, "ecolor": "0.15"})
+        ax.bar(
+            x,
+            values,
+            width,
+            color=colours,
+            edgecolor="0.2",
+            linewidth=0.5,
+            hatch=hatch,
+            label=name,
+            yerr=errors,
+            error_kw={"elinewidth": 0.8, "ecolor": "0.15"},
+        )
     ax.set_xticks(np.arange(len(configs)), configs, rotation=35, ha="right", fontsize=7)
 
 
@@ -140,26 +160,53 @@ def real_teacher_forced(ctx: Context) -> Made:
     ppl.set_title("perplexity of the continuation (same texts)")
     texts = ", ".join(f"{name}: {int(frame[frame['text_set'] == name]['texts'].iloc[0])} texts" for name in sets)
     source = ctx.results.source(sweep, runs)
-    note(fig, f"{runs[0].configuration.model} · teacher-forced (context dense, continuation as generated) · {texts} · "
-              f"95% bootstrap intervals over texts · {source}")
+    note(
+        fig,
+        f"{runs[0].configuration.model} · teacher-forced (context dense, continuation as generated) · {texts} · "
+        f"95% bootstrap intervals over texts · {source}",
+    )
     paths = save_figure(fig, ctx.out_dir, FIG_TF) + [write_data(frame, ctx.out_dir, FIG_TF)]
     return Made(paths, source, frame)
 
 
 def real_teacher_forced_table(ctx: Context) -> Made:
     sweep, runs, frame = teacher_forced_frame(ctx.results)
-    columns = ["label", "text_set", "texts", "kl", "kl_lo", "kl_hi", "perplexity", "perplexity_lo", "perplexity_hi",
-               "dense_perplexity", "perplexity_ratio", "perplexity_ratio_lo", "perplexity_ratio_hi",
-               "vs", "delta_kl", "delta_kl_lo", "delta_kl_hi", "kl_recovered",
-               "delta_nll_per_token", "delta_nll_per_token_lo", "delta_nll_per_token_hi"]
+    columns = [
+        "label",
+        "text_set",
+        "texts",
+        "kl",
+        "kl_lo",
+        "kl_hi",
+        "perplexity",
+        "perplexity_lo",
+        "perplexity_hi",
+        "dense_perplexity",
+        "perplexity_ratio",
+        "perplexity_ratio_lo",
+        "perplexity_ratio_hi",
+        "vs",
+        "delta_kl",
+        "delta_kl_lo",
+        "delta_kl_hi",
+        "kl_recovered",
+        "delta_nll_per_token",
+        "delta_nll_per_token_lo",
+        "delta_nll_per_token_hi",
+    ]
     table = frame[[c for c in columns if c in frame]]
-    paths = write_table(table, ctx.out_dir, TABLE_TF,
-                        "Teacher-forced KL(dense ‖ method) and perplexity, math text vs prose (95% intervals)")
+    paths = write_table(
+        table,
+        ctx.out_dir,
+        TABLE_TF,
+        "Teacher-forced KL(dense ‖ method) and perplexity, math text vs prose (95% intervals)",
+    )
     return Made(paths, ctx.results.source(sweep, runs), table)
 
 
 def task_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
     """One row per (run, level): accuracy with its Wilson 95% interval."""
+
     def has_levels(run: Run) -> bool:
         levels = run.get("math.per_level")
         return isinstance(levels, dict) and bool(levels)
@@ -172,10 +219,19 @@ def task_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
         for level, scores in sorted(run.get("math.per_level").items(), key=lambda item: int(item[0])):
             count, correct = int(scores["count"]), int(scores["correct"])
             low, high = wilson_interval(correct, count)
-            rows.append({"label": names[run.configuration], **configuration_columns(run.configuration),
-                         "level": int(level), "count": count, "correct": correct, "accuracy": correct / count,
-                         "accuracy_lo": low, "accuracy_hi": high,
-                         "mean_response_tokens": scores.get("mean_response_tokens")})
+            rows.append(
+                {
+                    "label": names[run.configuration],
+                    **configuration_columns(run.configuration),
+                    "level": int(level),
+                    "count": count,
+                    "correct": correct,
+                    "accuracy": correct / count,
+                    "accuracy_lo": low,
+                    "accuracy_hi": high,
+                    "mean_response_tokens": scores.get("mean_response_tokens"),
+                }
+            )
     return sweep, runs, pd.DataFrame(rows)
 
 
@@ -187,9 +243,16 @@ def real_task_levels(ctx: Context) -> Made:
         part = frame[frame["label"] == label]
         offset = (i - (len(configs) - 1) / 2) * 0.08
         errors = np.clip([part["accuracy"] - part["accuracy_lo"], part["accuracy_hi"] - part["accuracy"]], 0, None)
-        ax.errorbar(part["level"] + offset, part["accuracy"], yerr=errors, marker="o", capsize=2,
-                    color=method_colour(part["method"].iloc[0]), label=label,
-                    linestyle="-" if part["stage"].iloc[0] != "none" or part["method"].iloc[0] == "dense" else "--")
+        ax.errorbar(
+            part["level"] + offset,
+            part["accuracy"],
+            yerr=errors,
+            marker="o",
+            capsize=2,
+            color=method_colour(part["method"].iloc[0]),
+            label=label,
+            linestyle="-" if part["stage"].iloc[0] != "none" or part["method"].iloc[0] == "dense" else "--",
+        )
     ax.axhline(0.5, color="0.5", linewidth=0.8, linestyle=":")
     ax.set_xticks(sorted(frame["level"].unique()))
     ax.set_xlabel("difficulty level")
@@ -198,15 +261,20 @@ def real_task_levels(ctx: Context) -> Made:
     ax.set_title(f"{runs[0].configuration.task}: accuracy by level")
     ax.legend()
     source = ctx.results.source(sweep, runs)
-    note(fig, f"{runs[0].configuration.model} · {int(frame['count'].iloc[0])} problems per level · "
-              f"Wilson 95% intervals · {source}")
+    note(
+        fig,
+        f"{runs[0].configuration.model} · {int(frame['count'].iloc[0])} problems per level · "
+        f"Wilson 95% intervals · {source}",
+    )
     paths = save_figure(fig, ctx.out_dir, FIG_TASK) + [write_data(frame, ctx.out_dir, FIG_TASK)]
     return Made(paths, source, frame)
 
 
 def real_task_table(ctx: Context) -> Made:
     sweep, runs, frame = task_frame(ctx.results)
-    table = frame[["label", "task", "level", "count", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "mean_response_tokens"]]
+    table = frame[
+        ["label", "task", "level", "count", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "mean_response_tokens"]
+    ]
     paths = write_table(table, ctx.out_dir, TABLE_TASK, "Task accuracy by level (Wilson 95% intervals)")
     return Made(paths, ctx.results.source(sweep, runs), table)
 
@@ -228,8 +296,15 @@ def task_summary_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
     for run in runs:
         correct, count = _pooled(run)
         low, high = wilson_interval(correct, count)
-        row = {"label": names[run.configuration], **configuration_columns(run.configuration), "count": count,
-               "correct": correct, "accuracy": correct / count, "accuracy_lo": low, "accuracy_hi": high}
+        row = {
+            "label": names[run.configuration],
+            **configuration_columns(run.configuration),
+            "count": count,
+            "correct": correct,
+            "accuracy": correct / count,
+            "accuracy_lo": low,
+            "accuracy_hi": high,
+        }
         alone = by_config.get(run.configuration.without_caprese()) if run.configuration.is_caprese else None
         if alone is not None and dense is not None:
             mine, theirs, full = _pooled(run), _pooled(alone), _pooled(dense)
@@ -243,10 +318,25 @@ def task_summary_frame(results: Results) -> tuple[str, list[Run], pd.DataFrame]:
 
 def real_task_summary(ctx: Context) -> Made:
     sweep, runs, frame = task_summary_frame(ctx.results)
-    columns = ["label", "task", "count", "correct", "accuracy", "accuracy_lo", "accuracy_hi", "vs", "recovered",
-               "recovered_lo", "recovered_hi"]
+    columns = [
+        "label",
+        "task",
+        "count",
+        "correct",
+        "accuracy",
+        "accuracy_lo",
+        "accuracy_hi",
+        "vs",
+        "recovered",
+        "recovered_lo",
+        "recovered_hi",
+    ]
     table = frame[[c for c in columns if c in frame]]
-    paths = write_table(table, ctx.out_dir, TABLE_SUMMARY,
-                        "Task accuracy over all levels (Wilson 95%) and loss recovered against the method alone "
-                        "(parametric bootstrap 95%)")
+    paths = write_table(
+        table,
+        ctx.out_dir,
+        TABLE_SUMMARY,
+        "Task accuracy over all levels (Wilson 95%) and loss recovered against the method alone "
+        "(parametric bootstrap 95%)",
+    )
     return Made(paths, ctx.results.source(sweep, runs), table)

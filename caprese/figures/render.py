@@ -3,14 +3,14 @@ each one it does not, and figures/README.md saying which is which and where each
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import CapreseError
 from ..io import atomic_write_text
-from ..sweep.layout import DAMAGED
 from ..registry import check_choice
+from ..sweep.layout import DAMAGED
 from .accuracy import ablation_rank, ablation_samples, fig5_accuracy_vs_density
 from .common import Context, Made, MissingData
 from .coverage import fig3_coverage, fig4_7_response_length
@@ -50,45 +50,120 @@ def _table_source(ctx: Context, name: str) -> str:
 
 
 ITEMS: tuple[Item, ...] = (
-    Item("fig2", "fig2_error_vs_density", "figure",
-         "relative FFN output error vs density, one line per correction rank (0 = the method alone); paper fig. 2",
-         "`caprese sweep ablations/fig2.yaml`, or `caprese diagnose --model toy-math --data toy-math --out figures/diagnostics`", fig2_error_vs_density),
-    Item("fig3", "fig3_coverage", "figure",
-         "pass@k coverage vs relative compute units (k x active-parameter fraction): dense / method / Caprese; paper fig. 3",
-         "`caprese sweep ablations/coverage.yaml`", fig3_coverage),
-    Item("fig4_7", "fig4_7_response_length", "figure",
-         "mean response length (tokens) by difficulty level: dense / method / Caprese, one panel per method; paper figs. 4, 7",
-         "`caprese sweep ablations/coverage.yaml` (else the rank or sparsity sweep)", fig4_7_response_length),
-    Item("fig5", "fig5_accuracy_vs_density", "figure",
-         "math accuracy vs density, the method alone (dashed) vs Caprese at each rank, one panel per method; paper fig. 5",
-         "`caprese sweep ablations/density.yaml` (GRIFFIN and CATS; else ablations/sparsity.yaml)", fig5_accuracy_vs_density),
-    Item("fig6", "fig6_parameters", "figure",
-         "Caprese's extra parameters as % of the model and of its FFNs (reference configs at r = 128/256/512, hatched: "
-         "measured runs) and the active parameters the method cuts; paper fig. 6",
-         "nothing (reference configs); hatched bars: any sweep that trains Caprese", fig6_parameters),
-    Item("fig8", "fig8_singular_values", "figure",
-         "normalised singular values of each layer's learned L·R, one panel per method; paper fig. 8",
-         "`caprese sweep ablations/spectra.yaml` (a matched CATS/GRIFFIN pair; only matched runs are drawn)", fig8_singular_values),
-    Item("rank", "ablation_rank", "figure", "math accuracy and relative FFN error vs Caprese rank",
-         "`caprese sweep ablations/rank.yaml`", ablation_rank),
-    Item("samples", "ablation_samples", "figure", "math accuracy and relative FFN error vs distillation sample count",
-         "`caprese sweep ablations/samples.yaml`", ablation_samples),
-    Item("table1", "table1_math_accuracy", "table", "math accuracy per configuration (seeds averaged), every sweep; paper table 1",
-         "any sweep", _table("table1_math_accuracy", "Math accuracy by configuration (table 1 analog)",
-                             lambda ctx: table1_math_accuracy(ctx.results))),
-    Item("table4", "table4_language", "table",
-         "short-answer accuracy, perplexity and KL(dense ‖ method) per configuration, next to math accuracy; paper table 4",
-         "any sweep with `language_samples` > 0", _table("table4_language", "Language metrics by configuration (table 4 analog)",
-                                                       lambda ctx: table4_language(ctx.results))),
-    Item("table3", "table3_reselection", "table",
-         "GRIFFIN reselecting every ρ tokens, alone and with Caprese: accuracy (95% Wilson intervals) and measured "
-         "compute units; paper table 3", "`caprese sweep ablations/reselect.yaml`", table3_reselection),
-    Item("table3_fig", "fig_table3_reselection", "figure",
-         "table 3 drawn: accuracy vs measured active-parameter fraction, one point per ρ, GRIFFIN alone and with Caprese",
-         "`caprese sweep ablations/reselect.yaml`", fig_table3_reselection),
-    Item("table5", "table5_latency", "table", "time per generated token per configuration; paper table 5",
-         "`caprese bench --out figures/latency.json`",
-         _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency))),
+    Item(
+        "fig2",
+        "fig2_error_vs_density",
+        "figure",
+        "relative FFN output error vs density, one line per correction rank (0 = the method alone); paper fig. 2",
+        "`caprese sweep ablations/fig2.yaml`, or `caprese diagnose --model toy-math --data toy-math --out figures/diagnostics`",
+        fig2_error_vs_density,
+    ),
+    Item(
+        "fig3",
+        "fig3_coverage",
+        "figure",
+        "pass@k coverage vs relative compute units (k x active-parameter fraction): dense / method / Caprese; paper fig. 3",
+        "`caprese sweep ablations/coverage.yaml`",
+        fig3_coverage,
+    ),
+    Item(
+        "fig4_7",
+        "fig4_7_response_length",
+        "figure",
+        "mean response length (tokens) by difficulty level: dense / method / Caprese, one panel per method; paper figs. 4, 7",
+        "`caprese sweep ablations/coverage.yaml` (else the rank or sparsity sweep)",
+        fig4_7_response_length,
+    ),
+    Item(
+        "fig5",
+        "fig5_accuracy_vs_density",
+        "figure",
+        "math accuracy vs density, the method alone (dashed) vs Caprese at each rank, one panel per method; paper fig. 5",
+        "`caprese sweep ablations/density.yaml` (GRIFFIN and CATS; else ablations/sparsity.yaml)",
+        fig5_accuracy_vs_density,
+    ),
+    Item(
+        "fig6",
+        "fig6_parameters",
+        "figure",
+        "Caprese's extra parameters as % of the model and of its FFNs (reference configs at r = 128/256/512, hatched: "
+        "measured runs) and the active parameters the method cuts; paper fig. 6",
+        "nothing (reference configs); hatched bars: any sweep that trains Caprese",
+        fig6_parameters,
+    ),
+    Item(
+        "fig8",
+        "fig8_singular_values",
+        "figure",
+        "normalised singular values of each layer's learned L·R, one panel per method; paper fig. 8",
+        "`caprese sweep ablations/spectra.yaml` (a matched CATS/GRIFFIN pair; only matched runs are drawn)",
+        fig8_singular_values,
+    ),
+    Item(
+        "rank",
+        "ablation_rank",
+        "figure",
+        "math accuracy and relative FFN error vs Caprese rank",
+        "`caprese sweep ablations/rank.yaml`",
+        ablation_rank,
+    ),
+    Item(
+        "samples",
+        "ablation_samples",
+        "figure",
+        "math accuracy and relative FFN error vs distillation sample count",
+        "`caprese sweep ablations/samples.yaml`",
+        ablation_samples,
+    ),
+    Item(
+        "table1",
+        "table1_math_accuracy",
+        "table",
+        "math accuracy per configuration (seeds averaged), every sweep; paper table 1",
+        "any sweep",
+        _table(
+            "table1_math_accuracy",
+            "Math accuracy by configuration (table 1 analog)",
+            lambda ctx: table1_math_accuracy(ctx.results),
+        ),
+    ),
+    Item(
+        "table4",
+        "table4_language",
+        "table",
+        "short-answer accuracy, perplexity and KL(dense ‖ method) per configuration, next to math accuracy; paper table 4",
+        "any sweep with `language_samples` > 0",
+        _table(
+            "table4_language",
+            "Language metrics by configuration (table 4 analog)",
+            lambda ctx: table4_language(ctx.results),
+        ),
+    ),
+    Item(
+        "table3",
+        "table3_reselection",
+        "table",
+        "GRIFFIN reselecting every ρ tokens, alone and with Caprese: accuracy (95% Wilson intervals) and measured "
+        "compute units; paper table 3",
+        "`caprese sweep ablations/reselect.yaml`",
+        table3_reselection,
+    ),
+    Item(
+        "table3_fig",
+        "fig_table3_reselection",
+        "figure",
+        "table 3 drawn: accuracy vs measured active-parameter fraction, one point per ρ, GRIFFIN alone and with Caprese",
+        "`caprese sweep ablations/reselect.yaml`",
+        fig_table3_reselection,
+    ),
+    Item(
+        "table5",
+        "table5_latency",
+        "table",
+        "time per generated token per configuration; paper table 5",
+        "`caprese bench --out figures/latency.json`",
+        _table("table5_latency", "Latency by configuration (table 5 analog)", lambda ctx: table5_latency(ctx.latency)),
+    ),
 )
 # the real-model panels (ablations/real.yaml), drawn on request: caprese figures --out figures/real --only real
 REAL_ITEMS: tuple[Item, ...] = (

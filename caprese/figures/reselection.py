@@ -45,30 +45,58 @@ def reselection_frame(ctx: Context) -> tuple[pd.DataFrame, str, list[Run]]:
     names = labels([config for (config, _), _ in ordered])
     rows = []
     for (config, _), members in ordered:
-        rows.append({"series": names[config], **configuration_columns(config), "rho": _rho(config.reselect_every),
-                     **accuracy_summary(members),
-                     "compute_measured": _mean(members, "params_measured.model_active_fraction_with_extra"),
-                     "compute_requested": _mean(members, "params.model_active_fraction_with_extra"),
-                     "measured_sparsity": _mean(members, "measured_sparsity.overall"),
-                     "reselection_params_per_token": _mean(members, "params_measured.reselection_params_per_token")})
+        rows.append(
+            {
+                "series": names[config],
+                **configuration_columns(config),
+                "rho": _rho(config.reselect_every),
+                **accuracy_summary(members),
+                "compute_measured": _mean(members, "params_measured.model_active_fraction_with_extra"),
+                "compute_requested": _mean(members, "params.model_active_fraction_with_extra"),
+                "measured_sparsity": _mean(members, "measured_sparsity.overall"),
+                "reselection_params_per_token": _mean(members, "params_measured.reselection_params_per_token"),
+            }
+        )
     return pd.DataFrame(rows), ctx.results.source(sweep, runs), runs
 
 
 def table3_reselection(ctx: Context) -> Made:
     frame, source, _ = reselection_frame(ctx)
-    columns = ["rho", "stage", "rank", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_n", "runs",
-               "compute_measured", "compute_requested", "measured_sparsity", "reselection_params_per_token",
-               "method", "sparsity", "layers", "samples", "model", "task"]
-    title = ("GRIFFIN reselection every ρ tokens (table 3 analog): accuracy with 95% Wilson intervals; compute = "
-             "measured active-parameter fraction per generated token")
+    columns = [
+        "rho",
+        "stage",
+        "rank",
+        "accuracy",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "accuracy_n",
+        "runs",
+        "compute_measured",
+        "compute_requested",
+        "measured_sparsity",
+        "reselection_params_per_token",
+        "method",
+        "sparsity",
+        "layers",
+        "samples",
+        "model",
+        "task",
+    ]
+    title = (
+        "GRIFFIN reselection every ρ tokens (table 3 analog): accuracy with 95% Wilson intervals; compute = "
+        "measured active-parameter fraction per generated token"
+    )
     table = frame[columns]
     return Made(write_table(table, ctx.out_dir, TABLE3, title), source, table)
 
 
 def _line(config: Configuration) -> dict:
     if config.is_caprese:
-        return {"color": rank_colour(config.method, config.rank, [config.rank]), "linestyle": CAPRESE_LINE,
-                "marker": stage_marker(config.stage)}
+        return {
+            "color": rank_colour(config.method, config.rank, [config.rank]),
+            "linestyle": CAPRESE_LINE,
+            "marker": stage_marker(config.stage),
+        }
     return {"color": method_colour(config.method), "linestyle": BASELINE_LINE, "marker": "o"}
 
 
@@ -77,14 +105,33 @@ def fig_table3_reselection(ctx: Context) -> Made:
     fig, (ax,) = new_figure(1, panel=(5.4, 3.8))
     for caprese, part in frame.groupby(frame["stage"] != "none", sort=True):
         part = part.sort_values("compute_measured")
-        config = Configuration(part["model"].iloc[0], part["task"].iloc[0], "griffin", None, None,
-                               str(part["stage"].iloc[0]), int(part["rank"].iloc[0]), None)
+        config = Configuration(
+            part["model"].iloc[0],
+            part["task"].iloc[0],
+            "griffin",
+            None,
+            None,
+            str(part["stage"].iloc[0]),
+            int(part["rank"].iloc[0]),
+            None,
+        )
         label = f"GRIFFIN + Caprese r{config.rank}" if caprese else "GRIFFIN alone"
-        ax.errorbar(part["compute_measured"], part["accuracy"], yerr=errorbars(part, "accuracy"), label=label,
-                    capsize=2, **_line(config))
+        ax.errorbar(
+            part["compute_measured"],
+            part["accuracy"],
+            yerr=errorbars(part, "accuracy"),
+            label=label,
+            capsize=2,
+            **_line(config),
+        )
         for _, row in part.iterrows():
-            ax.annotate(f"ρ={row['rho']}", (row["compute_measured"], row["accuracy"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+            ax.annotate(
+                f"ρ={row['rho']}",
+                (row["compute_measured"], row["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
     dense = ctx.results.dense_reference(runs[0])
     if dense:
         reference_line(ax, accuracy_summary(dense)["accuracy"], "dense")
@@ -93,7 +140,10 @@ def fig_table3_reselection(ctx: Context) -> Made:
     ax.set_title("GRIFFIN reselection every ρ tokens")
     ax.legend()
     configs = [run.configuration for run in runs]
-    note(fig, f"{common_description(configs)} · {interval_caption(frame)} · compute measured on the greedy "
-              f"responses (reselection = full FF1 per reselection) · {source}")
+    note(
+        fig,
+        f"{common_description(configs)} · {interval_caption(frame)} · compute measured on the greedy "
+        f"responses (reselection = full FF1 per reselection) · {source}",
+    )
     paths = save_figure(fig, ctx.out_dir, FIG_TABLE3) + [write_data(frame, ctx.out_dir, FIG_TABLE3)]
     return Made(paths, source, frame)

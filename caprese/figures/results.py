@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+
+import pandas as pd
 
 from ..errors import CapreseError
 from ..io import read_json
 from ..sweep.collect import BOOKKEEPING
 from ..sweep.layout import DAMAGED, DONE, FAILED, INCOMPLETE, run_folders
 from .style import method_name, stage_name
-import pandas as pd
 
 STAGE_ORDER = ("none", "closed_form", "layerwise", "e2e")
 # the evaluation a number came from: only runs evaluated alike are compared or averaged together
@@ -70,7 +72,7 @@ class Configuration:
     def density(self) -> float:
         return round(1.0 - (self.sparsity or 0.0), 10)  # 1 - 0.8 is 0.19999999999999996
 
-    def without_caprese(self) -> "Configuration":
+    def without_caprese(self) -> Configuration:
         return replace(self, stage="none", rank=0, samples=None, kind="caprese", lora_scope="")
 
     def sort_key(self) -> tuple:

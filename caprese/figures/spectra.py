@@ -42,8 +42,9 @@ def _preference(key: tuple, methods: int) -> tuple:
 
 def _settings(key: tuple) -> str:
     rank, sparsity, samples, stage, rho = key
-    return (f"r = {rank}, sparsity {sparsity:.0%}, {samples} distillation samples, {stage_name(stage)}"
-            + (f", ρ = {rho}" if rho else ""))
+    return f"r = {rank}, sparsity {sparsity:.0%}, {samples} distillation samples, {stage_name(stage)}" + (
+        f", ρ = {rho}" if rho else ""
+    )
 
 
 def describe_match(key: tuple) -> str:
@@ -59,10 +60,14 @@ def chosen_runs(runs: list[Run]) -> tuple[dict[str, Run], tuple | None]:
     matched = {key: found for key, found in by_key.items() if len(found) > 1}
     if not matched:
         if len(methods) > 1:
-            seen = "; ".join(f"{m}: " + " | ".join(sorted({_settings(match_key(r)) for r in runs
-                                                           if r.configuration.method == m})) for m in sorted(methods))
-            raise MissingData(f"fig8: no matched pair (same rank, sparsity, samples and stage) across methods ({seen}); "
-                              f"{sweep_hint('spectra')}")
+            seen = "; ".join(
+                f"{m}: " + " | ".join(sorted({_settings(match_key(r)) for r in runs if r.configuration.method == m}))
+                for m in sorted(methods)
+            )
+            raise MissingData(
+                f"fig8: no matched pair (same rank, sparsity, samples and stage) across methods ({seen}); "
+                f"{sweep_hint('spectra')}"
+            )
         best = max(by_key, key=lambda key: _preference(key, 1))
         return dict(by_key[best]), None
     best = max(matched, key=lambda key: _preference(key, len(matched[key])))
@@ -81,9 +86,22 @@ def fig8_singular_values(ctx: Context) -> Made:
             values = spectrum.get("singular_values", [])
             normalised = spectrum.get("normalised") or [v / values[0] if values and values[0] else v for v in values]
             for index, (value, norm) in enumerate(zip(values, normalised), start=1):
-                rows.append({"method": method, "run": run.name, "rank": c.rank, "stage": c.stage, "sparsity": c.sparsity,
-                             "samples": c.samples, "layers": c.layers, "matched": key is not None,
-                             "layer": int(layer), "index": index, "singular_value": value, "normalised": norm})
+                rows.append(
+                    {
+                        "method": method,
+                        "run": run.name,
+                        "rank": c.rank,
+                        "stage": c.stage,
+                        "sparsity": c.sparsity,
+                        "samples": c.samples,
+                        "layers": c.layers,
+                        "matched": key is not None,
+                        "layer": int(layer),
+                        "index": index,
+                        "singular_value": value,
+                        "normalised": norm,
+                    }
+                )
     frame = pd.DataFrame(rows)
     fig, axes = new_figure(len(chosen))
     colormap = matplotlib.colormaps["viridis"]
@@ -92,8 +110,15 @@ def fig8_singular_values(ctx: Context) -> Made:
         layers = sorted(set(part["layer"]))
         for i, layer in enumerate(layers):
             line = part[part["layer"] == layer]
-            ax.plot(line["index"], line["normalised"].clip(lower=1e-6), color=colormap(i / max(1, len(layers) - 1)),
-                    marker=".", markersize=3, linewidth=1.1, label=f"layer {layer}")
+            ax.plot(
+                line["index"],
+                line["normalised"].clip(lower=1e-6),
+                color=colormap(i / max(1, len(layers) - 1)),
+                marker=".",
+                markersize=3,
+                linewidth=1.1,
+                label=f"layer {layer}",
+            )
         c = run.configuration
         ax.set_yscale("log")
         ax.set_xlabel("singular value index")

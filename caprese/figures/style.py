@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import textwrap
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -98,7 +98,9 @@ def rank_colour(method: str, rank: int, ranks: Sequence[int]) -> tuple[float, fl
     return shade(method_colour(method), 0.3 + 0.7 * ordered.index(int(rank)) / (len(ordered) - 1))
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, *, panel: tuple[float, float] = (4.2, 3.2), **subplots) -> tuple[Figure, list]:
+def new_figure(
+    ncols: int = 1, nrows: int = 1, *, panel: tuple[float, float] = (4.2, 3.2), **subplots
+) -> tuple[Figure, list]:
     """A figure of `nrows × ncols` panels of `panel` inches each; returns (figure, flat list of axes)."""
     fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
     FigureCanvasAgg(fig)

@@ -8,9 +8,11 @@ table5_latency         time per token per configuration, from figures/latency.js
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import CapreseError
@@ -18,7 +20,6 @@ from ..io import atomic_write_text, read_json
 from ..stats.intervals import ratio_bootstrap_interval, recovered_interval, wilson_interval
 from .common import MissingData
 from .results import Configuration, Results, Run
-import numpy as np
 
 
 def _cell(value: Any) -> str:
