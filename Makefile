@@ -52,6 +52,7 @@ test-ui: $(STAMP)
 # The main job: everything under figures/ regenerated from the built-in toy-math model:
 # layer-wise diagnostics, the default (small) ablation sweeps, the latency benchmark, then every
 # figure. Sweeps resume: finished runs under runs/ are kept. FULL=--full runs the paper-sized grids.
+# Ctrl-C (a sweep exits 130) stops the job; a sweep with failed points lets the others run.
 SWEEPS ?= methods rank samples sparsity coverage
 WORKERS ?= 2
 FULL ?=
@@ -60,7 +61,8 @@ FULL ?=
 figures: $(STAMP)
 	start=$$(date +%s); \
 	$(BIN)/caprese diagnose --model toy-math --data toy-math --samples 256 --out figures/diagnostics || exit 1; \
-	status=0; for s in $(SWEEPS); do $(BIN)/caprese sweep ablations/$$s.yaml --workers $(WORKERS) $(FULL) || status=1; done; \
+	status=0; for s in $(SWEEPS); do $(BIN)/caprese sweep ablations/$$s.yaml --workers $(WORKERS) $(FULL); \
+		rc=$$?; [ $$rc -eq 130 ] && exit 130; [ $$rc -eq 0 ] || status=1; done; \
 	$(BIN)/caprese bench --shapes Llama-3.1-8B --dtypes float32 --layers 2 --model toy-math --out figures/latency.json && \
 	$(BIN)/caprese figures --runs runs --out figures --latency figures/latency.json || status=1; \
 	echo "main job: $$(( $$(date +%s) - start )) s (SWEEPS=$(SWEEPS), WORKERS=$(WORKERS))"; exit $$status

@@ -163,6 +163,8 @@ class _Workers:
     def add(self, proc: subprocess.Popen) -> None:
         with self._lock:
             self._procs.add(proc)
+            if self.stopping:  # started by a thread that was already past its check when Ctrl-C came
+                _kill_group(proc)
 
     def discard(self, proc: subprocess.Popen) -> None:
         with self._lock:
@@ -246,6 +248,8 @@ def run_point(
     sweep's driver across machines. `remote`: the driver has prepared the folder
     (`prepare_run`); check that this machine sees it instead of writing it."""
     workers = workers or _Workers()
+    if workers.stopping:
+        return RunOutcome(point, INTERRUPTED, 0.0)
     if remote:
         run = RunFolder(sweep_dir / point.run_id)
         problem = not_visible(run, spec.notebook.resolve(), cwd)
