@@ -19,12 +19,20 @@ import ast
 import dataclasses
 import difflib
 import importlib
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
+# nbformat imports jsonschema, whose format checkers build rfc3987-syntax's 38 Lark grammars at import
+# when that optional package is installed (jupyter-events pulls it in): ~2 s in every sweep worker and
+# `caprese sweep`. Notebook schemas check no IRI formats, so unless jsonschema is already loaded this
+# process goes without that package (jsonschema skips the two "iri" checks when it cannot import it).
+if "jsonschema" not in sys.modules:
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+import nbformat  # noqa: E402 - after the line above
 import papermill
 from papermill.translators import PythonTranslator
 

@@ -159,3 +159,19 @@ def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
     if (run.path / "started.json").exists():
         kernel_pid = json.loads((run.path / "started.json").read_text())["pid"]
         wait_for(lambda: not pid_alive(kernel_pid), 10, "the timed-out kernel to exit")
+
+
+def test_two_specs_share_one_pool_of_workers(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    a = write_spec(tmp_path, {"zip": {"x": [1, 2], "sleep_s": [4.0, 0.0]}}, name="a.yaml")
+    b = write_spec(tmp_path, {"zip": {"x": [3], "sleep_s": [0.0]}}, name="b.yaml")
+    code = sweep_command.main([str(a), str(b), "--runs-dir", str(runs), "--workers", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "sweep a: 2 points: 0 already done, 2 ran (2 done, 0 failed)" in out
+    assert "sweep b: 1 points: 0 already done, 1 ran (1 done, 0 failed)" in out
+    slow, fast = RunFolder(runs / "a" / "x=1_sleep_s=4.0"), RunFolder(runs / "b" / "x=3_sleep_s=0.0")
+    assert slow.status() == fast.status() == DONE
+    # the worker freed by a's quick point took b's point while a's slow one was still running
+    started_b = json.loads((fast.path / "started.json").read_text())["time"]
+    assert started_b < json.loads(slow.metrics.read_text())["finished"]

@@ -16,7 +16,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with papermill, into runs/<sweep>/<run-id>/. Points whose metrics.json exists are skipped, "
         "so running the same command again resumes. Everything is checked before the first run.",
     )
-    parser.add_argument("spec", help="the sweep spec, e.g. ablations/rank.yaml")
+    parser.add_argument(
+        "spec",
+        nargs="+",
+        help="the sweep spec, e.g. ablations/rank.yaml; several run as one job (all checked first, one pool of --workers)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -92,7 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     # papermill and the launchers: loaded when this verb runs, not for the CLI's parser
-    from ..sweep import DEFAULT_KERNEL, SweepSpecError, load_spec, run_sweep
+    from ..sweep import DEFAULT_KERNEL, SweepSpecError, load_spec, run_sweeps
     from ..sweep.launchers import LauncherOptions
 
     try:
@@ -109,9 +113,18 @@ def run(args: argparse.Namespace) -> int:
             slurm_options=slurm_options,
             submitit_cluster=args.submitit_cluster,
         )
-        spec = load_spec(args.spec, full=args.full)
-        report = run_sweep(
-            spec,
+        if args.only and len(args.spec) > 1:
+            raise SweepSpecError(f"--only selects points of one spec; {len(args.spec)} specs were given")
+        lines, specs = [], []
+        for path in args.spec:
+            try:
+                specs.append(load_spec(path, full=args.full))
+            except SweepSpecError as err:
+                lines += err.lines
+        if lines:
+            raise SweepSpecError(lines)
+        reports = run_sweeps(
+            specs,
             workers=args.workers,
             only=args.only,
             runs_dir=args.runs_dir,
@@ -133,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
         for line in err.lines:
             print(f"caprese sweep: error: {line}", file=sys.stderr)
         return 2
-    print(report.summary())
-    return 0 if report.ok or report.dry_run else 1
+    for report in reports:
+        print(report.summary())
+    return 0 if all(report.ok or report.dry_run for report in reports) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from peft.tuners.lora.layer import LoraLayer
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from torch import nn
@@ -69,6 +68,8 @@ def lora_layer_class():
     global _CLASS
     if _CLASS is not None:
         return _CLASS
+    _peft()  # the one-line install hint when peft is missing
+    from peft.tuners.lora.layer import LoraLayer  # optional and slow (~2 s): only once an export is used
 
     class CapreseFFNLora(nn.Module, LoraLayer):
         def __init__(self, base_layer, adapter_name: str, config, r: int = 0, lora_alpha: int = 1, **kwargs):

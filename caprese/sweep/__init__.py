@@ -10,12 +10,12 @@ from .collect import collect, collect_rows, write_results
 from .errors import SweepSpecError
 from .layout import DONE, FAILED, INCOMPLETE, PENDING, RunFolder, run_folders
 from .params import NotebookParameter, check_spec, notebook_parameters
-from .runner import DEFAULT_KERNEL, RunOutcome, SweepReport, plan, run_sweep
+from .runner import DEFAULT_KERNEL, RunOutcome, SweepReport, plan, run_sweep, run_sweeps
 from .spec import Point, SweepSpec, load_spec, run_id, select, spec_from_dict
 
 __all__ = [
     "DEFAULT_KERNEL", "DONE", "FAILED", "INCOMPLETE", "PENDING",
     "NotebookParameter", "Point", "RunFolder", "RunOutcome", "SweepReport", "SweepSpec", "SweepSpecError",
     "check_spec", "collect", "collect_rows", "load_spec", "notebook_parameters", "plan", "run_folders",
-    "run_id", "run_sweep", "select", "spec_from_dict", "write_results",
+    "run_id", "run_sweep", "run_sweeps", "select", "spec_from_dict", "write_results",
 ]  # fmt: skip

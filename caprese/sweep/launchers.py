@@ -143,19 +143,35 @@ class Launcher:
     def run(self, todo: list[Point], ctx: SweepContext, finished: Finished) -> None:
         raise NotImplementedError
 
+    def run_all(self, batches: list[tuple[list[Point], SweepContext, Finished]]) -> None:
+        """The points of several sweeps (`caprese sweep A.yaml B.yaml`): one sweep after another,
+        unless the launcher can share its workers across them."""
+        for todo, ctx, finished in batches:
+            self.run(todo, ctx, finished)
+
 
 class LocalLauncher(Launcher):
     name = "local"
     description = "worker processes on this machine, --workers at once (default 1)"
 
     def run(self, todo, ctx, finished):
-        live = _Workers(ctx.workers or 1)
+        self.run_all([(todo, ctx, finished)])
+
+    def run_all(self, batches):
+        """One pool for the points of every sweep, in order: a worker freed at the end of one
+        sweep takes the next sweep's first point instead of idling."""
+        if not batches:
+            return
+        live = _Workers(batches[0][1].workers or 1)
         pool = ThreadPoolExecutor(max_workers=live.size, thread_name_prefix="sweep")
         try:
-            futures = [pool.submit(run_point, p, ctx.sweep_dir, ctx.spec, kernel=ctx.kernel, timeout=ctx.timeout, cwd=ctx.cwd,
-                                   workers=live, inputs=ctx.inputs[p.run_id]) for p in todo]  # fmt: skip
+            futures = {
+                pool.submit(run_point, p, ctx.sweep_dir, ctx.spec, kernel=ctx.kernel, timeout=ctx.timeout, cwd=ctx.cwd,
+                            workers=live, inputs=ctx.inputs[p.run_id]): finished
+                for todo, ctx, finished in batches for p in todo
+            }  # fmt: skip
             for future in as_completed(futures):
-                finished(future.result())
+                futures[future](future.result())
         except BaseException:
             live.kill_all()  # Ctrl-C: stop the workers, their runs stay unfinished and resume later
             pool.shutdown(wait=True, cancel_futures=True)

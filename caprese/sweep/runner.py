@@ -325,8 +325,14 @@ def record_failure(outcome: RunOutcome, sweep_dir: Path, since: float) -> None:
     write_json(run.error, {"error": outcome.error, "type": kind, "duration_s": round(outcome.seconds, 3)})
 
 
-def run_sweep(
-    spec: SweepSpec,
+def run_sweep(spec: SweepSpec, **kwargs) -> SweepReport:
+    """Check the spec, then run every selected point that is not done; return what happened.
+    The keywords are `run_sweeps`'s."""
+    return run_sweeps([spec], **kwargs)[0]
+
+
+def run_sweeps(
+    specs: list[SweepSpec],
     *,
     workers: int | None = None,
     only=(),
@@ -338,32 +344,82 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     launcher: str = "local",
     launcher_options=None,
-) -> SweepReport:
-    """Check the spec, then run every selected point that is not done; return what happened.
+) -> list[SweepReport]:
+    """Check every spec, then run every selected point that is not done; one report per spec.
 
-    `launcher`: where points run (`caprese.sweep.launchers.LAUNCHERS`: local, ray, slurm), with
-    its `LauncherOptions`; `workers`: how many at once (local: default 1; ray: default all, Ray
-    runs what the cluster's resources fit and queues the rest; slurm: the array's concurrency cap)."""
+    Nothing runs until all specs pass their checks. `launcher`: where points run
+    (`caprese.sweep.launchers.LAUNCHERS`: local, ray, slurm), with its `LauncherOptions`;
+    `workers`: how many at once (local: default 1, one pool for the points of all specs, in spec
+    order, so no worker idles at the end of one sweep while another has points left; ray: default
+    all, Ray runs what the cluster's resources fit and queues the rest; slurm: the array's
+    concurrency cap)."""
     from .launchers import LauncherOptions, SweepContext, get_launcher
 
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SweepSpecError(f"--workers {workers!r}: must be an integer >= 1")
     if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
         raise SweepSpecError(f"--timeout {timeout!r}: must be a number of seconds > 0")
+    names = [spec.name for spec in specs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SweepSpecError(f"sweep {', '.join(twice)} given twice: each spec runs once per command")
     strategy = get_launcher(launcher)
     options = launcher_options or LauncherOptions()
-    raise_if_any(strategy.check(spec, options))
-    points, sweep_dir, inputs = plan(spec, only=only, runs_dir=runs_dir, kernel=kernel)
-    timeout = timeout if timeout is not None else (spec.timeout or DEFAULT_TIMEOUT_S)
-    report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
-    todo = []
-    for point in points:
-        (report.already_done if RunFolder(sweep_dir / point.run_id).is_done() else todo).append(point)
-    if dry_run:
+    lines, planned = [], []
+    for spec in specs:
+        lines += strategy.check(spec, options)
+        try:
+            planned.append(plan(spec, only=only, runs_dir=runs_dir, kernel=kernel))
+        except SweepSpecError as err:
+            lines += err.lines
+    raise_if_any(lines)
+    reports, batches = [], []
+    for spec, (points, sweep_dir, inputs) in zip(specs, planned):
+        report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
+        reports.append(report)
+        todo = []
         for point in points:
-            status, reason = RunFolder(sweep_dir / point.run_id).state()
-            echo(f"{status:<10} {point.run_id}" + (f"  ({reason}; runs again)" if reason else ""))
-        return report
+            (report.already_done if RunFolder(sweep_dir / point.run_id).is_done() else todo).append(point)
+        if dry_run:
+            for point in points:
+                status, reason = RunFolder(sweep_dir / point.run_id).state()
+                echo(f"{status:<10} {point.run_id}" + (f"  ({reason}; runs again)" if reason else ""))
+            continue
+        check_output_dir(sweep_dir, "--runs-dir")  # before any kernel starts
+        write_json(sweep_dir / MANIFEST, {
+            "name": spec.name,
+            "spec": str(spec.path) if spec.path else None,
+            "notebook": str(spec.notebook),
+            "full": spec.full,
+            "points": [{"run_id": p.run_id, "params": p.params} for p in spec.points()],
+        })  # fmt: skip
+        # absolute paths: a Ray task or Slurm job runs in another working directory, maybe on another node
+        shared = replace(spec, notebook=spec.notebook.resolve())
+        point_timeout = timeout if timeout is not None else (spec.timeout or DEFAULT_TIMEOUT_S)
+        context = SweepContext(shared, sweep_dir.resolve(), kernel, point_timeout, Path.cwd(), inputs, workers, options)
+        batches.append((todo, context, report))
+    if dry_run:
+        return reports
+    total = sum(len(todo) for todo, _, _ in batches)
+    label = "+".join(names) if len(names) <= 3 else f"{len(names)} sweeps"
+    bar = tqdm(total=total, desc=f"sweep {label} ({strategy.name})", unit="run", disable=not progress or not total)
+
+    def finished_into(report: SweepReport):
+        def finished(outcome: RunOutcome) -> None:  # on the driver as each point ends, in any order
+            report.outcomes.append(outcome)
+            bar.update(1)
+            bar.set_postfix(failed=sum(r.count(FAILED) for r in reports), refresh=False)
+
+        return finished
+
+    try:
+        strategy.run_all([(todo, context, finished_into(report)) for todo, context, report in batches if todo])
+    finally:
+        bar.close()
+    for todo, _, report in batches:
+        order = {p.run_id: i for i, p in enumerate(todo)}
+        report.outcomes.sort(key=lambda o: order[o.point.run_id])
+    return reports
     check_output_dir(sweep_dir, "--runs-dir")  # before any kernel starts
 
     write_json(sweep_dir / MANIFEST, {

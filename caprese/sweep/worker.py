@@ -114,6 +114,7 @@ def execute(run_dir: Path, notebook: Path, kernel: str, cwd: Path) -> int:
             cwd=str(cwd),
             log_output=True,
             progress_bar=False,
+            shutdown_kernel="immediate",  # every cell has run and written its files: no 2-3 s graceful wait
         )
         if not run.metrics.exists():
             raise RuntimeError(f"the notebook finished without writing metrics.json into out_dir ({run_dir})")
