@@ -108,6 +108,17 @@ def test_fig8_refuses_unmatched_methods(tmp_path):
         fig8_singular_values(ctx)
 
 
+def test_fig8_pairs_only_runs_on_the_same_layers(tmp_path):
+    first_half = {**spectra_point("griffin", 0.5, 32), "layers": "first_half"}
+    ctx = context(tmp_path, {
+        "density": [spectra_point("cats", 0.5, 32), first_half],      # same r, sparsity, samples; other layers
+        "spectra": [spectra_point("cats", 0.5, 16), spectra_point("griffin", 0.5, 16)],
+    })  # fmt: skip
+    fig8_singular_values(ctx)
+    data = pd.read_csv(ctx.out_dir / "data" / "fig8_singular_values.csv")
+    assert set(data["rank"]) == {16} and set(data["layers"]) == {"all"}  # not the larger r32 pair
+
+
 def test_fig5_prefers_the_density_sweep_with_both_methods(tmp_path):
     density = [
         {"method": m, "layers": "first_half" if m == "griffin" else "all", "sparsity": s, "stage": st, "rank": r}

@@ -1,8 +1,8 @@
 """Figure 8: normalised singular values of each learned L·R, one line per layer, one panel per
 method (the paper: CATS's corrections are very low rank, GRIFFIN's higher).
 
-Only a matched set is drawn: runs of different methods with the same rank, sparsity, distillation
-samples and stage (ablations/spectra.yaml makes one for CATS and GRIFFIN). Among matched sets the
+Only a matched set is drawn: runs of different methods with the same rank, sparsity, layers,
+distillation samples and stage (ablations/spectra.yaml makes one for CATS and GRIFFIN). Among matched sets the
 one with the most methods, then the largest rank (the longest spectrum), then sparsity closest to
 50%, then the most samples, then the later stage (E2E over layer-wise) is chosen; per method, the
 later run name where several match. Runs of several methods with no matched set are refused (a
@@ -29,21 +29,23 @@ def _has_spectra(run: Run) -> bool:
 
 
 def match_key(run: Run) -> tuple:
-    """What two methods' spectra must share to be compared: (rank, sparsity, samples, stage, ρ)."""
+    """What two methods' spectra must share to be compared: (rank, sparsity, samples, stage, ρ, layers)
+    (GRIFFIN on the first half next to CATS on every layer would compare other layers' errors)."""
     c = run.configuration
-    return (c.rank, c.sparsity, c.samples, c.stage, c.reselect_every)
+    return (c.rank, c.sparsity, c.samples, c.stage, c.reselect_every, c.layers)
 
 
 def _preference(key: tuple, methods: int) -> tuple:
-    rank, sparsity, samples, stage, rho = key
+    rank, sparsity, samples, stage, rho, _ = key
     order = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 0
     return (methods, not rho, rank, -abs((sparsity or 0.0) - 0.5), samples or 0, order)
 
 
 def _settings(key: tuple) -> str:
-    rank, sparsity, samples, stage, rho = key
-    return f"r = {rank}, sparsity {sparsity:.0%}, {samples} distillation samples, {stage_name(stage)}" + (
-        f", ρ = {rho}" if rho else ""
+    rank, sparsity, samples, stage, rho, layers = key
+    return (
+        f"r = {rank}, sparsity {sparsity:.0%}, layers {layers}, {samples} distillation samples, {stage_name(stage)}"
+        + (f", ρ = {rho}" if rho else "")
     )
 
 
@@ -65,7 +67,7 @@ def chosen_runs(runs: list[Run]) -> tuple[dict[str, Run], tuple | None]:
                 for m in sorted(methods)
             )
             raise MissingData(
-                f"fig8: no matched pair (same rank, sparsity, samples and stage) across methods ({seen}); "
+                f"fig8: no matched pair (same rank, sparsity, layers, samples and stage) across methods ({seen}); "
                 f"{sweep_hint('spectra')}"
             )
         best = max(by_key, key=lambda key: _preference(key, 1))
