@@ -420,32 +420,3 @@ def run_sweeps(
         order = {p.run_id: i for i, p in enumerate(todo)}
         report.outcomes.sort(key=lambda o: order[o.point.run_id])
     return reports
-    check_output_dir(sweep_dir, "--runs-dir")  # before any kernel starts
-
-    write_json(sweep_dir / MANIFEST, {
-        "name": spec.name,
-        "spec": str(spec.path) if spec.path else None,
-        "notebook": str(spec.notebook),
-        "full": spec.full,
-        "points": [{"run_id": p.run_id, "params": p.params} for p in spec.points()],
-    })  # fmt: skip
-    # absolute paths: a Ray task or Slurm job runs in another working directory, maybe on another node
-    shared = replace(spec, notebook=spec.notebook.resolve())
-    context = SweepContext(shared, sweep_dir.resolve(), kernel, timeout, Path.cwd(), inputs, workers, options)
-    bar = tqdm(
-        total=len(todo), desc=f"sweep {spec.name} ({strategy.name})", unit="run", disable=not progress or not todo
-    )
-
-    def finished(outcome: RunOutcome) -> None:  # called on the driver as each point ends, in any order
-        report.outcomes.append(outcome)
-        bar.update(1)
-        bar.set_postfix(failed=report.count(FAILED), refresh=False)
-
-    try:
-        if todo:
-            strategy.run(todo, context, finished)
-    finally:
-        bar.close()
-    order = {p.run_id: i for i, p in enumerate(todo)}
-    report.outcomes.sort(key=lambda o: order[o.point.run_id])
-    return report
