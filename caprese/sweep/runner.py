@@ -372,7 +372,7 @@ def run_sweeps(
             planned.append(plan(spec, only=only, runs_dir=runs_dir, kernel=kernel))
         except SweepSpecError as err:
             lines += err.lines
-    raise_if_any(lines)
+    raise_if_any(list(dict.fromkeys(lines)))  # a launcher problem shared by every spec is said once
     reports, batches = [], []
     for spec, (points, sweep_dir, inputs) in zip(specs, planned):
         report = SweepReport(spec.name, sweep_dir, points, dry_run=dry_run)
