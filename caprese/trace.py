@@ -28,6 +28,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,6 +129,30 @@ def _site(block: FFNBlock, point: str) -> _Site:
     if point == "gate_act":
         return _Site(block.act, pre=False)
     return _Site(block.down, pre=True)  # z
+
+
+def run_capturing(block: FFNBlock, point: str, fn: Callable[[], Any]) -> tuple[Any, torch.Tensor | None]:
+    """(fn(), the value of `point` of `block` seen while fn ran): a one-shot private hook, removed
+    before returning, that no `Trace` sees or suspends. The value is None unless the point's module
+    ran exactly once inside fn (then a caller recomputes it from the layout's parts instead)."""
+    site = _site(block, TRACE_POINTS.canonical(point))
+    seen: list[torch.Tensor] = []
+
+    def keep(value) -> None:
+        seen.append(_first_tensor(value).detach())
+
+    if site.pre:
+        handle = site.module.register_forward_pre_hook(
+            lambda module, args, kwargs: keep(args[0] if args else next(iter(kwargs.values()), None)),
+            with_kwargs=True,
+        )
+    else:
+        handle = site.module.register_forward_hook(lambda module, args, output: keep(output))
+    try:
+        result = fn()
+    finally:
+        handle.remove()
+    return result, seen[0] if len(seen) == 1 else None
 
 
 class Trace:

@@ -75,6 +75,10 @@ class Method:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     stateful: ClassVar[bool] = False
     """True when generated tokens need state prepared from the sequence's own prompt."""
+    prepare_point: ClassVar[str | None] = None
+    """The trace point ("z" or "gate_act") `prepare` reads, if any: the wrapper then captures it
+    from the original FFN's own prefill forward and passes it as `features` (no second pass
+    through W_g/W_1 per prefill)."""
     takes_sparsity: ClassVar[bool] = True
     """False for a method that drops nothing (dense): its sparsity is 0 and Caprese has nothing to correct."""
 
@@ -118,8 +122,10 @@ class Method:
         """Per-layer constants from this layer's calibration statistics (when `calibration_needs`)."""
 
     # -- per sequence ----------------------------------------------------------------------------
-    def prepare(self, x: torch.Tensor, prompt: torch.Tensor) -> Any:
-        """Per-sequence state from the real prompt tokens (`prompt`: (B, S) bool) of a prefill."""
+    def prepare(self, x: torch.Tensor, prompt: torch.Tensor, features: torch.Tensor | None = None) -> Any:
+        """Per-sequence state from the real prompt tokens (`prompt`: (B, S) bool) of a prefill.
+        `features`: the value of `prepare_point` on x from the original FFN's forward, or None
+        (compute it from the layout's parts)."""
         return None
 
     def efficient(self, x: torch.Tensor, state: Any, meter: SparsityMeter | None = None, count=None) -> torch.Tensor:

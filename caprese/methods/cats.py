@@ -15,7 +15,7 @@ import torch
 from ..errors import CapreseError
 from ..registry import check_choice
 from .base import LayerShape, Method, MethodConfig, register_method
-from .distributions import EmpiricalDistribution
+from .distributions import prompt_quantiles
 
 THRESHOLD_SOURCES = ("prompt", "calibration")
 
@@ -45,6 +45,7 @@ def cats_threshold(magnitudes, sparsity: float) -> float:
 @register_method("cats")
 class Cats(Method):
     config_class = CatsConfig
+    prepare_point = "gate_act"  # the prompt's own σ(x W_g), captured from the original FFN's prefill
 
     def __init__(self, block, sparsity, config: CatsConfig):
         super().__init__(block, sparsity, config)
@@ -75,18 +76,18 @@ class Cats(Method):
         return self.block.act(up), None
 
     @torch.no_grad()
-    def prepare(self, x: torch.Tensor, prompt: torch.Tensor):
+    def prepare(self, x: torch.Tensor, prompt: torch.Tensor, features: torch.Tensor | None = None):
         if not self.from_prompt:
             return None
-        magnitudes = self._gate_and_up(x)[0].abs()
-        taus = []
-        for b in range(x.shape[0]):
-            if not bool(prompt[b].any()):
-                raise CapreseError(
-                    f"layer {self.block.index}: CATS reads τ from the prompt, but sequence {b} has no prompt token"
-                )
-            taus.append(cats_threshold(EmpiricalDistribution(magnitudes[b][prompt[b]]), self.sparsity))
-        return torch.tensor(taus, dtype=torch.float32, device=x.device)
+        empty = (~prompt.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise CapreseError(
+                f"layer {self.block.index}: CATS reads τ from the prompt, but sequence {empty[0]} has no prompt token"
+            )
+        if self.sparsity <= 0:  # cats_threshold's "keep everything"
+            return torch.full((x.shape[0],), float("-inf"), device=x.device)
+        activation = self._gate_and_up(x)[0] if features is None else features
+        return prompt_quantiles(activation.abs(), prompt, self.sparsity)
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         tau = state[:, None, None] if self.from_prompt else self.threshold

@@ -28,9 +28,35 @@ class EmpiricalDistribution:
 
     def quantile(self, q: float) -> float:
         """The smallest value v with P(X <= v) >= q (so thresholding at v zeroes at least a q-fraction)."""
-        n = self.values.numel()
-        k = min(max(math.ceil(q * n - 1e-9), 1), n)
+        k = quantile_rank(q, self.values.numel())
         return float(torch.kthvalue(self.values.float(), k).values)
+
+
+def quantile_rank(q: float, n: int) -> int:
+    """k such that the k-th smallest of n values is their q-quantile (`EmpiricalDistribution`)."""
+    return min(max(math.ceil(q * n - 1e-9), 1), n)
+
+
+def prompt_quantiles(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """float32 (B,): row b's q-quantile (`EmpiricalDistribution`'s) over `values[b][mask[b]]`.
+
+    values (B, S, W); mask (B, S) bool, each row with at least one True. One batched `kthvalue`
+    instead of one per row: masked-out entries become +inf, and each row gets K - k_b extra -inf
+    entries (k_b its own rank, K the largest), so the K-th smallest of every padded row is the
+    k_b-th smallest of its own values, exactly.
+    """
+    batch, length, width = values.shape
+    ranks = [quantile_rank(q, int(n) * width) for n in mask.sum(dim=1).tolist()]
+    top = max(ranks)
+    shifts = torch.tensor([top - k for k in ranks], device=values.device)
+    extra = max(1, top - min(ranks))
+    rows = torch.empty(batch, length * width + extra, dtype=torch.float32, device=values.device)
+    body = rows[:, : length * width].view(batch, length, width)
+    body.copy_(values)
+    body.masked_fill_(~mask[..., None], math.inf)
+    below = torch.arange(extra, device=values.device) < shifts[:, None]
+    rows[:, length * width :] = torch.where(below, -math.inf, math.inf)
+    return torch.kthvalue(rows, top, dim=1).values
 
 
 class SymmetrizedEmpirical:

@@ -173,6 +173,7 @@ class GriffinState:
 class Griffin(Method):
     config_class = GriffinConfig
     stateful = True
+    prepare_point = "z"  # the prompt's own Z, captured from the original FFN's prefill
 
     def __init__(self, block, sparsity, config: GriffinConfig):
         super().__init__(block, sparsity, config)
@@ -226,13 +227,13 @@ class Griffin(Method):
         state.lora_slices = None  # a new kept set: LoRA factors are sliced again
 
     @torch.no_grad()
-    def prepare(self, x: torch.Tensor, prompt: torch.Tensor) -> GriffinState:
+    def prepare(self, x: torch.Tensor, prompt: torch.Tensor, features: torch.Tensor | None = None) -> GriffinState:
         empty = (~prompt.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise CapreseError(
                 f"layer {self.block.index}: GRIFFIN selects from the prompt, but sequence {empty[0]} has no prompt token"
             )
-        scores = griffin_scores(self.block.intermediate(x), prompt)
+        scores = griffin_scores(self.block.intermediate(x) if features is None else features, prompt)
         batch = x.shape[0]
         rho = self.config.reselect_every
         zeros = torch.zeros(batch, dtype=torch.long, device=x.device)

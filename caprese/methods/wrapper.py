@@ -24,6 +24,7 @@ from torch import nn
 from ..arch.ffn import FFNBlock, FFNWrapper
 from ..errors import CapreseError
 from ..phase import Phase, PhaseTracker
+from ..trace import run_capturing
 from .base import Method, SparsityMeter
 
 TeacherCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -104,16 +105,29 @@ class EfficientFFN(FFNWrapper):
                 )
         return self.method.decode(x, phase.generated, self.state, self.meter)
 
+    def _prefill(self, x: torch.Tensor, phase: Phase) -> torch.Tensor | None:
+        """Reset the per-sequence state; for a stateful method also return the original output
+        (a prefill needs it for its prompt tokens), whose activations `prepare` may read."""
+        if not self.method.stateful:
+            self.state = None
+            return None
+        point = self.method.prepare_point
+        if point is None:
+            self.state = self.method.prepare(x, phase.prompt_valid)
+            return self.base_layer(x)
+        original, features = run_capturing(self.block, point, lambda: self.base_layer(x))
+        self.state = self.method.prepare(x, phase.prompt_valid, features)
+        return original
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         phase = self.tracker.phase()
-        if phase.prefill:
-            self.state = self.method.prepare(x, phase.prompt_valid) if self.method.stateful else None
+        original = self._prefill(x, phase) if phase.prefill else None
         flags = self.flags.of(phase)
         if not flags.any_generated:
-            return self.base_layer(x)
+            return original if original is not None else self.base_layer(x)
         generated = phase.generated
         if self.teacher:
-            dense = self.base_layer(x)
+            dense = original if original is not None else self.base_layer(x)
             efficient = self.efficient_output(x, phase)
             self.teacher_callback(self.layer_index, x[generated], (dense - efficient)[generated], efficient[generated])
             return dense
@@ -122,4 +136,4 @@ class EfficientFFN(FFNWrapper):
             out = out + self.correction(x)
         if flags.all_generated:  # token-by-token decode: no original output needed
             return out
-        return torch.where(generated[..., None], out, self.base_layer(x))
+        return torch.where(generated[..., None], out, original if original is not None else self.base_layer(x))
