@@ -124,3 +124,14 @@ def test_main_job_specs_meet_the_precision_target_and_take_the_recipe(name):
         assert wilson_half_width(n // 2, n) <= 0.05, (point.run_id, n)
         assert point.params["model"] == "toy-math"
         assert not {"init", "lr", "epochs", "e2e_lr", "e2e_epochs"} & set(point.params), point.run_id
+
+
+def test_distill_flags_read_their_defaults_from_the_configs():
+    """--samples, --max-new-tokens and --temperature have one home each (no number repeated in the CLI)."""
+    from caprese.config import GenerationConfig
+    from caprese.experiment import DistillConfig
+
+    args = distill_args()
+    assert args.samples == DistillConfig().samples
+    assert args.max_new_tokens == GenerationConfig().max_new_tokens
+    assert args.temperature == GenerationConfig().temperature
