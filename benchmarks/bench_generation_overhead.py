@@ -103,7 +103,7 @@ def main() -> None:
         elif name != "plain":
             mark = f"  (target <= 1.15: {'met' if ratio <= 1.15 else 'NOT met'})"
         print(
-            f"  {name:<14} median {median[name]:7.3f} s  ratio {ratio:.3f}   min {low[name]:7.3f} s  "
+            f"  {name:<17} median {median[name]:7.3f} s  ratio {ratio:.3f}   min {low[name]:7.3f} s  "
             f"ratio {ratio_min:.3f}{mark}"
         )
 
