@@ -1,6 +1,7 @@
 """The method registry, apply_method's life cycle, one-line errors and the shared CLI options."""
 
 import argparse
+import dataclasses
 import hashlib
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 from caprese.arch import ffn_blocks
 from caprese.errors import CapreseError
 from caprese.methods import METHODS, EfficientFFN, apply_method, resolve_layers
+from caprese.methods.cats import CatsConfig
 from caprese.methods.cli_options import add_method_arguments, load_calibration_texts, method_from_args
+from caprese.methods.griffin import GriffinConfig
 from caprese.testing import tiny_model
 
 
@@ -46,6 +49,14 @@ def test_reselection_period_below_one_is_refused(rho):
     with pytest.raises(CapreseError) as err:
         apply_method(tiny_model(), "griffin", sparsity=0.5, reselect_every=rho).__enter__()
     assert "reselect_every" in one_line(err) and repr(rho) in one_line(err)
+
+
+def test_a_method_config_is_checked_wherever_it_is_built():
+    """validate() runs in __post_init__: a config built directly or by dataclasses.replace is checked too."""
+    with pytest.raises(CapreseError, match="reselect_every"):
+        GriffinConfig(reselect_every=0)
+    with pytest.raises(CapreseError, match="threshold_source"):
+        dataclasses.replace(CatsConfig(), threshold_source="median")
 
 
 @pytest.mark.parametrize(

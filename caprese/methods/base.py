@@ -43,10 +43,14 @@ CalibrationNeed = str
 class MethodConfig:
     """Options of a method beyond its sparsity; subclasses add fields with `metadata={"help": ...}`
     (optional metadata: "flag" (the CLI flag without --, default `<method>-<field>`), "choices",
-    "metavar"). Subclasses validate in `validate()`, which `build_config` calls."""
+    "metavar"). Subclasses put their checks in `validate()`, which `__post_init__` runs, so a
+    config is checked wherever it is built (`build_config`, `dataclasses.replace`, a test)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
-        """Raise a one-line CapreseError on a bad option."""
+        """Raise a one-line CapreseError on a bad option (the shared checkers of caprese.registry)."""
 
 
 @dataclass(frozen=True)
@@ -269,9 +273,7 @@ def build_config(method: type[Method], options: dict[str, Any]) -> MethodConfig:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             allowed = ", ".join(sorted(fields)) or "none"
             raise CapreseError(f"method {method.name!r} has no option {key!r}{hint} (options: {allowed})")
-    config = method.config_class(**options)
-    config.validate()
-    return config
+    return method.config_class(**options)  # validated in __post_init__
 
 
 # -- which layers ------------------------------------------------------------------------------------
