@@ -76,3 +76,7 @@ def test_several_specs_dry_run_lists_each(tmp_path, capsys):
     assert sweep_command.main([str(a), str(b), "--dry-run", "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "sweep a: 2 points, 0 done, 2 to run" in out and "sweep b: 1 points, 0 done, 1 to run" in out
+    listing = out[: out.index("sweep a: 2 points")].splitlines()  # each sweep's header above its own points
+    headers = [i for i, line in enumerate(listing) if line.startswith("sweep ")]
+    assert [listing[i].split(" ->")[0] for i in headers] == ["sweep a", "sweep b"]
+    assert headers[1] - headers[0] == 3 and len(listing) - headers[1] == 2

@@ -381,6 +381,8 @@ def run_sweeps(
         for point in points:
             (report.already_done if RunFolder(sweep_dir / point.run_id).is_done() else todo).append(point)
         if dry_run:
+            if len(specs) > 1:  # which sweep (and folder) the points below belong to
+                echo(f"sweep {spec.name} -> {sweep_dir}")
             for point in points:
                 status, reason = RunFolder(sweep_dir / point.run_id).state()
                 echo(f"{status:<10} {point.run_id}" + (f"  ({reason}; runs again)" if reason else ""))
