@@ -34,6 +34,43 @@ EXIT_FAILED = 1
 EXIT_BUSY = 75  # another process holds the run's lock (EX_TEMPFAIL)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+START_ATTEMPTS = 3
+"""Kernel starts per run: a start can fail before any cell runs (jupyter_client picks free ports, then
+the kernel binds them; another process starting at the same moment can take one in between, and
+the kernel dies with "Address already in use"). Such a failure is retried; a cell's failure never."""
+_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+
+
+def kernel_did_not_start(err: BaseException) -> bool:
+    """True for a kernel that died or hung before its first reply (no cell ran: safe to retry)."""
+    return (
+        isinstance(err, RuntimeError)
+        and not isinstance(err, PapermillExecutionError)
+        and any(marker in str(err) for marker in _START_FAILURES)
+    )
+
+
+def _execute_notebook(notebook: Path, run: RunFolder, parameters: dict, kernel: str, cwd: Path) -> None:
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(run.partial_notebook),
+                parameters=parameters,
+                kernel_name=kernel,
+                cwd=str(cwd),
+                log_output=True,
+                progress_bar=False,
+                shutdown_kernel="immediate",  # every cell has run and written its files: no 2-3 s graceful wait
+            )
+            return
+        except RuntimeError as err:
+            if attempt == START_ATTEMPTS or not kernel_did_not_start(err):
+                raise
+            logging.getLogger("caprese.sweep").warning(
+                "run %s: the kernel did not start (%s); starting it again (attempt %d of %d)",
+                run.run_id, err, attempt + 1, START_ATTEMPTS,
+            )  # fmt: skip
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -106,16 +143,7 @@ def execute(run_dir: Path, notebook: Path, kernel: str, cwd: Path) -> int:
     parameters = {**read_json(run.params), "out_dir": str(run_dir.resolve())}
     started = time.time()
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(run.partial_notebook),
-            parameters=parameters,
-            kernel_name=kernel,
-            cwd=str(cwd),
-            log_output=True,
-            progress_bar=False,
-            shutdown_kernel="immediate",  # every cell has run and written its files: no 2-3 s graceful wait
-        )
+        _execute_notebook(notebook, run, parameters, kernel, cwd)
         if not run.metrics.exists():
             raise RuntimeError(f"the notebook finished without writing metrics.json into out_dir ({run_dir})")
         if run.damage():
