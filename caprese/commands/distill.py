@@ -11,7 +11,6 @@ each L·R, the paper's figure 8). Evaluate with `caprese eval ... --adapter OUT/
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from ..config import INITS, KINDS, STAGES, E2EConfig, LayerwiseConfig, LoraConfig
@@ -52,19 +51,13 @@ E2E_FLAGS = {
 }
 
 
-def _default(config_class, name: str):
-    """A dataclass field's default: the flag reads its one home instead of repeating it."""
-    return next(f.default for f in fields(config_class) if f.name == name)
-
-
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("distill", help="train Caprese low-rank paths (layer-wise eq 7, end-to-end eq 8)")
     add_model_arguments(parser)
     add_method_arguments(parser)
     group = parser.add_argument_group("distillation")
     group.add_argument("--rank", type=int, required=True, help="rank r of each low-rank path (1..D)")
-    samples = _default(DistillConfig, "samples")
-    group.add_argument("--samples", type=int, default=samples, help=f"distillation samples (default: {samples})")
+    add_config_arguments(group, DistillConfig, {"samples": "samples"})
     group.add_argument("--stage", default="layerwise", help=f"{' | '.join(STAGES)} (default: layerwise)")
     group.add_argument(
         "--kind",
@@ -85,16 +78,8 @@ def add_parser(subparsers) -> None:
     group.add_argument(
         "--responses", default="model", help="model (the dense model answers, default) | dataset (worked solutions)"
     )
-    tokens, temperature = _default(GenerationConfig, "max_new_tokens"), _default(GenerationConfig, "temperature")
-    group.add_argument(
-        "--max-new-tokens", type=int, default=tokens, help=f"teacher response length cap (default: {tokens})"
-    )
-    group.add_argument(
-        "--temperature",
-        type=float,
-        default=temperature,
-        help=f"teacher sampling temperature (default: {temperature:g}, greedy)",
-    )
+    # the teacher's responses: GenerationConfig's defaults and help
+    add_config_arguments(group, GenerationConfig, {"max_new_tokens": "max-new-tokens", "temperature": "temperature"})
     add_config_arguments(group, LayerwiseConfig, LAYERWISE_FLAGS, unset=True)
     add_config_arguments(group, E2EConfig, E2E_FLAGS, unset=True)
     add_config_arguments(group, LoraConfig, {"scope": "lora-scope"})
