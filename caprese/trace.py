@@ -106,6 +106,11 @@ def check_layers(layers: Iterable[int] | None, num_layers: int) -> tuple[int, ..
     return tuple(sorted(chosen))
 
 
+def _pre_hook_input(args, kwargs):
+    """The module input a forward pre-hook sees: the first positional argument, else the first keyword."""
+    return _first_tensor(args[0] if args else next(iter(kwargs.values()), None))
+
+
 def _first_tensor(value):
     """A hook's tensor: the first positional input, or the first element of a tuple output."""
     if isinstance(value, (tuple, list)):
@@ -138,16 +143,14 @@ def run_capturing(block: FFNBlock, point: str, fn: Callable[[], Any]) -> tuple[A
     site = _site(block, TRACE_POINTS.canonical(point))
     seen: list[torch.Tensor] = []
 
-    def keep(value) -> None:
-        seen.append(_first_tensor(value).detach())
-
     if site.pre:
         handle = site.module.register_forward_pre_hook(
-            lambda module, args, kwargs: keep(args[0] if args else next(iter(kwargs.values()), None)),
-            with_kwargs=True,
+            lambda module, args, kwargs: seen.append(_pre_hook_input(args, kwargs).detach()), with_kwargs=True
         )
     else:
-        handle = site.module.register_forward_hook(lambda module, args, output: keep(output))
+        handle = site.module.register_forward_hook(
+            lambda module, args, output: seen.append(_first_tensor(output).detach())
+        )
     try:
         result = fn()
     finally:
@@ -262,8 +265,7 @@ class Trace:
         if pre:
 
             def pre_hook(module, args, kwargs):
-                value = args[0] if args else next(iter(kwargs.values()), None)
-                self._record(layer, point, _first_tensor(value))
+                self._record(layer, point, _pre_hook_input(args, kwargs))
                 return None  # read-only: the input is unchanged
 
             return pre_hook
