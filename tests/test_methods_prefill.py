@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from caprese.arch import ffn_blocks
-from caprese.methods import apply_method
+from caprese.methods import apply_method, distributions
 from caprese.methods.cats import Cats
-from caprese.methods.distributions import EmpiricalDistribution, prompt_quantiles
+from caprese.methods.distributions import EmpiricalDistribution, prompt_magnitude_quantiles
 from caprese.methods.griffin import Griffin
 from caprese.testing import tiny_model
 from tests.test_methods_exact import random_batch
@@ -54,15 +54,18 @@ def test_prefill_runs_the_input_projections_once_and_leaves_no_hooks(name):
         handle.remove()
 
 
+@pytest.mark.parametrize("chunk", [None, 9 * 16, 2 * 9 * 16], ids=["one-chunk", "row-by-row", "two-rows"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_batched_prompt_quantiles_equal_each_prompts_own(dtype):
+def test_batched_prompt_quantiles_equal_each_prompts_own(dtype, chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(distributions, "QUANTILE_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(0)
-    values = torch.randn(5, 9, 16, generator=g).abs().round(decimals=1).to(dtype)  # ties included
+    values = torch.randn(5, 9, 16, generator=g).round(decimals=1).to(dtype)  # signed, ties included
     mask = torch.zeros(5, 9, dtype=torch.bool)
     for b, (start, stop) in enumerate([(0, 9), (4, 9), (8, 9), (2, 5), (0, 1)]):
         mask[b, start:stop] = True
     for q in (0.05, 0.5, 0.7, 0.95, 1.0):
-        got = prompt_quantiles(values, mask, q)
-        want = torch.tensor([EmpiricalDistribution(values[b][mask[b]]).quantile(q) for b in range(5)])
+        got = prompt_magnitude_quantiles(values, mask, q)
+        want = torch.tensor([EmpiricalDistribution(values[b][mask[b]].abs()).quantile(q) for b in range(5)])
         assert got.dtype == torch.float32
         assert torch.equal(got, want), q

@@ -15,7 +15,7 @@ import torch
 from ..errors import CapreseError
 from ..registry import check_choice
 from .base import LayerShape, Method, MethodConfig, register_method
-from .distributions import prompt_quantiles
+from .distributions import prompt_magnitude_quantiles
 
 THRESHOLD_SOURCES = ("prompt", "calibration")
 
@@ -85,9 +85,9 @@ class Cats(Method):
                 f"layer {self.block.index}: CATS reads τ from the prompt, but sequence {empty[0]} has no prompt token"
             )
         if self.sparsity <= 0:  # cats_threshold's "keep everything"
-            return torch.full((x.shape[0],), float("-inf"), device=x.device)
+            return torch.full((x.shape[0],), float("-inf"), dtype=torch.float32, device=x.device)
         activation = self._gate_and_up(x)[0] if features is None else features
-        return prompt_quantiles(activation.abs(), prompt, self.sparsity)
+        return prompt_magnitude_quantiles(activation, prompt, self.sparsity)
 
     def efficient(self, x: torch.Tensor, state, meter=None, count=None) -> torch.Tensor:
         tau = state[:, None, None] if self.from_prompt else self.threshold

@@ -37,22 +37,39 @@ def quantile_rank(q: float, n: int) -> int:
     return min(max(math.ceil(q * n - 1e-9), 1), n)
 
 
-def prompt_quantiles(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
-    """float32 (B,): row b's q-quantile (`EmpiricalDistribution`'s) over `values[b][mask[b]]`.
+QUANTILE_CHUNK_ELEMENTS = 1 << 26
+"""Entries per batched selection in `prompt_magnitude_quantiles` (256 MiB of float32): rows are
+taken a few at a time beyond it, so an 8B model's 16 x 2048-token prefill (29M entries per row)
+never holds a float32 copy of all of them at once."""
+
+
+def prompt_magnitude_quantiles(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """float32 (B,): row b's q-quantile (`EmpiricalDistribution`'s) of |values[b][mask[b]]|.
 
     values (B, S, W); mask (B, S) bool, each row with at least one True. One batched `kthvalue`
-    instead of one per row: masked-out entries become +inf, and each row gets K - k_b extra -inf
-    entries (k_b its own rank, K the largest), so the K-th smallest of every padded row is the
-    k_b-th smallest of its own values, exactly.
+    per chunk of rows instead of one per row: masked-out entries become +inf, and each row gets
+    K - k_b extra -inf entries (k_b its own rank, K the chunk's largest), so the K-th smallest of
+    every padded row is the k_b-th smallest of its own magnitudes, exactly.
     """
     batch, length, width = values.shape
-    ranks = [quantile_rank(q, int(n) * width) for n in mask.sum(dim=1).tolist()]
+    per_chunk = max(1, QUANTILE_CHUNK_ELEMENTS // (length * width))
+    counts = mask.sum(dim=1).tolist()
+    return torch.cat([
+        _magnitude_quantiles(values[i : i + per_chunk], mask[i : i + per_chunk], counts[i : i + per_chunk], q)
+        for i in range(0, batch, per_chunk)
+    ])  # fmt: skip
+
+
+def _magnitude_quantiles(values: torch.Tensor, mask: torch.Tensor, counts: list[int], q: float) -> torch.Tensor:
+    batch, length, width = values.shape
+    ranks = [quantile_rank(q, n * width) for n in counts]
     top = max(ranks)
     shifts = torch.tensor([top - k for k in ranks], device=values.device)
     extra = max(1, top - min(ranks))
     rows = torch.empty(batch, length * width + extra, dtype=torch.float32, device=values.device)
     body = rows[:, : length * width].view(batch, length, width)
     body.copy_(values)
+    body.abs_()
     body.masked_fill_(~mask[..., None], math.inf)
     below = torch.arange(extra, device=values.device) < shifts[:, None]
     rows[:, length * width :] = torch.where(below, -math.inf, math.inf)
